@@ -1,0 +1,464 @@
+"""pytest plugin: keep a "last running test" marker so that an outer process
+can name the test a hard crash killed.
+
+Inert unless a marker path is configured, exactly like the original
+``pytest-abort`` plugin. A path comes from (first match wins):
+
+1. the xdist controller, which gives each worker ``<dir>/last_running_<gwN>.json``;
+2. ``PYTEST_ABORT_LAST_RUNNING_FILE``;
+3. ``PYTEST_ABORT_LAST_RUNNING_DIR`` + ``last_running_<worker>.json``;
+4. ``--last-running-file``;
+5. ``--last-running-dir``.
+
+The marker is a JSON object (``test_name``, ``nodeid``, ``start_time``,
+``status: "running"``, ``pid``, ``gpu_id``) written just before a test's run
+protocol starts and removed when it returns; if the process dies hard, it
+stays. Under xdist, when a worker goes down the controller appends the
+worker's surviving marker to ``PYTEST_ABORT_CRASHED_TESTS_LOG``.
+
+Under ``pytest-abort-wrap`` (``PYTEST_ABORT_WRAP_STATE`` set) the plugin also
+keeps a per-process journal of collected and finished tests, applies the
+wrapper's run plan (tests to deselect, files to skip), sends report files of
+each run to their own paths, and writes markers in place (one ``pwrite`` per
+update) since the wrapper reads them only once the writer is stopped or dead.
+Writing never fails a test run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime
+from typing import Any, Dict, List, Optional
+
+import pytest
+
+from .crash_file import append_crash_to_jsonl, check_for_crash_file, gpu_id_from_env
+
+ENV_LAST_RUNNING_FILE = "PYTEST_ABORT_LAST_RUNNING_FILE"
+ENV_LAST_RUNNING_DIR = "PYTEST_ABORT_LAST_RUNNING_DIR"
+ENV_CRASHED_TESTS_LOG = "PYTEST_ABORT_CRASHED_TESTS_LOG"
+#: Set by pytest-abort-wrap: its state folder (journals, run plan, reports).
+ENV_WRAP_STATE = "PYTEST_ABORT_WRAP_STATE"
+#: Set by pytest-abort-wrap: the 1-based run number.
+ENV_WRAP_RUN = "PYTEST_ABORT_WRAP_RUN"
+
+OPT_LAST_RUNNING_FILE = "abort_last_running_file"
+OPT_LAST_RUNNING_DIR = "abort_last_running_dir"
+
+_PLUGIN_NAME = "pytest_abort_session"
+_PHASE_OFFSET = len('{"phase": ')
+_PHASES = {p: ('"%s"' % p).ljust(10).encode() for p in ("setup", "call", "teardown")}
+_TEXT_LIMIT = 65536
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("pytest-abort", "crash attribution (pytest-abort)")
+    group.addoption(
+        "--last-running-file",
+        dest=OPT_LAST_RUNNING_FILE,
+        default=None,
+        help="Write the last-running-test marker (JSON) to this path.",
+    )
+    group.addoption(
+        "--last-running-dir",
+        dest=OPT_LAST_RUNNING_DIR,
+        default=None,
+        help="Write per-worker markers last_running_<worker>.json into this folder (xdist-safe).",
+    )
+
+
+def _worker_id(config: pytest.Config) -> str:
+    workerinput = getattr(config, "workerinput", None)
+    if isinstance(workerinput, dict) and workerinput.get("workerid"):
+        return str(workerinput["workerid"])
+    return os.environ.get("PYTEST_XDIST_WORKER") or "main"
+
+
+def _marker_dir(config: pytest.Config) -> Optional[str]:
+    return os.environ.get(ENV_LAST_RUNNING_DIR) or getattr(config.option, OPT_LAST_RUNNING_DIR, None)
+
+
+def _marker_path(config: pytest.Config) -> Optional[str]:
+    workerinput = getattr(config, "workerinput", None)
+    if isinstance(workerinput, dict) and workerinput.get(OPT_LAST_RUNNING_FILE):
+        return workerinput[OPT_LAST_RUNNING_FILE]
+    path = os.environ.get(ENV_LAST_RUNNING_FILE)
+    if path:
+        return path
+    worker = _worker_id(config)
+    d = os.environ.get(ENV_LAST_RUNNING_DIR)
+    if d:
+        return os.path.join(d, f"last_running_{worker}.json")
+    path = getattr(config.option, OPT_LAST_RUNNING_FILE, None)
+    if path:
+        return path
+    d = getattr(config.option, OPT_LAST_RUNNING_DIR, None)
+    if d:
+        return os.path.join(d, f"last_running_{worker}.json")
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    if config.pluginmanager.has_plugin(_PLUGIN_NAME):
+        return
+    wrap_state = os.environ.get(ENV_WRAP_STATE) or None
+    marker = _marker_path(config)
+    if marker is None and _marker_dir(config) is None and wrap_state is None:
+        return  # inert: nobody asked for markers
+    config.pluginmanager.register(_AbortSession(config, marker, wrap_state), _PLUGIN_NAME)
+
+
+def _timeout_of(item: pytest.Item) -> Optional[float]:
+    mark = item.get_closest_marker("timeout")
+    if mark is None:
+        return None
+    value = mark.kwargs.get("timeout", mark.args[0] if mark.args else None)
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+class _AtomicMarker:
+    """Marker written as temp file + rename and removed after the test (the
+    original's semantics, for readers that poll it while pytest runs)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def start(self, payload: str) -> None:
+        try:
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            tmp = f"{self.path}.tmp.{os.getpid()}"
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(payload)
+            os.replace(tmp, self.path)
+        except OSError:
+            pass
+
+    def phase(self, phase: str) -> None:
+        pass
+
+    def finish(self) -> None:
+        try:
+            os.remove(self.path)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        pass
+
+
+class _InPlaceMarker:
+    """Marker kept open and rewritten in place with one ``pwrite``.
+
+    Used under the wrapper, which reads a marker only when its writer is
+    stopped (ptrace) or dead, so a single write is all-or-nothing for it.
+    Shorter contents are padded with spaces (valid JSON whitespace)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.size = 0
+        try:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            self.fd: Optional[int] = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        except OSError:
+            self.fd = None
+
+    def _put(self, data: bytes) -> None:
+        if self.fd is None:
+            return
+        if len(data) < self.size:
+            data = data.ljust(self.size)
+        else:
+            self.size = len(data)
+        try:
+            os.pwrite(self.fd, data, 0)
+        except OSError:
+            pass
+
+    def start(self, payload: str) -> None:
+        self._put(payload.encode("utf-8", "surrogateescape"))
+
+    def phase(self, phase: str) -> None:
+        if self.fd is not None:
+            try:
+                os.pwrite(self.fd, _PHASES[phase], _PHASE_OFFSET)
+            except OSError:
+                pass
+
+    def finish(self) -> None:
+        self._put(b'{"status": "idle"}')
+
+    def close(self) -> None:
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = None
+
+
+class _Journal:
+    """Append-only JSONL journal, one ``write`` per event (wrapper only)."""
+
+    def __init__(self, path: str) -> None:
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            self.fd: Optional[int] = os.open(
+                path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
+            )
+        except OSError:
+            self.fd = None
+
+    def write(self, event: Dict[str, Any]) -> None:
+        if self.fd is None:
+            return
+        try:
+            line = json.dumps(event, separators=(",", ":"), default=str) + "\n"
+            os.write(self.fd, line.encode("utf-8", "surrogateescape"))
+        except (OSError, ValueError, TypeError):
+            pass
+
+    def close(self) -> None:
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = None
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _TEXT_LIMIT else text[:_TEXT_LIMIT] + "\n[... truncated by pytest-abort]"
+
+
+class _AbortSession:
+    """The active plugin of one pytest process (controller, worker or serial)."""
+
+    def __init__(self, config: pytest.Config, marker_path: Optional[str], wrap_state: Optional[str]) -> None:
+        self.config = config
+        self.worker = _worker_id(config)
+        self.is_worker = isinstance(getattr(config, "workerinput", None), dict)
+        self.wrap_state = wrap_state
+        self.gpu_id = gpu_id_from_env()
+        self.pid = os.getpid()
+        self.marker = None
+        if marker_path:
+            self.marker = _InPlaceMarker(marker_path) if wrap_state else _AtomicMarker(marker_path)
+        self.journal: Optional[_Journal] = None
+        self.deselect: set = set()
+        self.ignore: set = set()
+        self.outcomes: Dict[str, List[Any]] = {}
+        if wrap_state:
+            self._start_wrapped(wrap_state)
+
+    # --- wrapper mode -------------------------------------------------------
+
+    def _start_wrapped(self, state: str) -> None:
+        run = os.environ.get(ENV_WRAP_RUN, "1")
+        self.journal = _Journal(os.path.join(state, "journal", f"r{run}-{self.pid}.jsonl"))
+        self.journal.write(
+            {"ev": "start", "pid": self.pid, "worker": self.worker, "rootdir": str(self.config.rootpath)}
+        )
+        try:
+            with open(os.path.join(state, "plan.json"), encoding="utf-8") as f:
+                plan = json.load(f)
+            self.deselect = set(plan.get("deselect") or ())
+            self.ignore = set(plan.get("ignore") or ())
+        except (OSError, ValueError):
+            pass
+        if not self.is_worker:
+            self._redirect_reports(state, run)
+
+    def _redirect_reports(self, state: str, run: str) -> None:
+        opt = self.config.option
+        wanted = {
+            "json": getattr(opt, "json_report_file", None) if getattr(opt, "json_report", False) else None,
+            "html": getattr(opt, "htmlpath", None),
+            "csv": getattr(opt, "csv_path", None),
+            "junit": getattr(opt, "xmlpath", None),
+        }
+        attrs = {"json": "json_report_file", "html": "htmlpath", "csv": "csv_path", "junit": "xmlpath"}
+        ext = {"json": "json", "html": "html", "csv": "csv", "junit": "xml"}
+        requested, redirected = {}, {}
+        folder = os.path.join(state, "reports", f"r{run}")
+        for kind, path in wanted.items():
+            if not path:
+                continue
+            requested[kind] = os.path.abspath(os.path.expanduser(str(path)))
+            redirected[kind] = os.path.join(folder, f"report.{ext[kind]}")
+            setattr(opt, attrs[kind], redirected[kind])
+        if requested:
+            os.makedirs(folder, exist_ok=True)
+            self.journal.write({"ev": "reports", "requested": requested, "redirected": redirected})
+
+    def pytest_ignore_collect(self, collection_path, config):
+        if self.ignore and str(collection_path) in self.ignore:
+            return True
+        return None
+
+    def pytest_collectstart(self, collector) -> None:
+        if self.journal is not None and isinstance(collector, pytest.File):
+            self.journal.write({"ev": "collect", "nodeid": collector.nodeid, "path": str(collector.path)})
+
+    def pytest_collectreport(self, report) -> None:
+        if self.journal is not None and report.fspath and "::" not in report.nodeid:
+            self.journal.write({"ev": "collect_end", "nodeid": report.nodeid})
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, session, config, items) -> None:
+        if not self.deselect:
+            return
+        keep, dropped = [], []
+        for item in items:
+            (dropped if item.nodeid in self.deselect else keep).append(item)
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = keep
+
+    def pytest_collection_finish(self, session) -> None:
+        if self.journal is not None:
+            self.journal.write({"ev": "collected", "nodeids": [i.nodeid for i in session.items]})
+
+    # --- markers ------------------------------------------------------------
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        marker = self.marker
+        if marker is not None:
+            timeout = _timeout_of(item)
+            marker.start(
+                '{"phase": "setup"   , "test_name": %s, "nodeid": %s, "start_time": "%s", '
+                '"status": "running", "pid": %d, "gpu_id": %s, "worker": %s, "timeout": %s}'
+                % (
+                    json.dumps(item.name),
+                    json.dumps(item.nodeid),
+                    datetime.now().isoformat(timespec="microseconds"),
+                    self.pid,
+                    json.dumps(self.gpu_id),
+                    json.dumps(self.worker),
+                    "null" if timeout is None else repr(timeout),
+                )
+            )
+        try:
+            yield
+        finally:
+            if marker is not None:
+                marker.finish()
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_call(self, item) -> None:
+        if self.marker is not None:
+            self.marker.phase("call")
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_teardown(self, item) -> None:
+        if self.marker is not None:
+            self.marker.phase("teardown")
+
+    # --- journal of finished tests -----------------------------------------
+
+    def pytest_runtest_logreport(self, report) -> None:
+        if self.journal is None:
+            return
+        state = self.outcomes.get(report.nodeid)
+        if state is None:
+            state = self.outcomes[report.nodeid] = ["passed", 0.0, "call", None, report.location, []]
+        state[1] += report.duration
+        xfail = hasattr(report, "wasxfail")
+        outcome = None
+        if report.when == "call":
+            if report.passed:
+                outcome = "xpassed" if xfail else "passed"
+            elif report.skipped:
+                outcome = "xfailed" if xfail else "skipped"
+            else:
+                outcome = "failed"
+        elif report.failed:
+            outcome = "error" if state[0] in ("passed", "xpassed") or report.when == "setup" else state[0]
+        elif report.skipped and report.when == "setup":
+            outcome = "xfailed" if xfail else "skipped"
+        if outcome is not None:
+            state[0] = outcome
+            state[2] = report.when
+            if report.failed or report.skipped:
+                state[3] = _clip(report.longreprtext)
+                if report.failed:
+                    state[5] = [(title, _clip(text)) for title, text in report.sections]
+
+    def pytest_runtest_logfinish(self, nodeid, location) -> None:
+        if self.journal is None:
+            return
+        state = self.outcomes.pop(nodeid, None)
+        if state is None:
+            return
+        event = {
+            "ev": "done",
+            "nodeid": nodeid,
+            "outcome": state[0],
+            "duration": state[1],
+            "when": state[2],
+            "location": state[4],
+            "start": time.time() - state[1],
+        }
+        if state[3]:
+            event["longrepr"] = state[3]
+        if state[5]:
+            event["sections"] = state[5]
+        self.journal.write(event)
+
+    # --- xdist controller ---------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True, optionalhook=True)
+    def pytest_configure_node(self, node) -> None:
+        folder = _marker_dir(self.config)
+        if not folder:
+            return
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError:
+            return
+        node.workerinput[OPT_LAST_RUNNING_FILE] = os.path.join(folder, f"last_running_{node.gateway.id}.json")
+
+    @pytest.hookimpl(tryfirst=True, optionalhook=True)
+    def pytest_testnodedown(self, node, error) -> None:
+        if not error:
+            return
+        workerinput = getattr(node, "workerinput", None)
+        path = workerinput.get(OPT_LAST_RUNNING_FILE) if isinstance(workerinput, dict) else None
+        worker = node.gateway.id
+        if self.journal is not None:
+            marker = None
+            if path:
+                try:
+                    with open(path, encoding="utf-8") as f:
+                        marker = json.loads(f.read().strip(" \0\n"))
+                except (OSError, ValueError):
+                    marker = None
+            self.journal.write({"ev": "worker_down", "worker": worker, "error": str(error)[:2000], "marker": marker})
+            return
+        crash_log = os.environ.get(ENV_CRASHED_TESTS_LOG)
+        if not crash_log or not path:
+            return
+        info = check_for_crash_file(path, min_duration=0.0)
+        if info:
+            info["worker"] = worker
+            append_crash_to_jsonl(crash_log, info, source=f"xdist:{worker}")
+
+    # --- end of session -----------------------------------------------------
+
+    def pytest_sessionfinish(self, session, exitstatus) -> None:
+        if self.journal is not None:
+            self.journal.write({"ev": "finish", "exitstatus": int(exitstatus)})
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_unconfigure(self, config) -> None:
+        if self.journal is not None:
+            self.journal.write({"ev": "end"})
+            self.journal.close()
+        if self.marker is not None:
+            self.marker.close()

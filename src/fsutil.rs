@@ -1,0 +1,130 @@
+//! File-system helpers shared by every writer in the crate.
+//!
+//! One atomic-write helper and one locked-append helper: every report, marker
+//! and plan file goes through [`atomic_write`], every crash-log line through
+//! [`append_locked`].
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// Writes `bytes` to `path` atomically: a temp file in the same folder is
+/// written, flushed to disk and renamed over `path`.
+///
+/// A crash, a kill or a full disk leaves either the old file or the new one,
+/// never a truncated mix. The new file keeps the old file's permissions when
+/// there was one.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .with_context(|| format!("{}: cannot create a temp file in {}", path.display(), dir.display()))?;
+    tmp.write_all(bytes)
+        .and_then(|_| tmp.as_file().sync_data())
+        .with_context(|| format!("{}: cannot write", path.display()))?;
+    if let Ok(meta) = fs::metadata(path) {
+        let _ = fs::set_permissions(tmp.path(), meta.permissions());
+    } else {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644));
+    }
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("{}: cannot rename the temp file into place", path.display()))?;
+    Ok(())
+}
+
+/// Appends `bytes` to `path` under an exclusive `flock`, creating the file
+/// (and its parent folders) when missing.
+///
+/// Used for the crash log, which several processes (the wrapper, the shim in
+/// an xdist controller, the original plugin) may append to at once.
+pub fn append_locked(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        if !parent.as_os_str().is_empty() {
+            fs::create_dir_all(parent)
+                .with_context(|| format!("{}: cannot create folder {}", path.display(), parent.display()))?;
+        }
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o644)
+        .open(path)
+        .with_context(|| format!("{}: cannot open for appending", path.display()))?;
+    let _lock = Flock::exclusive(&file).with_context(|| format!("{}: cannot lock", path.display()))?;
+    (&file).write_all(bytes).with_context(|| format!("{}: cannot append", path.display()))?;
+    Ok(())
+}
+
+/// An exclusive advisory lock held until dropped.
+struct Flock<'a>(&'a File);
+
+impl<'a> Flock<'a> {
+    fn exclusive(file: &'a File) -> std::io::Result<Self> {
+        use std::os::fd::AsRawFd;
+        loop {
+            // SAFETY: flock on a valid, open descriptor.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+            if rc == 0 {
+                return Ok(Flock(file));
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+}
+
+impl Drop for Flock<'_> {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: unlocking a descriptor we locked.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+/// Reads a whole file to a string, with the path in the error.
+pub fn read_to_string(path: &Path) -> Result<String> {
+    fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.json");
+        atomic_write(&p, b"one").unwrap();
+        atomic_write(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn atomic_write_into_missing_folder_fails_with_path() {
+        let err = atomic_write(Path::new("/nonexistent-dir/x.json"), b"x").unwrap_err();
+        assert!(format!("{err:#}").contains("/nonexistent-dir/x.json"));
+    }
+
+    #[test]
+    fn append_locked_creates_and_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/log.jsonl");
+        append_locked(&p, b"a\n").unwrap();
+        append_locked(&p, b"b\n").unwrap();
+        assert_eq!(fs::read_to_string(&p).unwrap(), "a\nb\n");
+    }
+}

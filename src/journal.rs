@@ -1,0 +1,308 @@
+//! The shim's per-process journals: what each pytest process collected and
+//! finished, so the wrapper knows what is left after a crash and can fill in
+//! reports of a run whose process died before writing them.
+//!
+//! One file per pytest process and run: `<state>/journal/r<run>-<pid>.jsonl`,
+//! one JSON event a line, appended by the shim with one `write` per line.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Folder of the journals inside the state dir.
+pub fn journal_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("journal")
+}
+
+/// The journal a pytest process `pid` writes during run `run`.
+pub fn journal_path(state_dir: &Path, run: u32, pid: i32) -> PathBuf {
+    journal_dir(state_dir).join(format!("r{run}-{pid}.jsonl"))
+}
+
+/// One line of a journal.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "ev", rename_all = "snake_case")]
+pub enum Event {
+    /// The shim was configured in this process.
+    Start {
+        /// pid of the process.
+        pid: i32,
+        /// `main` or `gwN`.
+        worker: String,
+        /// pytest's rootdir.
+        #[serde(default)]
+        rootdir: String,
+    },
+    /// Collection of a file started.
+    Collect {
+        /// The file's node id (path relative to rootdir).
+        nodeid: String,
+        /// Absolute path of the file.
+        #[serde(default)]
+        path: String,
+    },
+    /// Collection of a file ended.
+    CollectEnd {
+        /// The file's node id.
+        nodeid: String,
+    },
+    /// The selected tests of this process, after deselection.
+    Collected {
+        /// Node ids in run order.
+        nodeids: Vec<String>,
+    },
+    /// A test finished its protocol.
+    Done(Done),
+    /// (xdist controller) a worker went down.
+    WorkerDown {
+        /// The worker id.
+        worker: String,
+        /// xdist's error text.
+        #[serde(default)]
+        error: Option<String>,
+        /// The worker's surviving marker, parsed.
+        #[serde(default)]
+        marker: Option<serde_json::Value>,
+    },
+    /// (controller) where pytest was asked to write reports, and where this
+    /// run's copies actually go.
+    Reports {
+        /// Report kind (`json`, `html`, `csv`, `junit`) to the user's path.
+        #[serde(default)]
+        requested: BTreeMap<String, String>,
+        /// Report kind to this run's redirected path.
+        #[serde(default)]
+        redirected: BTreeMap<String, String>,
+    },
+    /// pytest_sessionfinish ran.
+    Finish {
+        /// pytest's exit status.
+        #[serde(default)]
+        exitstatus: Option<i32>,
+    },
+    /// pytest_unconfigure ran: the process is ending normally.
+    End,
+    /// An event this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// A finished test.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Done {
+    /// Node id.
+    pub nodeid: String,
+    /// passed, failed, error, skipped, xfailed, xpassed.
+    pub outcome: String,
+    /// Seconds, all phases.
+    #[serde(default)]
+    pub duration: f64,
+    /// The phase that decided the outcome.
+    #[serde(default)]
+    pub when: String,
+    /// Failure text, when it failed or was skipped.
+    #[serde(default)]
+    pub longrepr: Option<String>,
+    /// Location `[path, lineno, domain]` as pytest reports it.
+    #[serde(default)]
+    pub location: Option<(String, Option<u64>, String)>,
+    /// The item's keywords (names).
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    /// Captured stdout/stderr/log sections `(title, text)`.
+    #[serde(default)]
+    pub sections: Vec<(String, String)>,
+    /// Start time (epoch seconds).
+    #[serde(default)]
+    pub start: f64,
+}
+
+impl Done {
+    /// True for outcomes that make the suite fail.
+    pub fn is_failure(&self) -> bool {
+        matches!(self.outcome.as_str(), "failed" | "error")
+    }
+}
+
+/// Parses journal text; unparsable lines (a torn last line) are skipped.
+pub fn parse_journal(text: &str) -> Vec<Event> {
+    text.lines().filter(|l| !l.trim().is_empty()).filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// What one pytest process's journal says about it.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessJournal {
+    /// pid.
+    pub pid: i32,
+    /// `main` or `gwN`.
+    pub worker: String,
+    /// pytest's rootdir.
+    pub rootdir: String,
+    /// Every event, in order.
+    pub events: Vec<Event>,
+}
+
+impl ProcessJournal {
+    /// Reads the journal of `pid` in `run`; `None` when that process never
+    /// loaded the shim (it is not a pytest process).
+    pub fn read(state_dir: &Path, run: u32, pid: i32) -> Option<Self> {
+        let text = std::fs::read(journal_path(state_dir, run, pid)).ok()?;
+        Some(Self::from_events(pid, parse_journal(&String::from_utf8_lossy(&text))))
+    }
+
+    /// Builds from parsed events.
+    pub fn from_events(pid: i32, events: Vec<Event>) -> Self {
+        let mut j = ProcessJournal { pid, worker: "main".into(), ..Default::default() };
+        if let Some(Event::Start { worker, rootdir, .. }) = events.first() {
+            j.worker = worker.clone();
+            j.rootdir = rootdir.clone();
+        }
+        j.events = events;
+        j
+    }
+
+    /// True when the process reached pytest_unconfigure.
+    pub fn ended_normally(&self) -> bool {
+        self.events.iter().any(|e| matches!(e, Event::End))
+    }
+
+    /// The file being collected when the journal stops, if any.
+    pub fn collecting(&self) -> Option<&str> {
+        let mut current = None;
+        for e in &self.events {
+            match e {
+                Event::Collect { nodeid, .. } => current = Some(nodeid.as_str()),
+                Event::CollectEnd { .. } | Event::Collected { .. } => current = None,
+                _ => {}
+            }
+        }
+        current
+    }
+
+    /// Where in the session the journal stops: `session-start`,
+    /// `collection`, `tests` or `session-finish`.
+    pub fn stage(&self) -> &'static str {
+        let mut stage = "session-start";
+        for e in &self.events {
+            match e {
+                Event::Collect { .. } | Event::CollectEnd { .. } => stage = "collection",
+                Event::Collected { .. } | Event::Done(_) => stage = "tests",
+                Event::Finish { .. } | Event::End => stage = "session-finish",
+                _ => {}
+            }
+        }
+        stage
+    }
+}
+
+/// The report files of one run: what the user asked pytest for, and where
+/// the shim sent this run's copies (keys `json`, `html`, `csv`, `junit`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunReports {
+    /// 1-based run number.
+    pub run: u32,
+    /// Kind to the user's path.
+    pub requested: BTreeMap<String, String>,
+    /// Kind to this run's copy.
+    pub redirected: BTreeMap<String, String>,
+}
+
+/// Everything the journals of one run say.
+#[derive(Debug, Clone, Default)]
+pub struct RunJournal {
+    /// Per process, by pid.
+    pub processes: BTreeMap<i32, ProcessJournal>,
+    /// Tests selected in this run (union over processes, first-seen order).
+    pub collected: Vec<String>,
+    /// Finished tests, first report wins.
+    pub done: Vec<Done>,
+    /// Whether any process finished collecting.
+    pub collection_finished: bool,
+}
+
+impl RunJournal {
+    /// Reads every journal of `run` in the state dir.
+    pub fn read(state_dir: &Path, run: u32) -> Self {
+        let mut rj = RunJournal::default();
+        let prefix = format!("r{run}-");
+        let Ok(entries) = std::fs::read_dir(journal_dir(state_dir)) else {
+            return rj;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) =
+                name.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".jsonl")).and_then(|p| p.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if let Some(pj) = ProcessJournal::read(state_dir, run, pid) {
+                rj.processes.insert(pid, pj);
+            }
+        }
+        let mut seen_collected = HashSet::new();
+        let mut seen_done = HashSet::new();
+        for pj in rj.processes.values() {
+            for e in &pj.events {
+                match e {
+                    Event::Collected { nodeids } => {
+                        rj.collection_finished = true;
+                        for n in nodeids {
+                            if seen_collected.insert(n.clone()) {
+                                rj.collected.push(n.clone());
+                            }
+                        }
+                    }
+                    Event::Done(d) if seen_done.insert(d.nodeid.clone()) => rj.done.push(d.clone()),
+                    _ => {}
+                }
+            }
+        }
+        rj
+    }
+
+    /// The `Reports` event of the run's controller, if any.
+    pub fn reports(&self, run: u32) -> Option<RunReports> {
+        self.processes.values().flat_map(|p| p.events.iter()).find_map(|e| match e {
+            Event::Reports { requested, redirected } => {
+                Some(RunReports { run, requested: requested.clone(), redirected: redirected.clone() })
+            }
+            _ => None,
+        })
+    }
+
+    /// Worker-down events from the controller, by worker id.
+    pub fn workers_down(&self) -> HashMap<String, Option<serde_json::Value>> {
+        let mut out = HashMap::new();
+        for pj in self.processes.values() {
+            for e in &pj.events {
+                if let Event::WorkerDown { worker, marker, .. } = e {
+                    out.insert(worker.clone(), marker.clone());
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_events_and_stage() {
+        let text = concat!(
+            "{\"ev\":\"start\",\"pid\":5,\"worker\":\"gw1\",\"rootdir\":\"/r\"}\n",
+            "{\"ev\":\"collect\",\"nodeid\":\"t/a.py\",\"path\":\"/r/t/a.py\"}\n",
+            "{\"ev\":\"some_future_event\",\"x\":1}\n",
+            "{\"ev\":\"collect\",\"nodeid\":\"t/b.py\"}\n",
+            "{\"ev\":\"done\",\"nodeid\":\"t/a.py::x\",\"outc",
+        );
+        let pj = ProcessJournal::from_events(5, parse_journal(text));
+        assert_eq!(pj.worker, "gw1");
+        assert_eq!(pj.collecting(), Some("t/b.py"));
+        assert_eq!(pj.stage(), "collection");
+        assert!(!pj.ended_normally());
+        assert!(pj.events.contains(&Event::Unknown));
+    }
+}

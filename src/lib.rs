@@ -1,0 +1,21 @@
+//! pytest-abort: supervise pytest, name the test a hard crash killed and
+//! how, keep every result already earned, finish the suite, and hand CI
+//! complete reports.
+//!
+//! The modules read in the order data flows:
+//! [`supervise`] (spawn, follow, decode each death) ->
+//! [`attribute`] (death + marker + journal -> [`record::CrashRecord`]) ->
+//! [`record`] (crash log) -> [`run`] (the retry loop) -> [`summary`].
+//! [`marker`], [`journal`] and [`shim`] are the contract with the pytest
+//! plugin; [`fsutil`] holds the atomic-write and locked-append helpers.
+
+pub mod attribute;
+pub mod cli;
+pub mod fsutil;
+pub mod journal;
+pub mod marker;
+pub mod record;
+pub mod run;
+pub mod shim;
+pub mod summary;
+pub mod supervise;

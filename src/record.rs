@@ -1,0 +1,294 @@
+//! The crash record, the one type every part of the crate uses to describe a
+//! crash, and the crash log (JSONL) that holds them.
+//!
+//! Records carry the original plugin's fields, so tools written for it read
+//! ours, plus what the wrapper knows: signal, exit code, worker, run, phase
+//! and, when ptrace saw the death, the forensics.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use anyhow::Result;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::fsutil;
+
+/// How a process ended while it was running a test (or outside any test).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CrashKind {
+    /// Killed by a signal.
+    #[default]
+    Crash,
+    /// Exited (for example `os._exit(3)`) in the middle of a test.
+    Exit,
+    /// Killed by the wrapper after a timeout.
+    Timeout,
+}
+
+/// One crash, as written to the crash log (one JSON object a line).
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(default)]
+pub struct CrashRecord {
+    // --- the original plugin's fields -------------------------------------
+    /// pytest item name, `test_x[param]` (empty for deaths outside a test).
+    #[serde(deserialize_with = "de_string_lenient")]
+    pub test_name: String,
+    /// The class for methods, empty for plain functions.
+    #[serde(deserialize_with = "de_string_lenient")]
+    pub test_class: String,
+    /// Full node id; for a collection crash, the file's node id; empty for a
+    /// death at session start or finish.
+    #[serde(deserialize_with = "de_string_lenient")]
+    pub nodeid: String,
+    /// In words: "crashed with SIGSEGV (segmentation fault) during call".
+    #[serde(deserialize_with = "de_string_lenient")]
+    pub reason: String,
+    /// Local time of the death, ISO-8601.
+    #[serde(deserialize_with = "de_string_lenient")]
+    pub crash_time: String,
+    /// Seconds from the test's start to its death.
+    #[serde(deserialize_with = "de_f64_lenient")]
+    pub duration: f64,
+    /// First non-empty of HIP_/ROCR_/CUDA_VISIBLE_DEVICES, else `unknown`.
+    #[serde(deserialize_with = "de_string_lenient")]
+    pub gpu_id: String,
+    /// pid of the process that died (a string, as the original writes it).
+    #[serde(deserialize_with = "de_string_lenient")]
+    pub pid: String,
+    /// `runner`, or `xdist:gwN` for a worker.
+    #[serde(deserialize_with = "de_string_lenient")]
+    pub source: String,
+    /// Local time the record was written.
+    #[serde(deserialize_with = "de_string_lenient")]
+    pub logged_at: String,
+
+    // --- what the wrapper adds --------------------------------------------
+    /// The signal number that killed the process, if it was a signal.
+    pub signal: Option<i32>,
+    /// The signal's name, `SIGSEGV`.
+    pub signal_name: Option<String>,
+    /// The exit code, for a process that exited mid-test.
+    pub exit_code: Option<i32>,
+    /// Whether the kernel reported a core dump.
+    pub core_dumped: bool,
+    /// crash, exit or timeout.
+    pub kind: CrashKind,
+    /// `main` or `gwN`.
+    #[serde(deserialize_with = "de_string_lenient")]
+    pub worker: String,
+    /// 1-based pytest run of the wrapper's retry loop.
+    pub run: u32,
+    /// setup, call, teardown, collection, session-start, session-finish.
+    #[serde(deserialize_with = "de_string_lenient")]
+    pub phase: String,
+
+    // --- forensics (present when known) -----------------------------------
+    /// si_code by name (`SEGV_MAPERR`, `SI_USER`...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub si_code: Option<String>,
+    /// Fault address as hex (`0x0`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault_addr: Option<String>,
+    /// The thread that took the fatal signal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault_tid: Option<i32>,
+    /// For a signal sent by a process, its pid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sender_pid: Option<i32>,
+    /// Instruction pointer as `library+0xoffset`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Python stacks at death (faulthandler's dump).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceback: Option<String>,
+    /// Peak resident memory of the process, KiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss_kb: Option<u64>,
+    /// Set when a SIGKILL looks like the OOM killer's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oom_suspected: Option<bool>,
+    /// `deterministic` or `flaky (k/N)` after `--recheck-crashed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recheck: Option<String>,
+}
+
+impl CrashRecord {
+    /// The node id with surrounding whitespace removed, as readers compare it.
+    pub fn key(&self) -> &str {
+        self.nodeid.trim()
+    }
+
+    /// A short label for how it died: `SIGSEGV`, `exit 3`, `timeout`.
+    pub fn how(&self) -> String {
+        match (self.kind, &self.signal_name, self.exit_code) {
+            (CrashKind::Timeout, _, _) => "timeout".to_string(),
+            (_, Some(name), _) => name.clone(),
+            (_, None, Some(code)) => format!("exit {code}"),
+            _ => "died".to_string(),
+        }
+    }
+
+    /// One-line JSON for the crash log.
+    pub fn to_json_line(&self) -> String {
+        let mut s = serde_json::to_string(self).expect("a crash record always serializes");
+        s.push('\n');
+        s
+    }
+}
+
+/// Appends records to the crash log under an exclusive lock.
+pub fn append_records(path: &Path, records: &[CrashRecord]) -> Result<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let text: String = records.iter().map(CrashRecord::to_json_line).collect();
+    fsutil::append_locked(path, text.as_bytes())
+}
+
+/// Parses crash-log text tolerantly: blank lines, lines that are not JSON
+/// objects and records without a string `nodeid` are skipped.
+pub fn parse_crash_log(text: &str) -> Vec<CrashRecord> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            if line.is_empty() {
+                return None;
+            }
+            let value: serde_json::Value = serde_json::from_str(line).ok()?;
+            if !value.get("nodeid").is_some_and(|v| v.is_string()) {
+                return None;
+            }
+            serde_json::from_value(value).ok()
+        })
+        .collect()
+}
+
+/// Reads a crash log; a missing file is an empty log.
+pub fn read_crash_log(path: &Path) -> Result<Vec<CrashRecord>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(parse_crash_log(&String::from_utf8_lossy(&bytes))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("{}: cannot read crash log", path.display()))),
+    }
+}
+
+/// Keeps the first record for each trimmed, non-empty node id, in order.
+pub fn dedupe_by_nodeid(records: &[CrashRecord]) -> Vec<&CrashRecord> {
+    let mut seen = HashSet::new();
+    records.iter().filter(|r| !r.key().is_empty() && seen.insert(r.key().to_string())).collect()
+}
+
+/// Derives the class part of a node id: `a.py::Cls::test` -> `Cls`, and
+/// empty for a plain function (`a.py::test`).
+pub fn test_class_of(nodeid: &str) -> String {
+    let parts: Vec<&str> = split_nodeid(nodeid);
+    if parts.len() >= 3 {
+        parts[parts.len() - 2].to_string()
+    } else {
+        String::new()
+    }
+}
+
+/// Splits a node id on `::` outside parametrize brackets, so an id such as
+/// `a.py::t[x::y]` has two parts.
+pub fn split_nodeid(nodeid: &str) -> Vec<&str> {
+    let base_end = nodeid.find('[').unwrap_or(nodeid.len());
+    let mut parts: Vec<&str> = Vec::new();
+    let mut start = 0;
+    let bytes = nodeid.as_bytes();
+    let mut i = 0;
+    while i + 1 < base_end {
+        if bytes[i] == b':' && bytes[i + 1] == b':' {
+            parts.push(&nodeid[start..i]);
+            start = i + 2;
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    parts.push(&nodeid[start..]);
+    parts
+}
+
+/// Current local time as the original writes it (ISO-8601, microseconds).
+pub fn now_iso() -> String {
+    chrono::Local::now().naive_local().format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+}
+
+/// First non-empty of `HIP_VISIBLE_DEVICES`, `ROCR_VISIBLE_DEVICES`,
+/// `CUDA_VISIBLE_DEVICES`, else `unknown`.
+pub fn gpu_id_from_env() -> String {
+    ["HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok())
+        .find(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// Accepts a string, a number or null as a string (the original writes pid
+/// as a string, markers write it as a number).
+pub fn de_string_lenient<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => s,
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    })
+}
+
+/// Accepts a number or a numeric string; anything else is 0.
+pub fn de_f64_lenient<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Number(n) => n.as_f64().unwrap_or(0.0),
+        serde_json::Value::String(s) => s.trim().parse().unwrap_or(0.0),
+        _ => 0.0,
+    })
+}
+
+/// Accepts a pid as a number or a numeric string.
+pub fn de_opt_pid<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Number(n) => n.as_i64().and_then(|v| i32::try_from(v).ok()),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_original_records_and_skips_junk() {
+        let log = concat!(
+            "\n",
+            "not json\n",
+            "{\"nodeid\": 5}\n",
+            "{\"test_name\": \"a.py::t\", \"test_class\": \"t\", \"nodeid\": \" a.py::t \", \"reason\": \"Test crashed\", ",
+            "\"crash_time\": \"x\", \"duration\": 1.5, \"gpu_id\": \"0\", \"pid\": \"12\", \"source\": \"xdist:gw0\", \"logged_at\": \"y\"}\n",
+            "{\"nodeid\": \"a.py::t\"}\n",
+            "{\"nodeid\": \"b.py::u\", \"signal\": 11, \"kind\": \"crash\"}\n",
+        );
+        let recs = parse_crash_log(log);
+        assert_eq!(recs.len(), 3);
+        assert_eq!(recs[0].pid, "12");
+        let unique = dedupe_by_nodeid(&recs);
+        assert_eq!(unique.iter().map(|r| r.key()).collect::<Vec<_>>(), ["a.py::t", "b.py::u"]);
+    }
+
+    #[test]
+    fn test_class_for_methods_only() {
+        assert_eq!(test_class_of("t.py::TestA::test_x[a::b]"), "TestA");
+        assert_eq!(test_class_of("t.py::test_x[a::b]"), "");
+        assert_eq!(test_class_of("t.py::test_x"), "");
+        assert_eq!(split_nodeid("t.py::C::t[1]"), ["t.py", "C", "t[1]"]);
+    }
+
+    #[test]
+    fn record_round_trips() {
+        let r =
+            CrashRecord { nodeid: "x".into(), signal: Some(11), kind: CrashKind::Crash, run: 2, ..Default::default() };
+        let back = parse_crash_log(&r.to_json_line());
+        assert_eq!(back, vec![r]);
+    }
+}

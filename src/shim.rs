@@ -1,0 +1,64 @@
+//! The embedded shim: the plugin's Python source, compiled into the binary
+//! and put on pytest's path (and every xdist worker's) by the wrapper.
+//!
+//! The files are the same ones `pip install ./shim` installs, so there is one
+//! plugin source.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+/// The package files, relative to the package folder.
+pub const FILES: &[(&str, &str)] = &[
+    ("__init__.py", include_str!("../shim/pytest_abort/__init__.py")),
+    ("plugin.py", include_str!("../shim/pytest_abort/plugin.py")),
+    ("crash_file.py", include_str!("../shim/pytest_abort/crash_file.py")),
+];
+
+/// Writes the package into `<state_dir>/py/pytest_abort/` and returns the
+/// folder to put first on `PYTHONPATH`.
+///
+/// A folder first on `PYTHONPATH` shadows an installed `pytest_abort` (ours
+/// or the original), so whichever way the plugin gets loaded (entry point,
+/// `-p pytest_abort`, `-p pytest_abort.plugin`, `PYTEST_PLUGINS`) it is this
+/// copy, registered once.
+pub fn install(state_dir: &Path) -> Result<PathBuf> {
+    let root = state_dir.join("py");
+    let pkg = root.join("pytest_abort");
+    std::fs::create_dir_all(&pkg).with_context(|| format!("{}: cannot create the shim folder", pkg.display()))?;
+    for (name, text) in FILES {
+        let path = pkg.join(name);
+        std::fs::write(&path, text).with_context(|| format!("{}: cannot write the shim", path.display()))?;
+    }
+    Ok(root)
+}
+
+/// Environment for a pytest run under the wrapper: the variables to set.
+///
+/// `PYTEST_PLUGINS` gains `pytest_abort` (which pytest deduplicates by name,
+/// so an installed or `-p`-loaded copy is not registered twice), even under
+/// `PYTEST_DISABLE_PLUGIN_AUTOLOAD=1`.
+pub fn child_env(py_root: &Path, state_dir: &Path, marker_dir: &Path, run: u32) -> Vec<(String, String)> {
+    let mut pythonpath = py_root.display().to_string();
+    if let Ok(old) = std::env::var("PYTHONPATH") {
+        if !old.is_empty() {
+            pythonpath.push(':');
+            pythonpath.push_str(&old);
+        }
+    }
+    let mut plugins: Vec<String> = std::env::var("PYTEST_PLUGINS")
+        .unwrap_or_default()
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty() && s != "pytest_abort")
+        .collect();
+    plugins.insert(0, "pytest_abort".to_string());
+    vec![
+        ("PYTHONPATH".into(), pythonpath),
+        ("PYTEST_PLUGINS".into(), plugins.join(",")),
+        ("PYTEST_ABORT_WRAP_STATE".into(), state_dir.display().to_string()),
+        ("PYTEST_ABORT_WRAP_RUN".into(), run.to_string()),
+        ("PYTEST_ABORT_LAST_RUNNING_DIR".into(), marker_dir.display().to_string()),
+        ("PYTHONFAULTHANDLER".into(), "1".into()),
+    ]
+}

@@ -1,0 +1,145 @@
+//! Supervision without ptrace: waitpid on the direct child, and `/proc`
+//! scans of the processes the observer watches (the pytest processes that
+//! registered a journal). A watched process that vanishes is reported with
+//! [`Outcome::Unknown`], or with its wait status when the scan caught it as
+//! a zombie before its parent reaped it.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use nix::errno::Errno;
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use super::spawn::Child;
+use super::{forward, Leftover, Mode, Observer, Options, Outcome, ProcessEnd, Supervised};
+
+/// How often watched processes are checked.
+pub const SCAN_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Supervises an untraced child to the end.
+pub fn supervise(
+    child: Child,
+    opts: &Options,
+    observer: &mut dyn Observer,
+    refused: Option<String>,
+) -> Result<Supervised> {
+    // Orphaned descendants become ours, so they can be found and reaped.
+    // SAFETY: prctl with constant arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
+    let every = observer.tick_interval().map_or(SCAN_INTERVAL, |t| t.min(SCAN_INTERVAL));
+    forward::set_ticker(Some(every));
+    let mut ended: HashSet<i32> = HashSet::new();
+    let mut interrupted = None;
+    let root = child.pid;
+    let outcome = loop {
+        if let Some(sig) = forward::take_pending() {
+            interrupted = Some(sig);
+            observer.interrupted(sig);
+            let _ = killpg(root, Signal::try_from(sig).ok());
+        }
+        match waitpid(root, None) {
+            Ok(WaitStatus::Exited(_, code)) => break Outcome::Exited(code),
+            Ok(WaitStatus::Signaled(_, sig, core)) => {
+                break Outcome::Signaled { signal: sig as i32, core_dumped: core }
+            }
+            Ok(_) => {}
+            Err(Errno::EINTR) => {
+                scan(observer, &mut ended, root.as_raw());
+                observer.tick();
+            }
+            Err(e) => bail!("waitpid: {e}"),
+        }
+    };
+    forward::set_ticker(None);
+    if !ended.contains(&root.as_raw()) {
+        ended.insert(root.as_raw());
+        observer.process_ended(&ProcessEnd { pid: root.as_raw(), outcome, peak_rss_kb: None, fault: None });
+    }
+    scan(observer, &mut ended, root.as_raw());
+    child.restore_terminal();
+    if outcome == Outcome::Exited(127) {
+        if let Some(e) = child.exec_error() {
+            bail!("cannot execute the command: {e}");
+        }
+    }
+    // Whatever is still in the process group, or was orphaned to us, is a leftover.
+    std::thread::sleep(Duration::from_millis(100));
+    let mut leftovers: Vec<Leftover> = descendants_and_group(root.as_raw())
+        .into_iter()
+        .map(|pid| Leftover { pid, cmdline: super::cmdline_of(pid) })
+        .collect();
+    leftovers.sort_by_key(|l| l.pid);
+    if !opts.keep_leftovers {
+        for l in &leftovers {
+            let _ = kill(Pid::from_raw(l.pid), Signal::SIGKILL);
+        }
+    }
+    // Reap anything orphaned to us.
+    while let Ok(s) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+        if s == WaitStatus::StillAlive {
+            break;
+        }
+    }
+    Ok(Supervised { outcome, mode: Mode::NoPtrace, ptrace_refused: refused, leftovers, interrupted })
+}
+
+fn scan(observer: &mut dyn Observer, ended: &mut HashSet<i32>, root: i32) {
+    for pid in observer.watched_pids() {
+        if pid == root || ended.contains(&pid) {
+            continue;
+        }
+        if let Some(outcome) = state_of(pid) {
+            ended.insert(pid);
+            observer.process_ended(&ProcessEnd { pid, outcome, peak_rss_kb: None, fault: None });
+        }
+    }
+}
+
+/// `None` while the process runs; its outcome once it is a zombie or gone.
+fn state_of(pid: i32) -> Option<Outcome> {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Some(Outcome::Unknown);
+    };
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] is the state; exit_code is field 52 of stat (index 49 here).
+    match fields.first() {
+        Some(&"Z") | Some(&"X") => {
+            Some(fields.get(49).and_then(|c| c.parse::<i32>().ok()).map_or(Outcome::Unknown, Outcome::from_wait_status))
+        }
+        _ => None,
+    }
+}
+
+/// Live processes in the root's process group or with us as their parent.
+fn descendants_and_group(root: i32) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rsplit_once(')').map(|r| r.1) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.len() < 4 || f[0] == "Z" || f[0] == "X" {
+            continue;
+        }
+        let ppid: i32 = f[1].parse().unwrap_or(0);
+        let pgrp: i32 = f[2].parse().unwrap_or(0);
+        if pid != me && (pgrp == root || ppid == me) {
+            out.push(pid);
+        }
+    }
+    out
+}

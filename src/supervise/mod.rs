@@ -1,0 +1,218 @@
+//! Supervision: start one pytest command and follow every process it
+//! starts until they are all gone, yielding a typed [`ProcessEnd`] for each
+//! process that ends. Knows nothing of pytest; the [`Observer`] decides what
+//! an end means.
+//!
+//! Two modes: [`ptrace`] (follows every descendant; sees fatal signals and
+//! exits before any parent reaps them) and [`fallback`] (waitpid on the
+//! direct child plus `/proc` scans of the processes the observer names).
+
+pub mod fallback;
+pub mod forward;
+pub mod ptrace;
+pub mod signals;
+pub mod spawn;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Outcome {
+    /// Exited with this code.
+    Exited(i32),
+    /// Killed by a signal.
+    Signaled {
+        /// Signal number.
+        signal: i32,
+        /// Whether the kernel wrote a core dump.
+        core_dumped: bool,
+    },
+    /// Gone, and nobody could tell how (fallback mode, reaped by another).
+    Unknown,
+}
+
+impl Outcome {
+    /// Decodes a raw wait status.
+    pub fn from_wait_status(status: i32) -> Self {
+        if libc::WIFEXITED(status) {
+            Outcome::Exited(libc::WEXITSTATUS(status))
+        } else if libc::WIFSIGNALED(status) {
+            Outcome::Signaled { signal: libc::WTERMSIG(status), core_dumped: libc::WCOREDUMP(status) }
+        } else {
+            Outcome::Unknown
+        }
+    }
+
+    /// The exit status a shell would show: the code, or 128 + signal.
+    pub fn shell_code(&self) -> i32 {
+        match *self {
+            Outcome::Exited(c) => c,
+            Outcome::Signaled { signal, .. } => 128 + signal,
+            Outcome::Unknown => 1,
+        }
+    }
+
+    /// True for exit code 0.
+    pub fn is_clean(&self) -> bool {
+        *self == Outcome::Exited(0)
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Outcome::Exited(c) => write!(f, "exited with code {c}"),
+            Outcome::Signaled { signal, core_dumped } => write!(
+                f,
+                "killed by {} ({}){}",
+                signals::name(signal),
+                signals::describe(signal),
+                if core_dumped { ", core dumped" } else { "" }
+            ),
+            Outcome::Unknown => write!(f, "ended (how is unknown)"),
+        }
+    }
+}
+
+/// What ptrace saw at the fatal signal.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Fault {
+    /// Signal number.
+    pub signal: i32,
+    /// Raw si_code.
+    pub si_code: i32,
+    /// Fault address (for SIGSEGV/SIGBUS/SIGFPE/SIGILL).
+    pub addr: Option<u64>,
+    /// Sender of a signal sent with kill/tkill.
+    pub sender_pid: Option<i32>,
+    /// Thread that took the signal.
+    pub tid: i32,
+    /// Instruction pointer at the fault.
+    pub ip: Option<u64>,
+    /// `library+0xoffset` of the instruction pointer.
+    pub location: Option<String>,
+}
+
+/// One process that ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessEnd {
+    /// Its pid (thread-group id).
+    pub pid: i32,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Peak resident memory (VmHWM), KiB, when read before it was gone.
+    pub peak_rss_kb: Option<u64>,
+    /// The fatal signal's details, when ptrace saw it.
+    pub fault: Option<Fault>,
+}
+
+/// A process left running after the supervised command ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Leftover {
+    /// pid.
+    pub pid: i32,
+    /// Its command line.
+    pub cmdline: String,
+}
+
+/// What the supervisor tells its observer, and asks of it.
+pub trait Observer {
+    /// A process ended. In ptrace mode it is still stopped at its exit event
+    /// (its parent has not seen it die yet) while this runs.
+    fn process_ended(&mut self, end: &ProcessEnd);
+
+    /// In fallback mode: pids worth watching (the pytest processes).
+    fn watched_pids(&mut self) -> Vec<i32> {
+        Vec::new()
+    }
+
+    /// How often [`Observer::tick`] should run; `None` for never.
+    fn tick_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Periodic call (timeouts). Runs between waits.
+    fn tick(&mut self) {}
+
+    /// The wrapper got SIGINT/SIGTERM/SIGHUP and forwarded it.
+    fn interrupted(&mut self, _signal: i32) {}
+}
+
+/// Which supervision mode ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// ptrace following every descendant.
+    Ptrace,
+    /// waitpid on the child plus /proc scans.
+    NoPtrace,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Ptrace => "ptrace",
+            Mode::NoPtrace => "no-ptrace (waitpid + /proc)",
+        })
+    }
+}
+
+/// The result of supervising one command.
+#[derive(Debug, Clone)]
+pub struct Supervised {
+    /// How the direct child ended.
+    pub outcome: Outcome,
+    /// The mode that ran.
+    pub mode: Mode,
+    /// Why ptrace was not used, when it was asked for and refused.
+    pub ptrace_refused: Option<String>,
+    /// Processes still running when the command ended.
+    pub leftovers: Vec<Leftover>,
+    /// The forwarded signal, if the wrapper was interrupted.
+    pub interrupted: Option<i32>,
+}
+
+/// Options for one supervised run.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Use ptrace (falls back when refused).
+    pub ptrace: bool,
+    /// Leave leftover processes running instead of killing them.
+    pub keep_leftovers: bool,
+}
+
+/// Starts `cmd` and supervises it to the end.
+pub fn run(cmd: &spawn::Command, opts: &Options, observer: &mut dyn Observer) -> anyhow::Result<Supervised> {
+    forward::install();
+    if opts.ptrace {
+        match spawn::spawn(cmd, true)? {
+            spawn::Spawned::Traced(child) => return ptrace::supervise(child, opts, observer),
+            spawn::Spawned::Plain(child, why) => return fallback::supervise(child, opts, observer, Some(why)),
+        }
+    }
+    match spawn::spawn(cmd, false)? {
+        spawn::Spawned::Plain(child, _) | spawn::Spawned::Traced(child) => {
+            fallback::supervise(child, opts, observer, None)
+        }
+    }
+}
+
+/// Reads `/proc/PID/cmdline` as one line.
+pub fn cmdline_of(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+/// Peak resident memory (VmHWM) of a live process, KiB.
+pub fn peak_rss_kb(pid: i32) -> Option<u64> {
+    procfs::process::Process::new(pid).ok()?.status().ok()?.vmhwm
+}

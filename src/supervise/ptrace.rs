@@ -1,0 +1,329 @@
+//! ptrace supervision: every descendant is followed (fork, vfork, clone,
+//! exec, exit), every signal passes through unchanged, and each process's
+//! end is reported at its exit-event stop, while it still exists and before
+//! its parent (an xdist controller, say) can see it die.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use nix::errno::Errno;
+use nix::sys::ptrace;
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use super::spawn::Child;
+use super::{forward, signals, Fault, Leftover, Mode, Observer, Options, Outcome, ProcessEnd, Supervised};
+
+const PTRACE_EVENT_STOP: i32 = 128;
+
+/// Per-thread state.
+#[derive(Debug, Default)]
+struct Tracee {
+    /// Thread-group id, once known.
+    tgid: Option<i32>,
+}
+
+struct Tracer<'a> {
+    root: Pid,
+    observer: &'a mut dyn Observer,
+    tracees: HashMap<i32, Tracee>,
+    /// Fatal-signal details per thread group: first fault wins, later sent
+    /// signals (faulthandler re-raising) only fill in when there is none.
+    faults: HashMap<i32, Fault>,
+    ended: HashSet<i32>,
+    /// Threads seen past their first stop (so a later event-stop with a
+    /// stop signal is a group-stop, not the auto-attach stop).
+    running: HashSet<i32>,
+    root_outcome: Option<Outcome>,
+    interrupted: Option<i32>,
+}
+
+/// Supervises a seized child to the end.
+pub fn supervise(child: Child, opts: &Options, observer: &mut dyn Observer) -> Result<Supervised> {
+    let tick = observer.tick_interval();
+    forward::set_ticker(tick);
+    let mut t = Tracer {
+        root: child.pid,
+        observer,
+        tracees: HashMap::new(),
+        faults: HashMap::new(),
+        ended: HashSet::new(),
+        running: HashSet::new(),
+        root_outcome: None,
+        interrupted: None,
+    };
+    t.tracees.insert(child.pid.as_raw(), Tracee { tgid: Some(child.pid.as_raw()) });
+    let mut last_tick = Instant::now();
+    let mut leftovers = Vec::new();
+    let mut deadline: Option<Instant> = None;
+    loop {
+        if let Some(sig) = forward::take_pending() {
+            t.interrupted = Some(sig);
+            t.observer.interrupted(sig);
+            let _ = killpg(t.root, Signal::try_from(sig).ok());
+        }
+        if let Some(every) = tick {
+            if last_tick.elapsed() >= every {
+                last_tick = Instant::now();
+                t.observer.tick();
+            }
+        }
+        if t.root_outcome.is_some() {
+            // The command is done: give the rest a moment, then treat what
+            // is still running as leftovers.
+            let d = *deadline.get_or_insert_with(|| Instant::now() + Duration::from_millis(300));
+            if t.live_processes().is_empty() {
+                break;
+            }
+            if Instant::now() >= d {
+                leftovers = t.live_processes();
+                if opts.keep_leftovers {
+                    t.detach_all();
+                } else {
+                    t.kill_all();
+                }
+                break;
+            }
+            match waitpid(None, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(5)),
+                Ok(status) => t.handle(status),
+                Err(Errno::EINTR) => {}
+                Err(_) => break,
+            }
+            continue;
+        }
+        match waitpid(None, Some(WaitPidFlag::__WALL)) {
+            Ok(status) => t.handle(status),
+            Err(Errno::EINTR) => continue,
+            Err(Errno::ECHILD) => break,
+            Err(e) => bail!("waitpid: {e}"),
+        }
+    }
+    forward::set_ticker(None);
+    child.restore_terminal();
+    let outcome = t.root_outcome.unwrap_or(Outcome::Unknown);
+    if outcome == Outcome::Exited(127) {
+        if let Some(e) = child.exec_error() {
+            bail!("cannot execute the command: {e}");
+        }
+    }
+    let leftovers = leftovers.into_iter().map(|pid| Leftover { pid, cmdline: super::cmdline_of(pid) }).collect();
+    Ok(Supervised { outcome, mode: Mode::Ptrace, ptrace_refused: None, leftovers, interrupted: t.interrupted })
+}
+
+impl Tracer<'_> {
+    fn tgid_of(&mut self, tid: i32) -> i32 {
+        if let Some(g) = self.tracees.get(&tid).and_then(|t| t.tgid) {
+            return g;
+        }
+        let g = read_tgid(tid).unwrap_or(tid);
+        self.tracees.entry(tid).or_default().tgid = Some(g);
+        g
+    }
+
+    fn live_processes(&self) -> Vec<i32> {
+        let mut v: Vec<i32> = self
+            .tracees
+            .iter()
+            .filter(|(tid, t)| t.tgid == Some(**tid) && !self.ended.contains(tid))
+            .map(|(tid, _)| *tid)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    fn kill_all(&mut self) {
+        for pid in self.live_processes() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        let until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < until {
+            match waitpid(None, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(5)),
+                Ok(WaitStatus::PtraceEvent(pid, _, _)) | Ok(WaitStatus::Stopped(pid, _)) => {
+                    let _ = ptrace::cont(pid, None);
+                }
+                Ok(_) => {}
+                Err(Errno::EINTR) => {}
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn detach_all(&mut self) {
+        let tids: Vec<i32> = self.tracees.keys().copied().collect();
+        for tid in tids {
+            let pid = Pid::from_raw(tid);
+            if ptrace::interrupt(pid).is_ok() {
+                let _ = waitpid(pid, Some(WaitPidFlag::__WALL));
+                let _ = ptrace::detach(pid, None);
+            }
+        }
+    }
+
+    fn handle(&mut self, status: WaitStatus) {
+        match status {
+            WaitStatus::Exited(pid, code) => self.gone(pid, Outcome::Exited(code)),
+            WaitStatus::Signaled(pid, sig, core) => {
+                self.gone(pid, Outcome::Signaled { signal: sig as i32, core_dumped: core })
+            }
+            WaitStatus::PtraceEvent(pid, sig, event) => self.event(pid, sig, event),
+            WaitStatus::Stopped(pid, sig) => self.signal_stop(pid, sig),
+            _ => {}
+        }
+    }
+
+    /// A traced thread is fully gone (reaped by us or auto-reaped).
+    fn gone(&mut self, pid: Pid, outcome: Outcome) {
+        let tid = pid.as_raw();
+        if pid == self.root {
+            self.root_outcome = Some(outcome);
+            if !self.ended.contains(&tid) {
+                // No exit stop was seen (should not happen): report now.
+                self.ended.insert(tid);
+                let fault = self.faults.remove(&tid);
+                self.observer.process_ended(&ProcessEnd { pid: tid, outcome, peak_rss_kb: None, fault });
+            }
+        }
+        self.tracees.remove(&tid);
+        self.running.remove(&tid);
+        self.ended.remove(&tid);
+    }
+
+    fn event(&mut self, pid: Pid, sig: Signal, event: i32) {
+        let tid = pid.as_raw();
+        match event {
+            libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE => {
+                if let Ok(new) = ptrace::getevent(pid) {
+                    let parent_tgid = self.tgid_of(tid);
+                    let entry = self.tracees.entry(new as i32).or_default();
+                    entry.tgid = Some(if event == libc::PTRACE_EVENT_CLONE {
+                        read_tgid(new as i32).unwrap_or(parent_tgid)
+                    } else {
+                        new as i32
+                    });
+                }
+                let _ = ptrace::cont(pid, None);
+            }
+            libc::PTRACE_EVENT_EXIT => {
+                let status = ptrace::getevent(pid).unwrap_or(0) as i32;
+                let tgid = self.tgid_of(tid);
+                if tgid == tid && !self.ended.contains(&tid) {
+                    self.ended.insert(tid);
+                    let outcome = Outcome::from_wait_status(status);
+                    let peak = super::peak_rss_kb(tid);
+                    let fault = match outcome {
+                        Outcome::Signaled { signal, .. } => self
+                            .faults
+                            .remove(&tid)
+                            .filter(|f| f.signal == signal)
+                            .or(Some(Fault { signal, tid, ..Default::default() })),
+                        _ => {
+                            self.faults.remove(&tid);
+                            None
+                        }
+                    };
+                    self.observer.process_ended(&ProcessEnd { pid: tid, outcome, peak_rss_kb: peak, fault });
+                }
+                let _ = ptrace::cont(pid, None);
+            }
+            PTRACE_EVENT_STOP => {
+                let group_stop = self.running.contains(&tid)
+                    && matches!(sig, Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU)
+                    && ptrace::getsiginfo(pid).is_err();
+                if group_stop {
+                    // Group-stop: stay stopped, but keep reporting.
+                    // SAFETY: PTRACE_LISTEN on a tracee in group-stop.
+                    unsafe {
+                        libc::ptrace(libc::PTRACE_LISTEN, tid, 0, 0);
+                    }
+                } else {
+                    self.tracees.entry(tid).or_default();
+                    self.running.insert(tid);
+                    let _ = ptrace::cont(pid, None);
+                }
+            }
+            _ => {
+                let _ = ptrace::cont(pid, None);
+            }
+        }
+    }
+
+    /// A signal is about to be delivered: note fatal-signal details, then
+    /// pass the signal on unchanged.
+    fn signal_stop(&mut self, pid: Pid, sig: Signal) {
+        let tid = pid.as_raw();
+        self.running.insert(tid);
+        let signo = sig as i32;
+        if is_possibly_fatal(signo) {
+            let tgid = self.tgid_of(tid);
+            if let Ok(info) = ptrace::getsiginfo(pid) {
+                let code = info.si_code;
+                let sent = signals::is_sent(code);
+                let mut fault = Fault { signal: signo, si_code: code, tid, ..Default::default() };
+                if sent {
+                    // SAFETY: si_pid is valid for signals sent by kill/tkill.
+                    fault.sender_pid = Some(unsafe { info.si_pid() });
+                } else if signals::is_fault(signo) {
+                    // SAFETY: si_addr is valid for fault signals.
+                    fault.addr = Some(unsafe { info.si_addr() } as u64);
+                    fault.ip = instruction_pointer(pid);
+                    fault.location = fault.ip.and_then(|ip| location_of(tgid, ip));
+                }
+                let keep_old =
+                    self.faults.get(&tgid).is_some_and(|old| old.signal == signo && !signals::is_sent(old.si_code));
+                if !keep_old {
+                    self.faults.insert(tgid, fault);
+                }
+            }
+        }
+        let _ = ptrace::cont(pid, Some(sig));
+    }
+}
+
+fn is_possibly_fatal(sig: i32) -> bool {
+    !matches!(
+        sig,
+        libc::SIGCHLD
+            | libc::SIGCONT
+            | libc::SIGWINCH
+            | libc::SIGURG
+            | libc::SIGSTOP
+            | libc::SIGTSTP
+            | libc::SIGTTIN
+            | libc::SIGTTOU
+    )
+}
+
+/// Thread-group id of a thread, from `/proc/TID/status`.
+fn read_tgid(tid: i32) -> Option<i32> {
+    let text = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(target_arch = "x86_64")]
+fn instruction_pointer(pid: Pid) -> Option<u64> {
+    ptrace::getregs(pid).ok().map(|r| r.rip)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn instruction_pointer(_pid: Pid) -> Option<u64> {
+    None
+}
+
+/// `libname+0xoffset` for an address, from `/proc/PID/maps`.
+pub fn location_of(pid: i32, addr: u64) -> Option<String> {
+    use procfs::process::MMapPath;
+    let maps = procfs::process::Process::new(pid).ok()?.maps().ok()?;
+    let m = maps.iter().find(|m| m.address.0 <= addr && addr < m.address.1)?;
+    let name = match &m.pathname {
+        MMapPath::Path(p) => p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        MMapPath::Heap => "[heap]".into(),
+        MMapPath::Stack => "[stack]".into(),
+        MMapPath::Anonymous => "[anon]".into(),
+        other => format!("{other:?}"),
+    };
+    Some(format!("{name}+{:#x}", addr - m.address.0 + m.offset))
+}
