@@ -11,6 +11,7 @@
 
 pub mod attribute;
 pub mod cli;
+pub mod compat;
 pub mod fsutil;
 pub mod journal;
 pub mod marker;

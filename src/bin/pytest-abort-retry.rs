@@ -1,4 +1,12 @@
+//! `pytest-abort-retry [--crash-log P] [--max-runs N] [--clear-crash-log] -- pytest ARGS...`
+//!
+//! Drop-in for the original's retry command, run by the wrapper in deselect
+//! mode (see [`pytest_abort::compat::retry_main`]).
+
+use clap::Parser;
+use pytest_abort::compat::{retry_main, RetryArgs};
+
 fn main() {
-    eprintln!("not yet");
-    std::process::exit(2);
+    let args = RetryArgs::parse();
+    std::process::exit(retry_main(&args));
 }
