@@ -30,6 +30,19 @@ pub fn install(state_dir: &Path) -> Result<PathBuf> {
         let path = pkg.join(name);
         std::fs::write(&path, text).with_context(|| format!("{}: cannot write the shim", path.display()))?;
     }
+    // Our own distribution metadata, found before any installed one: its
+    // entry point (the package, not `pytest_abort.plugin`) is the one pytest
+    // registers as `pytest_abort`, so an installed original's entry point is
+    // skipped by name and `-p pytest_abort.plugin` stays compatible with it.
+    let dist = root.join(format!("pytest_abort-{}.dist-info", env!("CARGO_PKG_VERSION")));
+    std::fs::create_dir_all(&dist).with_context(|| format!("{}: cannot create", dist.display()))?;
+    for (name, text) in [
+        ("METADATA", format!("Metadata-Version: 2.1\nName: pytest-abort\nVersion: {}\n", env!("CARGO_PKG_VERSION"))),
+        ("entry_points.txt", "[pytest11]\npytest_abort = pytest_abort\n".to_string()),
+    ] {
+        let path = dist.join(name);
+        std::fs::write(&path, text).with_context(|| format!("{}: cannot write", path.display()))?;
+    }
     Ok(root)
 }
 
