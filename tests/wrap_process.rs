@@ -11,15 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::Suite;
 
-fn wait_for(path: &Path, secs: u64) {
-    let until = Instant::now() + Duration::from_secs(secs);
-    while !path.exists() {
-        assert!(Instant::now() < until, "{} never appeared", path.display());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(200));
-}
-
 fn alive(pid: i32) -> bool {
     pytest_abort::attribute::pid_alive(pid)
 }
