@@ -13,6 +13,10 @@ pub const FILES: &[(&str, &str)] = &[
     ("__init__.py", include_str!("../shim/pytest_abort/__init__.py")),
     ("plugin.py", include_str!("../shim/pytest_abort/plugin.py")),
     ("crash_file.py", include_str!("../shim/pytest_abort/crash_file.py")),
+    ("abort_handling.py", include_str!("../shim/pytest_abort/abort_handling.py")),
+    ("_exec.py", include_str!("../shim/pytest_abort/_exec.py")),
+    ("retry.py", include_str!("../shim/pytest_abort/retry.py")),
+    ("postprocess.py", include_str!("../shim/pytest_abort/postprocess.py")),
 ];
 
 /// Writes the package into `<state_dir>/py/pytest_abort/` and returns the

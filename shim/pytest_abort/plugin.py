@@ -43,6 +43,9 @@ ENV_CRASHED_TESTS_LOG = "PYTEST_ABORT_CRASHED_TESTS_LOG"
 ENV_WRAP_STATE = "PYTEST_ABORT_WRAP_STATE"
 #: Set by pytest-abort-wrap: the 1-based run number.
 ENV_WRAP_RUN = "PYTEST_ABORT_WRAP_RUN"
+#: Set by pytest-abort-wrap: the signal on which to dump all Python stacks
+#: (sent before it kills a test that timed out).
+ENV_DUMP_SIGNAL = "PYTEST_ABORT_DUMP_SIGNAL"
 
 OPT_LAST_RUNNING_FILE = "abort_last_running_file"
 OPT_LAST_RUNNING_DIR = "abort_last_running_dir"
@@ -251,7 +254,10 @@ class _AbortSession:
             self.marker = _InPlaceMarker(marker_path) if wrap_state else _AtomicMarker(marker_path)
         self.journal: Optional[_Journal] = None
         self.deselect: set = set()
+        self.only: Optional[set] = None
         self.ignore: set = set()
+        self.run = os.environ.get(ENV_WRAP_RUN, "1")
+        self.fault_file = None
         self.outcomes: Dict[str, List[Any]] = {}
         if wrap_state:
             self._start_wrapped(wrap_state)
@@ -259,7 +265,7 @@ class _AbortSession:
     # --- wrapper mode -------------------------------------------------------
 
     def _start_wrapped(self, state: str) -> None:
-        run = os.environ.get(ENV_WRAP_RUN, "1")
+        run = self.run
         self.journal = _Journal(os.path.join(state, "journal", f"r{run}-{self.pid}.jsonl"))
         self.journal.write(
             {"ev": "start", "pid": self.pid, "worker": self.worker, "rootdir": str(self.config.rootpath)}
@@ -269,6 +275,8 @@ class _AbortSession:
                 plan = json.load(f)
             self.deselect = set(plan.get("deselect") or ())
             self.ignore = set(plan.get("ignore") or ())
+            if plan.get("only") is not None:
+                self.only = set(plan["only"])
         except (OSError, ValueError):
             pass
         if not self.is_worker:
@@ -296,6 +304,26 @@ class _AbortSession:
             os.makedirs(folder, exist_ok=True)
             self.journal.write({"ev": "reports", "requested": requested, "redirected": redirected})
 
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionstart(self, session) -> None:
+        # After pytest's own faulthandler setup: send fatal-error dumps (and
+        # the wrapper's dump signal) to this process's file in the state
+        # folder; the wrapper attaches it to the crash record and echoes it.
+        if self.wrap_state is None:
+            return
+        import faulthandler
+
+        try:
+            folder = os.path.join(self.wrap_state, "faulthandler")
+            os.makedirs(folder, exist_ok=True)
+            self.fault_file = open(os.path.join(folder, f"r{self.run}-{self.pid}.txt"), "w")
+            faulthandler.enable(file=self.fault_file, all_threads=True)
+            signum = int(os.environ.get(ENV_DUMP_SIGNAL) or 0)
+            if signum:
+                faulthandler.register(signum, file=self.fault_file, all_threads=True, chain=False)
+        except (OSError, ValueError, RuntimeError, AttributeError):
+            pass
+
     def pytest_ignore_collect(self, collection_path, config):
         if self.ignore and str(collection_path) in self.ignore:
             return True
@@ -311,11 +339,12 @@ class _AbortSession:
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, session, config, items) -> None:
-        if not self.deselect:
+        if not self.deselect and self.only is None:
             return
         keep, dropped = [], []
         for item in items:
-            (dropped if item.nodeid in self.deselect else keep).append(item)
+            drop = item.nodeid in self.deselect or (self.only is not None and item.nodeid not in self.only)
+            (dropped if drop else keep).append(item)
         if dropped:
             config.hook.pytest_deselected(items=dropped)
             items[:] = keep
@@ -447,7 +476,45 @@ class _AbortSession:
         info = check_for_crash_file(path, min_duration=0.0)
         if info:
             info["worker"] = worker
-            append_crash_to_jsonl(crash_log, info, source=f"xdist:{worker}")
+            try:
+                append_crash_to_jsonl(crash_log, info, source=f"xdist:{worker}")
+            except OSError as e:  # never fail the run because the log is unwritable
+                import sys
+
+                sys.stderr.write(f"pytest-abort: cannot append to the crash log {crash_log}: {e}\n")
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_handlecrashitem(self, crashitem, report, sched) -> None:
+        # The wrapper saw the worker die (ptrace exit stop) before this
+        # controller did, and left what it knows; put it in the report that
+        # xdist and the controller's report plugins show.
+        if self.wrap_state is None:
+            return
+        node = getattr(report, "node", None)
+        worker = getattr(getattr(node, "gateway", None), "id", None)
+        if not worker:
+            return
+        path = os.path.join(self.wrap_state, "crashinfo", f"r{self.run}-{worker}.json")
+        try:
+            with open(path, encoding="utf-8") as f:
+                info = json.load(f)
+        except (OSError, ValueError):
+            return
+        if info.get("nodeid") != crashitem:
+            return
+        lines = [str(report.longrepr), "", "pytest-abort: " + str(info.get("reason", ""))]
+        for key, label in (
+            ("signal_name", "signal"),
+            ("si_code", "si_code"),
+            ("fault_addr", "fault address"),
+            ("location", "location"),
+            ("peak_rss_kb", "peak RSS (KiB)"),
+        ):
+            if info.get(key) not in (None, ""):
+                lines.append(f"  {label}: {info[key]}")
+        if info.get("traceback"):
+            lines += ["", info["traceback"].rstrip()]
+        report.longrepr = "\n".join(lines)
 
     # --- end of session -----------------------------------------------------
 
@@ -462,3 +529,13 @@ class _AbortSession:
             self.journal.close()
         if self.marker is not None:
             self.marker.close()
+        if self.fault_file is not None:
+            try:
+                import faulthandler
+
+                if self.wrap_state and os.environ.get(ENV_DUMP_SIGNAL):
+                    faulthandler.unregister(int(os.environ[ENV_DUMP_SIGNAL]))
+                self.fault_file.close()
+            except (OSError, ValueError, RuntimeError):
+                pass
+            self.fault_file = None
