@@ -152,6 +152,7 @@ pub fn retry_main(args: &RetryArgs) -> i32 {
         keep_state: false,
         keep_leftovers: false,
         verbose: true,
+        ..Default::default()
     };
     let session = match run::run(&cfg) {
         Ok(s) => s,
@@ -323,4 +324,93 @@ pub fn record_from_info(info: &Map<String, Value>, testfile: Option<&str>) -> Re
         rec.gpu_id = "unknown".to_string();
     }
     Ok(rec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anchors_like_the_original() {
+        assert_eq!(anchored_nodeid("tests/a.py::T::t", "x"), "tests/a.py::T::t");
+        assert_eq!(anchored_nodeid("T::t", "tests/a"), "tests/a.py::T::t");
+        assert_eq!(anchored_nodeid("t[a::b]", "a"), "a.py::t[a::b]");
+    }
+
+    #[test]
+    fn marker_with_zero_min_duration() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.json");
+        std::fs::write(
+            &p,
+            format!(
+                r#"{{"test_name": "t", "nodeid": "a.py::K::t", "start_time": "{}", "status": "running", "pid": 7, "gpu_id": "1"}}"#,
+                record::now_iso()
+            ),
+        )
+        .unwrap();
+        let info = crash_info_from_marker(&p).unwrap();
+        assert_eq!(info["test_name"], "a.py::K::t");
+        assert_eq!(info["test_class"], "K");
+        assert_eq!(info["pid"], "7");
+        assert_eq!(info["reason"], GENERIC_REASON);
+        assert!(info["duration"].as_f64().unwrap() < 5.0);
+        std::fs::write(&p, r#"{"status": "idle"}"#).unwrap();
+        assert!(crash_info_from_marker(&p).is_none());
+        assert!(p.exists());
+        std::fs::write(&p, "{garbage").unwrap();
+        assert!(crash_info_from_marker(&p).is_none());
+        assert!(!p.exists(), "an invalid marker is removed, as the original does");
+        assert!(crash_info_from_marker(&dir.path().join("none")).is_none());
+    }
+
+    #[test]
+    fn record_from_original_info() {
+        let info =
+            parse_crash_info(r#"{"test_name": "test_x", "abort_time": "T", "pid": 3, "duration": "1.5"}"#).unwrap();
+        let r = record_from_info(&info, Some("dir/f")).unwrap();
+        assert_eq!(r.nodeid, "dir/f.py::test_x");
+        assert_eq!(r.crash_time, "T");
+        assert_eq!(r.pid, "3");
+        assert_eq!(r.duration, 1.5);
+        assert_eq!(r.reason, GENERIC_REASON);
+        let r = record_from_info(&info, None).unwrap();
+        assert_eq!(r.nodeid, "test_x");
+        assert!(record_from_info(&parse_crash_info("{}").unwrap(), None).is_err());
+        assert!(parse_crash_info("[1]").is_err());
+    }
+
+    #[test]
+    fn summary_and_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("c.jsonl");
+        std::fs::write(
+            &log,
+            "{\"nodeid\": \"a.py::x\"}\n\nbad\n{\"nodeid\": \" a.py::x \"}\n{\"nodeid\": \"b.py::y\"}\n",
+        )
+        .unwrap();
+        let s = retry_summary(&log, 1);
+        assert!(s.starts_with("\n=== pytest-abort-retry summary ===\n"), "{s}");
+        assert!(s.contains("Crashed nodeids (unique): total=2 (new since start=1)\n"), "{s}");
+        assert!(s.ends_with("\nCrashed nodeids:\na.py::x\nb.py::y\n"), "{s}");
+        let empty = retry_summary(&dir.path().join("none"), 0);
+        assert!(!empty.contains("Crashed nodeids:\n"), "{empty}");
+        assert_eq!(original_status(Outcome::Exited(3)), 3);
+        assert_eq!(original_status(Outcome::Signaled { signal: 11, core_dumped: false }), 245);
+    }
+
+    #[test]
+    fn embedded_shim_is_the_whole_package() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shim/pytest_abort");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".py"))
+            .collect();
+        on_disk.sort();
+        let mut embedded: Vec<String> = crate::shim::FILES.iter().map(|(n, _)| n.to_string()).collect();
+        embedded.sort();
+        assert_eq!(embedded, on_disk, "src/shim.rs FILES must list every module of shim/pytest_abort");
+    }
 }
