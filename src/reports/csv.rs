@@ -1,0 +1,170 @@
+//! pytest-csv reports: new rows are appended under the file's own header
+//! (whatever columns it has); the known columns are filled in.
+
+use std::collections::HashSet;
+
+use anyhow::{bail, Context as _, Result};
+
+use super::text::py_float;
+use super::{Doc, Entry};
+
+/// pytest-csv's default columns.
+pub(crate) const DEFAULT_HEADER: &str = "id,module,name,file,doc,markers,status,message,duration";
+
+/// A parsed pytest-csv report.
+pub(crate) struct CsvDoc {
+    text: String,
+    header: Vec<String>,
+    terminator: &'static str,
+    /// Every row, as a column -> value map in header order.
+    rows: Vec<Vec<String>>,
+    ids: HashSet<String>,
+    names: HashSet<String>,
+    added: Vec<Vec<String>>,
+    created: bool,
+}
+
+impl CsvDoc {
+    fn from_text(text: String, created: bool) -> Result<Self> {
+        if text.trim().is_empty() {
+            bail!("empty file: no CSV header");
+        }
+        let terminator = match text.find('\n') {
+            Some(i) if i > 0 && text.as_bytes()[i - 1] == b'\r' => "\r\n",
+            _ => "\n",
+        };
+        let mut rd = ::csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(text.as_bytes());
+        let header: Vec<String> = rd.headers().context("invalid CSV header")?.iter().map(String::from).collect();
+        if header.iter().all(|h| h.trim().is_empty()) {
+            bail!("the CSV header is empty");
+        }
+        let mut rows = Vec::new();
+        for (i, rec) in rd.records().enumerate() {
+            let rec = rec.with_context(|| format!("invalid CSV row {}", i + 2))?;
+            rows.push(rec.iter().map(String::from).collect::<Vec<_>>());
+        }
+        let col = |name: &str| header.iter().position(|h| h == name);
+        let ids = col("id").map(|c| rows.iter().map(|r| r[c].trim().to_string()).collect()).unwrap_or_default();
+        let names = col("name").map(|c| rows.iter().map(|r| r[c].trim().to_string()).collect()).unwrap_or_default();
+        Ok(CsvDoc { text, header, terminator, rows, ids, names, added: Vec::new(), created })
+    }
+
+    fn has_id_column(&self) -> bool {
+        self.header.iter().any(|h| h == "id")
+    }
+
+    fn value(&self, row: &[String], name: &str) -> String {
+        self.header.iter().position(|h| h == name).and_then(|i| row.get(i).cloned()).unwrap_or_default()
+    }
+}
+
+/// The known columns' values for an entry.
+pub(crate) fn entry_cells(e: &Entry, header: &[String]) -> Vec<String> {
+    let file = e.path.clone();
+    let module = file.rsplit('/').next().unwrap_or("").trim_end_matches(".py").to_string();
+    header
+        .iter()
+        .map(|h| match h.as_str() {
+            "id" => e.nodeid.clone(),
+            "module" => module.clone(),
+            "name" => e.name(),
+            "file" => file.clone(),
+            "markers" if e.crash => "pytest_abort_crash".into(),
+            "status" => e.outcome.clone(),
+            "message" => e.message.clone(),
+            "duration" => py_float(e.duration),
+            _ => String::new(),
+        })
+        .collect()
+}
+
+impl Doc for CsvDoc {
+    fn parse(text: String) -> Result<Self> {
+        Self::from_text(text, false)
+    }
+
+    fn create() -> Self {
+        Self::from_text(format!("{DEFAULT_HEADER}\r\n"), true).expect("the default header parses")
+    }
+
+    fn has(&self, nodeid: &str) -> bool {
+        let id = nodeid.trim();
+        if self.has_id_column() {
+            self.ids.contains(id)
+        } else {
+            let name = crate::record::split_nodeid(id).last().copied().unwrap_or("");
+            self.names.contains(name)
+        }
+    }
+
+    fn add(&mut self, e: &Entry) {
+        let cells = entry_cells(e, &self.header);
+        self.ids.insert(e.nodeid.trim().to_string());
+        self.names.insert(e.name());
+        self.added.push(cells);
+    }
+
+    fn absorb(&mut self, other: &Self) -> usize {
+        let mut n = 0;
+        for row in &other.rows {
+            let id = other.value(row, "id");
+            let name = other.value(row, "name");
+            let known =
+                if self.has_id_column() { self.ids.contains(id.trim()) } else { self.names.contains(name.trim()) };
+            if known {
+                continue;
+            }
+            let cells: Vec<String> = self.header.iter().map(|h| other.value(row, h)).collect();
+            self.ids.insert(id.trim().to_string());
+            self.names.insert(name.trim().to_string());
+            self.added.push(cells);
+            n += 1;
+        }
+        n
+    }
+
+    fn original(&self) -> &str {
+        &self.text
+    }
+
+    fn render(&self) -> Option<String> {
+        if self.added.is_empty() && !self.created {
+            return None;
+        }
+        let term = if self.terminator == "\r\n" { ::csv::Terminator::CRLF } else { ::csv::Terminator::Any(b'\n') };
+        let mut w = ::csv::WriterBuilder::new().terminator(term).from_writer(Vec::new());
+        for row in &self.added {
+            w.write_record(row).expect("writing CSV to memory");
+        }
+        let bytes = w.into_inner().expect("flushing CSV to memory");
+        let mut out = self.text.clone();
+        if !out.ends_with('\n') {
+            out.push_str(self.terminator);
+        }
+        out.push_str(&String::from_utf8(bytes).expect("CSV of UTF-8 strings"));
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reports::sample_record;
+
+    #[test]
+    fn synthetic_row_snapshot() {
+        let mut d = CsvDoc::create();
+        d.add(&Entry::from_crash(&sample_record()));
+        insta::assert_snapshot!(d.render().unwrap());
+    }
+
+    #[test]
+    fn keeps_custom_header() {
+        let mut d = CsvDoc::parse("status,id\nfailed,x\n".into()).unwrap();
+        assert!(d.has("x"));
+        d.add(&Entry::from_crash(&sample_record()));
+        let out = d.render().unwrap();
+        assert!(out.starts_with("status,id\nfailed,x\nfailed,tests/test_gpu.py::TestK::"), "{out}");
+        assert!(CsvDoc::parse("a,b\n1\n".into()).is_err());
+    }
+}

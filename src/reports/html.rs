@@ -1,0 +1,385 @@
+//! pytest-html 4.x reports. The results live in the `data-jsonblob`
+//! attribute of `#data-container`; the page's script builds the table from
+//! it. New entries are spliced into the blob's `tests` object (escaped for
+//! JSON inside an HTML attribute), the static counts above the table are
+//! updated, and the matching filter checkbox is enabled.
+//!
+//! A report created from nothing is a small static page with the same blob,
+//! counts and filters (what pytest_html_merger reads) and the rows rendered
+//! as escaped HTML, without a script.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::OnceLock;
+
+use anyhow::{bail, Context as _, Result};
+use regex::Regex;
+use serde_json::{json, Value};
+
+use super::text::{
+    attr_escape_into, escaped_offset, html_escape, html_unescape, object_members, py_dumps, py_str_into,
+};
+use super::{Doc, Entry};
+
+/// Where rows of a page created by pytest-abort go (such pages have no
+/// script to build the table from the blob).
+const ROWS_MARKER: &str = "<!-- pytest-abort: rows -->";
+
+/// A parsed pytest-html report.
+pub(crate) struct HtmlDoc {
+    text: String,
+    /// Span of the `data-jsonblob` attribute's value in `text`.
+    attr: (usize, usize),
+    /// The unescaped blob.
+    blob: String,
+    /// Index in `blob` of the `}` closing `tests`.
+    tests_close: usize,
+    tests_empty: bool,
+    /// Existing tests: key, span `key_start..value_end` in `blob`, results.
+    members: Vec<(String, usize, usize, Vec<String>)>,
+    keys: HashSet<String>,
+    /// `td` classes of the file's own rows (`col-result`, ...).
+    columns: Vec<String>,
+    added: Vec<String>,
+    added_rows: Vec<String>,
+    added_results: BTreeMap<String, i64>,
+    created: bool,
+}
+
+fn blob_attr_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| Regex::new(r#"data-jsonblob\s*=\s*"([^"]*)""#).expect("valid regex"))
+}
+
+/// pytest-html's duration text: `"12 ms"` under a second, else `HH:MM:SS`.
+pub(crate) fn format_duration(d: f64) -> String {
+    if d < 1.0 {
+        return format!("{} ms", (d * 1000.0).round() as u64);
+    }
+    let total = d.floor() as u64;
+    let hours = total / 3600;
+    let minutes = (total % 3600) / 60;
+    let seconds = (d % 60.0).round() as u64;
+    format!("{hours:02}:{minutes:02}:{seconds:02}")
+}
+
+/// pytest-html's result word for an outcome.
+fn result_word(outcome: &str) -> &'static str {
+    match outcome {
+        "passed" => "Passed",
+        "failed" => "Failed",
+        "skipped" => "Skipped",
+        "error" => "Error",
+        "xfailed" => "XFailed",
+        "xpassed" => "XPassed",
+        "rerun" => "Rerun",
+        _ => "Failed",
+    }
+}
+
+/// The log text pytest-html shows: escaped failure text plus captured
+/// sections with their dashed headers.
+fn log_text(e: &Entry) -> String {
+    let mut log = String::new();
+    if !e.longrepr.is_empty() {
+        log.push_str(&html_escape(&e.longrepr));
+        log.push('\n');
+    }
+    for (title, text) in &e.sections {
+        let head = format!(" {} ", html_escape(title));
+        let width = head.chars().count();
+        let pad = 80usize.saturating_sub(width);
+        log.push_str(&"-".repeat(pad / 2));
+        log.push_str(&head);
+        log.push_str(&"-".repeat(pad - pad / 2));
+        log.push('\n');
+        log.push_str(&html_escape(text));
+    }
+    if log.is_empty() {
+        log.push_str("No log output captured.");
+    }
+    log
+}
+
+/// The blob entry (`[ {...} ]`) pytest-html would write for this entry, with
+/// the row's cells following `columns`.
+pub(crate) fn entry_value(e: &Entry, columns: &[String]) -> Value {
+    let result = result_word(&e.outcome);
+    let duration = format_duration(e.duration);
+    let cells: Vec<Value> = columns
+        .iter()
+        .map(|c| {
+            let inner = match c.as_str() {
+                "col-result" => result.to_string(),
+                "col-testId" | "col-name" => html_escape(&e.nodeid),
+                "col-duration" => duration.clone(),
+                _ => String::new(),
+            };
+            Value::from(format!("<td class=\"{}\">{inner}</td>", html_escape(c)))
+        })
+        .collect();
+    json!([{
+        "extras": [],
+        "result": result,
+        "testId": e.nodeid,
+        "duration": duration,
+        "resultsTableRow": cells,
+        "log": log_text(e),
+    }])
+}
+
+const DEFAULT_COLUMNS: [&str; 4] = ["col-result", "col-testId", "col-duration", "col-links"];
+
+fn static_row(e: &Entry) -> String {
+    let result = result_word(&e.outcome);
+    format!(
+        "<tbody class=\"results-table-row {cls}\"><tr class=\"collapsible\"><td class=\"col-result\">{result}</td>\
+<td class=\"col-testId\">{id}</td><td class=\"col-duration\">{dur}</td><td class=\"col-links\"></td></tr>\
+<tr class=\"extras-row\"><td class=\"extra\" colspan=\"4\"><div class=\"log\">{log}</div></td></tr></tbody>\n",
+        cls = result.to_lowercase(),
+        id = html_escape(&e.nodeid),
+        dur = format_duration(e.duration),
+        log = log_text(e),
+    )
+}
+
+fn created_page() -> String {
+    let mut filters = String::new();
+    for (cls, label) in [
+        ("failed", "Failed,"),
+        ("passed", "Passed,"),
+        ("skipped", "Skipped,"),
+        ("xfailed", "Expected failures,"),
+        ("xpassed", "Unexpected passes,"),
+        ("error", "Errors,"),
+        ("rerun", "Reruns"),
+    ] {
+        filters.push_str(&format!(
+            "      <input checked=\"true\" class=\"filter\" name=\"filter_checkbox\" type=\"checkbox\" data-test-result=\"{cls}\" disabled>\n      <span class=\"{cls}\">0 {label}</span>\n"
+        ));
+    }
+    let blob = r#"{"environment": {}, "tests": {}, "renderCollapsed": ["passed"], "initialSort": "result", "title": "Test report"}"#;
+    let mut esc = String::new();
+    attr_escape_into(blob, &mut esc);
+    format!(
+        "<!DOCTYPE html>\n<html>\n  <head>\n    <meta charset=\"utf-8\"/>\n    <title id=\"head-title\">Test report</title>\n\
+    <style>.log {{ white-space: pre-wrap; font-family: monospace; }} td {{ vertical-align: top; }}</style>\n  </head>\n  <body>\n\
+    <h1 id=\"title\">Test report</h1>\n\
+    <p>Report written by pytest-abort in the format of pytest-html v4.2.0</p>\n\
+    <p class=\"run-count\">0 tests took 0 ms.</p>\n    <div class=\"filters\">\n{filters}    </div>\n\
+    <table id=\"results-table\">\n      <thead id=\"results-table-head\"><tr><th>Result</th><th>Test</th><th>Duration</th><th>Links</th></tr></thead>\n\
+      {ROWS_MARKER}\n    </table>\n  <footer>\n    <div id=\"data-container\" data-jsonblob=\"{esc}\"></div>\n  </footer>\n  </body>\n</html>\n"
+    )
+}
+
+impl HtmlDoc {
+    fn from_text(text: String, created: bool) -> Result<Self> {
+        let container = text.find("id=\"data-container\"").context(
+            "no <div id=\"data-container\">: not a pytest-html 4.x report (pytest-html 3 and other HTML are not supported)",
+        )?;
+        let tag_start = text[..container].rfind('<').unwrap_or(0);
+        let caps =
+            blob_attr_re().captures_at(&text, tag_start).context("no data-jsonblob attribute on #data-container")?;
+        let m = caps.get(1).expect("group 1");
+        let attr = (m.start(), m.end());
+        let blob = html_unescape(m.as_str());
+        let value: Value = serde_json::from_str(&blob).context("the data-jsonblob attribute is not valid JSON")?;
+        let Some(Value::Object(tests)) = value.get("tests") else { bail!("the data-jsonblob has no \"tests\" object") };
+        let open = blob.find('{').context("empty blob")?;
+        let (top, _) = object_members(&blob, open)?;
+        let tests_m = top.iter().find(|m| m.key == "tests").context("no tests member")?;
+        let (members_raw, tests_close) = object_members(&blob, tests_m.start)?;
+        let mut members = Vec::with_capacity(members_raw.len());
+        let mut keys = HashSet::with_capacity(members_raw.len());
+        let mut columns = Vec::new();
+        for mem in &members_raw {
+            let results: Vec<String> = tests
+                .get(&mem.key)
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|r| r.get("result")?.as_str().map(str::to_lowercase)).collect())
+                .unwrap_or_default();
+            if columns.is_empty() {
+                if let Some(row) = tests.get(&mem.key).and_then(|v| v.get(0)?.get("resultsTableRow")?.as_array()) {
+                    columns = row.iter().filter_map(|c| td_class(c.as_str()?)).collect();
+                }
+            }
+            keys.insert(mem.key.trim().to_string());
+            members.push((mem.key.clone(), mem.key_start, mem.end, results));
+        }
+        if columns.is_empty() {
+            columns = DEFAULT_COLUMNS.iter().map(|s| s.to_string()).collect();
+        }
+        Ok(HtmlDoc {
+            attr,
+            tests_close,
+            tests_empty: members.is_empty(),
+            members,
+            keys,
+            columns,
+            added: Vec::new(),
+            added_rows: Vec::new(),
+            added_results: BTreeMap::new(),
+            created,
+            blob,
+            text,
+        })
+    }
+
+    fn push(&mut self, key: &str, fragment: String, results: &[String]) {
+        self.keys.insert(key.trim().to_string());
+        for r in results {
+            *self.added_results.entry(r.clone()).or_default() += 1;
+        }
+        self.added.push(fragment);
+    }
+}
+
+fn td_class(td: &str) -> Option<String> {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    let re = RE.get_or_init(|| Regex::new(r#"^\s*<td[^>]*\bclass\s*=\s*"([^"]*)""#).expect("valid regex"));
+    Some(re.captures(td)?.get(1)?.as_str().split_whitespace().next()?.to_string())
+}
+
+/// Adds `delta` to the number at the start of `<span class="cls">N ...`
+/// and enables the filter when the count becomes non-zero.
+fn bump_count(prefix: &str, cls: &str, delta: i64) -> String {
+    let span = Regex::new(&format!(r#"(<span class="{}">)(\d+)"#, regex::escape(cls))).expect("valid regex");
+    let mut now = 0;
+    let out = span
+        .replace(prefix, |c: &regex::Captures| {
+            now = c[2].parse::<i64>().unwrap_or(0) + delta;
+            format!("{}{}", &c[1], now)
+        })
+        .into_owned();
+    if now > 0 {
+        let input =
+            Regex::new(&format!(r#"(data-test-result="{}")\s+disabled"#, regex::escape(cls))).expect("valid regex");
+        input.replace(&out, "$1 ").into_owned()
+    } else {
+        out
+    }
+}
+
+fn bump_run_count(prefix: &str, delta: i64) -> String {
+    static TOOK: OnceLock<Regex> = OnceLock::new();
+    static DONE: OnceLock<Regex> = OnceLock::new();
+    let took = TOOK.get_or_init(|| Regex::new(r#"(<p class="run-count">)(\d+) tests? took "#).expect("valid regex"));
+    let done =
+        DONE.get_or_init(|| Regex::new(r#"(<p class="run-count">)(\d+)/(\d+) tests? done"#).expect("valid regex"));
+    let plural = |n: i64| if n > 1 { "tests" } else { "test" };
+    let out = took.replace(prefix, |c: &regex::Captures| {
+        let n = c[2].parse::<i64>().unwrap_or(0) + delta;
+        format!("{}{n} {} took ", &c[1], plural(n))
+    });
+    done.replace(&out, |c: &regex::Captures| {
+        let n = c[2].parse::<i64>().unwrap_or(0) + delta;
+        let m = c[3].parse::<i64>().unwrap_or(0) + delta;
+        format!("{}{n}/{m} {} done", &c[1], plural(m))
+    })
+    .into_owned()
+}
+
+impl Doc for HtmlDoc {
+    fn parse(text: String) -> Result<Self> {
+        Self::from_text(text, false)
+    }
+
+    fn create() -> Self {
+        Self::from_text(created_page(), true).expect("the created page parses")
+    }
+
+    fn has(&self, nodeid: &str) -> bool {
+        self.keys.contains(nodeid.trim())
+    }
+
+    fn add(&mut self, e: &Entry) {
+        let mut frag = String::new();
+        py_str_into(&e.nodeid, true, &mut frag);
+        frag.push_str(": ");
+        frag.push_str(&py_dumps(&entry_value(e, &self.columns), true));
+        if self.text.contains(ROWS_MARKER) {
+            self.added_rows.push(static_row(e));
+        }
+        self.push(&e.nodeid, frag, &[result_word(&e.outcome).to_lowercase()]);
+    }
+
+    fn absorb(&mut self, other: &Self) -> usize {
+        let mut n = 0;
+        for (key, s, e, results) in &other.members {
+            if !self.has(key) {
+                self.push(key, other.blob[*s..*e].to_string(), results);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    fn original(&self) -> &str {
+        &self.text
+    }
+
+    fn render(&self) -> Option<String> {
+        if self.added.is_empty() && !self.created {
+            return None;
+        }
+        let mut insert = String::new();
+        let sep = if self.tests_empty { "" } else { ", " };
+        let joined = format!("{sep}{}", self.added.join(", "));
+        attr_escape_into(&joined, &mut insert);
+        let attr_text = &self.text[self.attr.0..self.attr.1];
+        let at = self.attr.0 + escaped_offset(attr_text, self.tests_close);
+        let mut prefix = self.text[..self.attr.0].to_string();
+        for (cls, delta) in &self.added_results {
+            prefix = bump_count(&prefix, cls, *delta);
+        }
+        let ran: i64 = ["passed", "failed", "xpassed", "xfailed"]
+            .iter()
+            .map(|k| self.added_results.get(*k).copied().unwrap_or(0))
+            .sum();
+        prefix = bump_run_count(&prefix, ran);
+        if !self.added_rows.is_empty() {
+            if let Some(pos) = prefix.find(ROWS_MARKER) {
+                prefix.insert_str(pos, &self.added_rows.concat());
+            }
+        }
+        let mut out = String::with_capacity(self.text.len() + insert.len() + 256);
+        out.push_str(&prefix);
+        out.push_str(&self.text[self.attr.0..at]);
+        out.push_str(&insert);
+        out.push_str(&self.text[at..]);
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reports::sample_record;
+
+    #[test]
+    fn synthetic_entry_snapshot() {
+        let e = Entry::from_crash(&sample_record());
+        let cols: Vec<String> = DEFAULT_COLUMNS.iter().map(|s| s.to_string()).collect();
+        insta::assert_snapshot!(serde_json::to_string_pretty(&entry_value(&e, &cols)).unwrap());
+    }
+
+    #[test]
+    fn durations_like_pytest_html() {
+        assert_eq!(format_duration(0.0004), "0 ms");
+        assert_eq!(format_duration(0.25), "250 ms");
+        assert_eq!(format_duration(3725.4), "01:02:05");
+    }
+
+    #[test]
+    fn created_page_round_trips() {
+        let mut d = HtmlDoc::create();
+        d.add(&Entry::from_crash(&sample_record()));
+        let out = d.render().unwrap();
+        assert!(out.contains("<span class=\"failed\">1 Failed,</span>"), "{out}");
+        assert!(out.contains("data-test-result=\"failed\" >"), "{out}");
+        assert!(out.contains("1 test took"), "{out}");
+        assert!(!out.contains("<img src=x"), "{out}");
+        let d2 = HtmlDoc::parse(out.clone()).unwrap();
+        assert!(d2.has("tests/test_gpu.py::TestK::test_p[<img src=x onerror=alert(1)>]"));
+        assert!(d2.render().is_none());
+    }
+}

@@ -1,0 +1,302 @@
+//! pytest-json-report files: new tests are spliced into the `tests` array,
+//! `summary`, `exitcode` and `duration` are rewritten in place; every other
+//! byte of the file stays as it was.
+
+use std::collections::{BTreeMap, HashSet};
+
+use anyhow::{bail, Context as _, Result};
+use serde_json::{json, Map, Value};
+
+use super::text::{array_elements, object_members, py_dumps, py_float, separator};
+use super::{Doc, Entry};
+
+/// A parsed pytest-json-report file.
+pub(crate) struct JsonDoc {
+    text: String,
+    /// Spans of top-level values.
+    summary: (usize, usize),
+    summary_value: Map<String, Value>,
+    exitcode: Option<(usize, usize, i64)>,
+    duration: Option<(usize, usize, f64)>,
+    tests_close: usize,
+    sep: String,
+    /// Existing test elements: span, nodeid, outcome.
+    elems: Vec<(usize, usize, String, String)>,
+    ids: HashSet<String>,
+    added: Vec<String>,
+    added_outcomes: BTreeMap<String, i64>,
+    added_duration: f64,
+    created: bool,
+}
+
+impl JsonDoc {
+    fn from_text(text: String, created: bool) -> Result<Self> {
+        let value: Value = serde_json::from_str(&text).context("invalid JSON")?;
+        let Value::Object(top) = &value else { bail!("not a pytest-json-report file: the top level is not an object") };
+        let Some(Value::Array(tests)) = top.get("tests") else {
+            bail!("not a pytest-json-report file: no \"tests\" array")
+        };
+        let summary_value = match top.get("summary") {
+            Some(Value::Object(m)) => m.clone(),
+            _ => bail!("not a pytest-json-report file: no \"summary\" object"),
+        };
+        let open = text.find('{').context("no JSON object")?;
+        let (members, _) = object_members(&text, open)?;
+        let span = |k: &str| members.iter().find(|m| m.key == k).map(|m| (m.start, m.end));
+        let (tests_open, _) = span("tests").context("no tests member")?;
+        let summary = span("summary").context("no summary member")?;
+        let (el_spans, tests_close) = array_elements(&text, tests_open)?;
+        if el_spans.len() != tests.len() {
+            bail!("tests array could not be scanned");
+        }
+        let mut elems = Vec::with_capacity(tests.len());
+        let mut ids = HashSet::with_capacity(tests.len());
+        for ((s, e), t) in el_spans.iter().zip(tests) {
+            let nodeid = t.get("nodeid").and_then(Value::as_str).unwrap_or("").trim().to_string();
+            let outcome = t.get("outcome").and_then(Value::as_str).unwrap_or("").to_string();
+            ids.insert(nodeid.clone());
+            elems.push((*s, *e, nodeid, outcome));
+        }
+        let exitcode = span("exitcode").and_then(|(s, e)| top.get("exitcode")?.as_i64().map(|v| (s, e, v)));
+        let duration = span("duration").and_then(|(s, e)| top.get("duration")?.as_f64().map(|v| (s, e, v)));
+        let sep = separator(&text, tests_open, el_spans.first().map(|x| x.0));
+        Ok(JsonDoc {
+            summary,
+            summary_value,
+            exitcode,
+            duration,
+            tests_close,
+            sep,
+            elems,
+            ids,
+            added: Vec::new(),
+            added_outcomes: BTreeMap::new(),
+            added_duration: 0.0,
+            created,
+            text,
+        })
+    }
+
+    fn push(&mut self, nodeid: &str, outcome: &str, fragment: String) {
+        self.ids.insert(nodeid.trim().to_string());
+        *self.added_outcomes.entry(outcome.to_string()).or_default() += 1;
+        self.added.push(fragment);
+    }
+}
+
+/// The pytest-json-report test object for an entry.
+pub(crate) fn entry_value(e: &Entry) -> Value {
+    let keywords = {
+        let mut k = vec![Value::from(e.name())];
+        if let Some(file) = e.path.rsplit('/').next().filter(|f| !f.is_empty()) {
+            k.push(Value::from(file));
+        }
+        if e.crash {
+            k.push(Value::from("pytest_abort_crash"));
+        }
+        k.push(Value::from(""));
+        k
+    };
+    let passed = |d: f64| json!({"duration": d, "outcome": "passed"});
+    let mut failed_stage = Map::new();
+    let stage_outcome = match e.outcome.as_str() {
+        "error" | "failed" => "failed",
+        "skipped" | "xfailed" => "skipped",
+        _ => "passed",
+    };
+    failed_stage.insert("duration".into(), json!(e.duration));
+    failed_stage.insert("outcome".into(), json!(stage_outcome));
+    if !e.longrepr.is_empty() {
+        if stage_outcome == "failed" {
+            failed_stage.insert(
+                "crash".into(),
+                json!({"path": e.path, "lineno": e.lineno.map(|l| l + 1).unwrap_or(0), "message": e.message}),
+            );
+        }
+        for (title, text) in &e.sections {
+            let key = if title.contains("stdout") {
+                "stdout"
+            } else if title.contains("stderr") {
+                "stderr"
+            } else {
+                continue;
+            };
+            failed_stage.insert(key.into(), json!(text));
+        }
+        failed_stage.insert("longrepr".into(), json!(e.longrepr));
+    }
+    let mut t = Map::new();
+    t.insert("nodeid".into(), json!(e.nodeid));
+    t.insert("lineno".into(), json!(e.lineno.unwrap_or(0)));
+    t.insert("outcome".into(), json!(e.outcome));
+    t.insert("keywords".into(), Value::Array(keywords));
+    match e.when.as_str() {
+        "setup" => {
+            t.insert("setup".into(), Value::Object(failed_stage));
+            t.insert("teardown".into(), passed(0.0));
+        }
+        "teardown" => {
+            t.insert("setup".into(), passed(0.0));
+            t.insert("call".into(), passed(0.0));
+            t.insert("teardown".into(), Value::Object(failed_stage));
+        }
+        _ => {
+            t.insert("setup".into(), passed(0.0));
+            t.insert("call".into(), Value::Object(failed_stage));
+            t.insert("teardown".into(), passed(0.0));
+        }
+    }
+    Value::Object(t)
+}
+
+impl Doc for JsonDoc {
+    fn parse(text: String) -> Result<Self> {
+        Self::from_text(text, false)
+    }
+
+    fn create() -> Self {
+        let created = chrono::Local::now().timestamp_micros() as f64 / 1e6;
+        let root = std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default();
+        let v = json!({
+            "created": created, "duration": 0.0, "exitcode": 0, "root": root, "environment": {},
+            "summary": {"total": 0, "collected": 0}, "collectors": [], "tests": []
+        });
+        Self::from_text(py_dumps(&v, true), true).expect("a new report parses")
+    }
+
+    fn has(&self, nodeid: &str) -> bool {
+        self.ids.contains(nodeid.trim())
+    }
+
+    fn add(&mut self, e: &Entry) {
+        self.added_duration += e.duration;
+        let frag = py_dumps(&entry_value(e), true);
+        self.push(&e.nodeid, &e.outcome, frag);
+    }
+
+    fn absorb(&mut self, other: &Self) -> usize {
+        let mut n = 0;
+        for (s, e, nodeid, outcome) in &other.elems {
+            if !self.has(nodeid) {
+                self.push(nodeid, outcome, other.text[*s..*e].to_string());
+                n += 1;
+            }
+        }
+        for frag in &other.added {
+            // Entries `other` gained but has not written: take them too.
+            let v: Value = serde_json::from_str(frag).unwrap_or(Value::Null);
+            let nodeid = v.get("nodeid").and_then(Value::as_str).unwrap_or("").to_string();
+            if !self.has(&nodeid) {
+                let outcome = v.get("outcome").and_then(Value::as_str).unwrap_or("").to_string();
+                self.push(&nodeid, &outcome, frag.clone());
+                n += 1;
+            }
+        }
+        self.added_duration += other.duration.map(|d| d.2).unwrap_or(0.0) + other.added_duration;
+        n
+    }
+
+    fn original(&self) -> &str {
+        &self.text
+    }
+
+    fn render(&self) -> Option<String> {
+        if self.added.is_empty() && !self.created {
+            return None;
+        }
+        let mut edits: Vec<(usize, usize, String)> = Vec::new();
+        // tests array
+        let joined = self.added.join(&self.sep);
+        let insert = if self.elems.is_empty() { joined } else { format!("{}{}", self.sep, joined) };
+        let at = self.elems.last().map(|e| e.1).unwrap_or(self.tests_close);
+        edits.push((at, at, insert));
+        // summary
+        let n: i64 = self.added_outcomes.values().sum();
+        let mut summary = Map::new();
+        let mut pending: Vec<(&String, &i64)> = self
+            .added_outcomes
+            .iter()
+            .filter(|(k, _)| !k.is_empty() && !self.summary_value.contains_key(k.as_str()))
+            .collect();
+        for (k, v) in &self.summary_value {
+            if k == "total" || k == "collected" {
+                for (pk, pv) in pending.drain(..) {
+                    summary.insert(pk.clone(), json!(*pv));
+                }
+            }
+            let add = match k.as_str() {
+                "total" | "collected" => n,
+                "unskipped_total" => n - self.added_outcomes.get("skipped").copied().unwrap_or(0),
+                other => self.added_outcomes.get(other).copied().unwrap_or(0),
+            };
+            let nv = match v.as_i64() {
+                Some(x) => json!(x + add),
+                None => v.clone(),
+            };
+            summary.insert(k.clone(), nv);
+        }
+        for (pk, pv) in pending {
+            summary.insert(pk.clone(), json!(*pv));
+        }
+        edits.push((self.summary.0, self.summary.1, py_dumps(&Value::Object(summary), true)));
+        if let Some((s, e, code)) = self.exitcode {
+            let failures = self.added_outcomes.get("failed").copied().unwrap_or(0)
+                + self.added_outcomes.get("error").copied().unwrap_or(0);
+            if failures > 0 && (code == 0 || code == 5) {
+                edits.push((s, e, "1".into()));
+            }
+        }
+        if let Some((s, e, d)) = self.duration {
+            if self.added_duration > 0.0 {
+                edits.push((s, e, py_float(d + self.added_duration)));
+            }
+        }
+        edits.sort_by_key(|x| x.0);
+        let mut out = String::with_capacity(self.text.len() + edits.iter().map(|e| e.2.len()).sum::<usize>());
+        let mut pos = 0;
+        for (s, e, rep) in edits {
+            out.push_str(&self.text[pos..s]);
+            out.push_str(&rep);
+            pos = e;
+        }
+        out.push_str(&self.text[pos..]);
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reports::sample_record;
+
+    #[test]
+    fn synthetic_entry_snapshot() {
+        let e = Entry::from_crash(&sample_record());
+        insta::assert_snapshot!(py_dumps(&entry_value(&e), true));
+    }
+
+    #[test]
+    fn splices_without_reformatting() {
+        let text = r#"{"created": 1.5, "duration": 2.0, "exitcode": 0, "root": "/r", "environment": {}, "summary": {"passed": 1, "total": 1, "collected": 1}, "collectors": [], "tests": [{"nodeid": "a.py::t", "outcome": "passed"}]}"#;
+        let mut d = JsonDoc::parse(text.to_string()).unwrap();
+        assert!(d.has("a.py::t"));
+        d.add(&Entry::from_crash(&sample_record()));
+        let out = d.render().unwrap();
+        assert!(out.starts_with(r#"{"created": 1.5, "duration": 3.25, "exitcode": 1, "#), "{out}");
+        assert!(out.contains(r#""summary": {"passed": 1, "failed": 1, "total": 2, "collected": 2}"#), "{out}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["tests"][1]["outcome"], "failed");
+        let d2 = JsonDoc::parse(out).unwrap();
+        assert!(d2.has("tests/test_gpu.py::TestK::test_p[<img src=x onerror=alert(1)>]"));
+    }
+
+    #[test]
+    fn indented_files_keep_their_layout() {
+        let text = "{\n    \"summary\": {\n        \"total\": 0\n    },\n    \"tests\": [\n        {\"nodeid\": \"x\"}\n    ]\n}";
+        let mut d = JsonDoc::parse(text.to_string()).unwrap();
+        d.add(&Entry::from_crash(&sample_record()));
+        let out = d.render().unwrap();
+        assert!(out.contains("{\"nodeid\": \"x\"},\n        {\"nodeid\": \"tests/"), "{out}");
+        serde_json::from_str::<Value>(&out).unwrap();
+    }
+}

@@ -1,0 +1,371 @@
+//! JUnit XML as pytest's `--junitxml` writes it. The file is validated with
+//! quick-xml; new `<testcase>` elements are spliced in before the first
+//! suite's `</testsuite>` and that suite's counters are rewritten.
+
+use std::collections::HashSet;
+
+use anyhow::{bail, Context as _, Result};
+use quick_xml::events::Event;
+use quick_xml::Reader;
+
+use super::text::{xml_attr, xml_text};
+use super::{Doc, Entry};
+
+/// classname and name of a node id, the way pytest's junitxml derives them:
+/// `a/b/test_x.py::Cls::test_y[p]` -> (`a.b.test_x.Cls`, `test_y[p]`).
+pub(crate) fn junit_names(nodeid: &str) -> (String, String) {
+    let (path, params) = match nodeid.find('[') {
+        Some(i) => (&nodeid[..i], &nodeid[i..]),
+        None => (nodeid, ""),
+    };
+    let mut names: Vec<String> = path.split("::").map(String::from).collect();
+    names[0] = names[0].replace('/', ".");
+    if let Some(stripped) = names[0].strip_suffix(".py") {
+        names[0] = stripped.to_string();
+    }
+    let last = names.len() - 1;
+    names[last].push_str(params);
+    let name = names.pop().unwrap_or_default();
+    (names.join("."), name)
+}
+
+/// One `<testcase>` of an existing file.
+struct Case {
+    key: (String, String),
+    span: (usize, usize),
+    kind: Option<&'static str>,
+    time: f64,
+}
+
+/// A parsed JUnit XML report.
+pub(crate) struct JunitDoc {
+    text: String,
+    /// Span of the first `<testsuite ...>` start tag, and whether it was
+    /// self-closing.
+    suite_tag: Option<(usize, usize, bool)>,
+    /// Where new cases go: the first suite's `</testsuite>` (or the
+    /// root's closing tag when there is no suite).
+    insert_at: usize,
+    root_close: usize,
+    cases: Vec<Case>,
+    keys: HashSet<(String, String)>,
+    added: Vec<String>,
+    added_tests: i64,
+    added_failures: i64,
+    added_errors: i64,
+    added_skipped: i64,
+    added_time: f64,
+    created: bool,
+}
+
+fn attr_of(e: &quick_xml::events::BytesStart, name: &[u8]) -> Option<String> {
+    e.attributes()
+        .flatten()
+        .find(|a| a.key.as_ref() == name)
+        .and_then(|a| a.unescape_value().ok())
+        .map(|v| v.into_owned())
+}
+
+impl JunitDoc {
+    fn from_text(text: String, created: bool) -> Result<Self> {
+        let mut rd = Reader::from_str(&text);
+        rd.config_mut().check_end_names = true;
+        let mut depth = 0usize;
+        let mut root: Option<String> = None;
+        let mut suite_tag = None;
+        let mut first_suite_close = None;
+        let mut root_close = None;
+        let mut cases = Vec::new();
+        let mut open_case: Option<Case> = None;
+        let mut suite_depth = None;
+        loop {
+            let before = rd.buffer_position() as usize;
+            let ev = rd.read_event().with_context(|| format!("invalid XML near byte {before}"))?;
+            let after = rd.buffer_position() as usize;
+            match ev {
+                Event::Start(ref e) | Event::Empty(ref e) => {
+                    let empty = matches!(ev, Event::Empty(_));
+                    let name = e.name().as_ref().to_vec();
+                    if depth == 0 {
+                        if root.is_some() {
+                            bail!("more than one root element");
+                        }
+                        root = Some(String::from_utf8_lossy(&name).into_owned());
+                    }
+                    match name.as_slice() {
+                        b"testsuite" if suite_tag.is_none() => {
+                            suite_tag = Some((before, after, empty));
+                            if empty {
+                                first_suite_close = Some(after);
+                            } else {
+                                suite_depth = Some(depth);
+                            }
+                        }
+                        b"testcase" => {
+                            let key =
+                                (attr_of(e, b"classname").unwrap_or_default(), attr_of(e, b"name").unwrap_or_default());
+                            let time = attr_of(e, b"time").and_then(|t| t.parse().ok()).unwrap_or(0.0);
+                            let case = Case { key, span: (before, after), kind: None, time };
+                            if empty {
+                                cases.push(case);
+                            } else {
+                                open_case = Some(case);
+                            }
+                        }
+                        b"failure" | b"error" | b"skipped" => {
+                            if let Some(c) = open_case.as_mut() {
+                                if c.kind.is_none() {
+                                    c.kind = Some(match name.as_slice() {
+                                        b"failure" => "failure",
+                                        b"error" => "error",
+                                        _ => "skipped",
+                                    });
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                    if !empty {
+                        depth += 1;
+                    } else if depth == 0 {
+                        root_close = Some(before);
+                    }
+                }
+                Event::End(ref e) => {
+                    depth = depth.checked_sub(1).context("unbalanced XML")?;
+                    match e.name().as_ref() {
+                        b"testcase" => {
+                            if let Some(mut c) = open_case.take() {
+                                c.span.1 = after;
+                                cases.push(c);
+                            }
+                        }
+                        b"testsuite" if suite_depth == Some(depth) && first_suite_close.is_none() => {
+                            first_suite_close = Some(before);
+                        }
+                        _ => {}
+                    }
+                    if depth == 0 {
+                        root_close = Some(before);
+                    }
+                }
+                Event::Eof => break,
+                _ => {}
+            }
+        }
+        if depth != 0 {
+            bail!("the XML ends before its elements close (truncated file?)");
+        }
+        match root.as_deref() {
+            Some("testsuites") | Some("testsuite") => {}
+            Some(other) => bail!("not JUnit XML: the root element is <{other}>"),
+            None => bail!("not JUnit XML: no root element"),
+        }
+        let root_close = root_close.context("no root element end")?;
+        let insert_at = first_suite_close.unwrap_or(root_close);
+        let keys = cases.iter().map(|c| c.key.clone()).collect();
+        Ok(JunitDoc {
+            text,
+            suite_tag,
+            insert_at,
+            root_close,
+            cases,
+            keys,
+            added: Vec::new(),
+            added_tests: 0,
+            added_failures: 0,
+            added_errors: 0,
+            added_skipped: 0,
+            added_time: 0.0,
+            created,
+        })
+    }
+
+    fn count(&mut self, kind: Option<&str>, time: f64) {
+        self.added_tests += 1;
+        self.added_time += time;
+        match kind {
+            Some("failure") => self.added_failures += 1,
+            Some("error") => self.added_errors += 1,
+            Some("skipped") => self.added_skipped += 1,
+            _ => {}
+        }
+    }
+
+    /// The first suite's start tag with updated counters.
+    fn suite_start(&self, tag: &str) -> String {
+        let self_closing = tag.trim_end().ends_with("/>");
+        let inner = tag.trim_start_matches('<').trim_end_matches('>').trim_end_matches('/');
+        let re = regex::Regex::new(r#"([A-Za-z_:][-A-Za-z0-9_:.]*)\s*=\s*("[^"]*"|'[^']*')"#).expect("valid regex");
+        let name = inner.split_whitespace().next().unwrap_or("testsuite");
+        let mut attrs: Vec<(String, String)> =
+            re.captures_iter(inner).map(|c| (c[1].to_string(), c[2][1..c[2].len() - 1].to_string())).collect();
+        let bump =
+            |attrs: &mut Vec<(String, String)>, key: &str, delta: i64| match attrs.iter_mut().find(|(k, _)| k == key) {
+                Some((_, v)) => *v = (v.parse::<i64>().unwrap_or(0) + delta).to_string(),
+                None if delta != 0 => attrs.push((key.to_string(), delta.to_string())),
+                None => {}
+            };
+        bump(&mut attrs, "errors", self.added_errors);
+        bump(&mut attrs, "failures", self.added_failures);
+        bump(&mut attrs, "skipped", self.added_skipped);
+        bump(&mut attrs, "tests", self.added_tests);
+        if let Some((_, v)) = attrs.iter_mut().find(|(k, _)| k == "time") {
+            *v = format!("{:.3}", v.parse::<f64>().unwrap_or(0.0) + self.added_time);
+        }
+        let _ = self_closing;
+        let mut out = format!("<{name}");
+        for (k, v) in attrs {
+            out.push_str(&format!(" {k}=\"{v}\""));
+        }
+        out.push('>');
+        out
+    }
+}
+
+/// The `<testcase>` element for an entry.
+pub(crate) fn entry_xml(e: &Entry) -> String {
+    let (classname, name) = junit_names(&e.nodeid);
+    let mut s = format!(
+        "<testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"",
+        xml_attr(&classname),
+        xml_attr(&name),
+        e.duration
+    );
+    let child = match e.outcome.as_str() {
+        "failed" if e.crash => Some(("failure", " type=\"crash\"")),
+        "failed" => Some(("failure", "")),
+        "error" => Some(("error", "")),
+        "skipped" => Some(("skipped", " type=\"pytest.skip\"")),
+        "xfailed" => Some(("skipped", " type=\"pytest.xfail\"")),
+        _ => None,
+    };
+    match child {
+        None => s.push_str(" />"),
+        Some((tag, ty)) => {
+            s.push_str(&format!(
+                "><{tag}{ty} message=\"{}\">{}</{tag}></testcase>",
+                xml_attr(&e.message),
+                xml_text(&e.longrepr)
+            ));
+        }
+    }
+    s
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+}
+
+impl Doc for JunitDoc {
+    fn parse(text: String) -> Result<Self> {
+        Self::from_text(text, false)
+    }
+
+    fn create() -> Self {
+        let ts = chrono::Local::now().format("%Y-%m-%dT%H:%M:%S%.6f%:z");
+        let text = format!(
+            "<?xml version=\"1.0\" encoding=\"utf-8\"?><testsuites name=\"pytest tests\"><testsuite name=\"pytest\" \
+errors=\"0\" failures=\"0\" skipped=\"0\" tests=\"0\" time=\"0.000\" timestamp=\"{ts}\" hostname=\"{}\"></testsuite></testsuites>",
+            xml_attr(&hostname())
+        );
+        Self::from_text(text, true).expect("a new JUnit report parses")
+    }
+
+    fn has(&self, nodeid: &str) -> bool {
+        self.keys.contains(&junit_names(nodeid.trim()))
+    }
+
+    fn add(&mut self, e: &Entry) {
+        let kind = match e.outcome.as_str() {
+            "failed" => Some("failure"),
+            "error" => Some("error"),
+            "skipped" | "xfailed" => Some("skipped"),
+            _ => None,
+        };
+        self.count(kind, e.duration);
+        self.keys.insert(junit_names(e.nodeid.trim()));
+        self.added.push(entry_xml(e));
+    }
+
+    fn absorb(&mut self, other: &Self) -> usize {
+        let mut n = 0;
+        for c in &other.cases {
+            if self.keys.insert(c.key.clone()) {
+                self.count(c.kind, c.time);
+                self.added.push(other.text[c.span.0..c.span.1].to_string());
+                n += 1;
+            }
+        }
+        n
+    }
+
+    fn original(&self) -> &str {
+        &self.text
+    }
+
+    fn render(&self) -> Option<String> {
+        if self.added.is_empty() && !self.created {
+            return None;
+        }
+        let cases = self.added.concat();
+        let mut out = String::with_capacity(self.text.len() + cases.len() + 64);
+        match self.suite_tag {
+            Some((s, e, empty)) => {
+                out.push_str(&self.text[..s]);
+                out.push_str(&self.suite_start(&self.text[s..e]));
+                if empty {
+                    out.push_str(&cases);
+                    out.push_str("</testsuite>");
+                    out.push_str(&self.text[e..]);
+                } else {
+                    out.push_str(&self.text[e..self.insert_at]);
+                    out.push_str(&cases);
+                    out.push_str(&self.text[self.insert_at..]);
+                }
+            }
+            None => {
+                let _ = self.root_close;
+                out.push_str(&self.text[..self.insert_at]);
+                out.push_str(&format!(
+                    "<testsuite name=\"pytest\" errors=\"{}\" failures=\"{}\" skipped=\"{}\" tests=\"{}\" time=\"{:.3}\">{cases}</testsuite>",
+                    self.added_errors, self.added_failures, self.added_skipped, self.added_tests, self.added_time
+                ));
+                out.push_str(&self.text[self.insert_at..]);
+            }
+        }
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reports::sample_record;
+
+    #[test]
+    fn names_like_pytest() {
+        assert_eq!(junit_names("a/b/test_x.py::Cls::test_y[p::q]"), ("a.b.test_x.Cls".into(), "test_y[p::q]".into()));
+        assert_eq!(junit_names("test_a.py::test_ok"), ("test_a".into(), "test_ok".into()));
+    }
+
+    #[test]
+    fn synthetic_case_snapshot() {
+        insta::assert_snapshot!(entry_xml(&Entry::from_crash(&sample_record())));
+    }
+
+    #[test]
+    fn updates_counts_and_rejects_truncated() {
+        let text = r#"<?xml version="1.0" encoding="utf-8"?><testsuites name="pytest tests"><testsuite name="pytest" errors="0" failures="1" skipped="0" tests="2" time="0.040"><testcase classname="t" name="a" time="0.1" /><testcase classname="t" name="b" time="0.1"><failure message="x">y</failure></testcase></testsuite></testsuites>"#;
+        let mut d = JunitDoc::parse(text.into()).unwrap();
+        assert!(d.has("t.py::a"));
+        d.add(&Entry::from_crash(&sample_record()));
+        let out = d.render().unwrap();
+        assert!(
+            out.contains(r#"<testsuite name="pytest" errors="0" failures="2" skipped="0" tests="3" time="1.290">"#),
+            "{out}"
+        );
+        assert!(JunitDoc::parse(out[..out.len() - 20].to_string()).is_err());
+        assert!(JunitDoc::parse("<html></html>".into()).is_err());
+    }
+}

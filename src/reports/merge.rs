@@ -1,0 +1,164 @@
+//! The wrapper's end step: one report per requested file, merged from the
+//! per-run copies the shim redirected pytest to, filled in from the
+//! journals for runs whose process died before writing, plus the crashes.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+
+use super::csv::CsvDoc;
+use super::html::HtmlDoc;
+use super::json::JsonDoc;
+use super::junit::JunitDoc;
+use super::{read_report, Doc, Entry, Kind, Patched};
+use crate::record;
+use crate::run::Session;
+
+/// Merges `sources` (in order; missing or unreadable ones are skipped, as
+/// the run that should have written them died), then adds every finished
+/// test of `done` and every crash the merged report lacks.
+pub(crate) fn merge_into<D: Doc>(
+    path: &Path,
+    sources: &[PathBuf],
+    done: &[crate::journal::Done],
+    records: &[crate::record::CrashRecord],
+) -> Result<(String, usize)> {
+    let mut base: Option<D> = None;
+    let mut added = 0;
+    for src in sources {
+        let Ok(Some(text)) = read_report(src) else { continue };
+        let Ok(doc) = D::parse(text) else { continue };
+        match base.as_mut() {
+            None => base = Some(doc),
+            Some(b) => added += b.absorb(&doc),
+        }
+    }
+    let mut doc = base.unwrap_or_else(D::create);
+    for d in done {
+        if !d.nodeid.trim().is_empty() && !doc.has(&d.nodeid) {
+            doc.add(&Entry::from_done(d));
+            added += 1;
+        }
+    }
+    for r in record::dedupe_by_nodeid(records) {
+        if !doc.has(r.key()) {
+            doc.add(&Entry::from_crash(r));
+            added += 1;
+        }
+    }
+    let text = doc.render().unwrap_or_else(|| doc.original().to_string());
+    let _ = path;
+    Ok((text, added))
+}
+
+/// Copies `<src>/assets/*` next to `dest` (pytest-html without
+/// `--self-contained-html` keeps its CSS there).
+fn copy_assets(sources: &[PathBuf], dest: &Path) -> Result<()> {
+    let Some(src) = sources.iter().filter_map(|s| s.parent()).map(|d| d.join("assets")).find(|d| d.is_dir()) else {
+        return Ok(());
+    };
+    let to = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).join("assets");
+    std::fs::create_dir_all(&to).with_context(|| format!("{}: cannot create", to.display()))?;
+    for e in std::fs::read_dir(&src).with_context(|| format!("{}: cannot list", src.display()))?.flatten() {
+        if e.path().is_file() {
+            let target = to.join(e.file_name());
+            std::fs::copy(e.path(), &target).with_context(|| format!("{}: cannot copy assets", target.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// pytest-html titles its page with the file's name; the run copies are
+/// all `report.html`, so give the final page the requested name.
+fn retitle(text: String, dest: &Path) -> String {
+    let Some(name) = dest.file_name().map(|n| n.to_string_lossy().into_owned()) else { return text };
+    let esc = super::text::html_escape(&name);
+    text.replacen("<title id=\"head-title\">report.html</title>", &format!("<title id=\"head-title\">{esc}</title>"), 1)
+        .replacen("<h1 id=\"title\">report.html</h1>", &format!("<h1 id=\"title\">{esc}</h1>"), 1)
+}
+
+fn complete_one(kind: Kind, dest: &Path, session: &Session) -> Result<Patched> {
+    let sources: Vec<PathBuf> =
+        session.reports.iter().filter_map(|rr| rr.redirected.get(kind.as_str())).map(PathBuf::from).collect();
+    let created = !dest.exists();
+    let (text, added) = match kind {
+        Kind::Json => merge_into::<JsonDoc>(dest, &sources, &session.done, &session.records)?,
+        Kind::Html => {
+            let (t, n) = merge_into::<HtmlDoc>(dest, &sources, &session.done, &session.records)?;
+            copy_assets(&sources, dest)?;
+            (retitle(t, dest), n)
+        }
+        Kind::Csv => merge_into::<CsvDoc>(dest, &sources, &session.done, &session.records)?,
+        Kind::Junit => merge_into::<JunitDoc>(dest, &sources, &session.done, &session.records)?,
+    };
+    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("{}: cannot create its folder", dest.display()))?;
+    }
+    crate::fsutil::atomic_write(dest, text.as_bytes())?;
+    Ok(Patched { path: dest.to_path_buf(), added, created })
+}
+
+/// The wrapper's end step: for each report kind the user asked pytest for
+/// (session.reports: requested/redirected paths per run, see
+/// journal::RunReports) and each extra target (wrapper flags), write ONE
+/// report holding every test of every run exactly once plus each crashed
+/// test as failed. Runs whose process died before writing its report are
+/// filled from the journal `Done` entries (session.done has outcome,
+/// duration, longrepr, location, sections, start). Creates JUnit from
+/// journals when asked only via the wrapper flag.
+pub fn complete(session: &Session, extra: &[(Kind, PathBuf)]) -> Vec<Result<Patched>> {
+    let mut targets: Vec<(Kind, PathBuf)> = Vec::new();
+    for rr in &session.reports {
+        for (k, p) in &rr.requested {
+            let Ok(kind) = k.parse::<Kind>() else { continue };
+            let p = PathBuf::from(p);
+            if !targets.iter().any(|(tk, tp)| *tk == kind && *tp == p) {
+                targets.push((kind, p));
+            }
+        }
+    }
+    for (kind, p) in extra {
+        if !targets.iter().any(|(tk, tp)| tk == kind && tp == p) {
+            targets.push((*kind, p.clone()));
+        }
+    }
+    targets.iter().map(|(k, p)| complete_one(*k, p, session)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{Done, RunReports};
+    use crate::record::CrashRecord;
+
+    #[test]
+    fn fills_missing_runs_from_journal_and_adds_crashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let r2 = dir.path().join("r2.json");
+        std::fs::write(&r2, r#"{"created": 1.0, "duration": 1.0, "exitcode": 0, "root": "/", "environment": {}, "summary": {"passed": 1, "total": 1, "collected": 1}, "collectors": [], "tests": [{"nodeid": "t.py::c", "outcome": "passed"}]}"#).unwrap();
+        let mut session = Session::default();
+        for (run, red) in [(1, dir.path().join("missing.json")), (2, r2.clone())] {
+            let mut rr = RunReports { run, ..Default::default() };
+            rr.requested.insert("json".into(), dir.path().join("out.json").display().to_string());
+            rr.redirected.insert("json".into(), red.display().to_string());
+            session.reports.push(rr);
+        }
+        session.done = vec![
+            Done { nodeid: "t.py::a".into(), outcome: "passed".into(), ..Default::default() },
+            Done { nodeid: "t.py::c".into(), outcome: "passed".into(), ..Default::default() },
+        ];
+        session.records = vec![CrashRecord { nodeid: "t.py::b".into(), signal: Some(11), ..Default::default() }];
+        let junit = dir.path().join("j.xml");
+        let res = complete(&session, &[(Kind::Junit, junit.clone())]);
+        assert_eq!(res.len(), 2);
+        let p = res[0].as_ref().unwrap();
+        assert_eq!(p.added, 2);
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("out.json")).unwrap()).unwrap();
+        let ids: Vec<_> = v["tests"].as_array().unwrap().iter().map(|t| t["nodeid"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["t.py::c", "t.py::a", "t.py::b"]);
+        assert_eq!(v["summary"]["total"], 3);
+        let x = std::fs::read_to_string(&junit).unwrap();
+        assert!(x.contains("tests=\"3\"") && x.contains("failures=\"1\""), "{x}");
+    }
+}

@@ -1,0 +1,337 @@
+//! Test reports that survive crashes: patch, create and merge the reports of
+//! pytest-json-report, pytest-html 4.x, pytest-csv and JUnit XML.
+//!
+//! Every format is handled as text: the file is validated by a real parser,
+//! then new entries are spliced in, so the rest of the file keeps its bytes
+//! (key order, layout, the other entries). Every write goes through
+//! [`crate::fsutil::atomic_write`].
+//!
+//! - [`patch_file`] / [`postprocess`]: one failed entry per crash record.
+//! - [`complete`]: the wrapper's end step, one report per requested file
+//!   holding every test of every run plus the crashes.
+//! - [`sanitize_html_file`] / [`sanitize_paths`]: the original's
+//!   `data-jsonblob` repair for pytest_html_merger.
+
+mod csv;
+mod html;
+mod json;
+mod junit;
+mod merge;
+mod sanitize;
+pub mod text;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::journal::Done;
+use crate::record::{self, CrashRecord};
+
+pub use merge::complete;
+pub use sanitize::{sanitize_html_file, sanitize_paths, DEFAULT_GLOB};
+
+/// A report format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// pytest-json-report (`--json-report-file`).
+    Json,
+    /// pytest-html 4.x (`--html`).
+    Html,
+    /// pytest-csv (`--csv`).
+    Csv,
+    /// JUnit XML (`--junitxml`).
+    Junit,
+}
+
+impl Kind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [Kind; 4] = [Kind::Json, Kind::Html, Kind::Csv, Kind::Junit];
+
+    /// The name used on command lines and in journals.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Json => "json",
+            Kind::Html => "html",
+            Kind::Csv => "csv",
+            Kind::Junit => "junit",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Kind {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s.trim().to_ascii_lowercase().as_str() {
+            "json" => Kind::Json,
+            "html" => Kind::Html,
+            "csv" => Kind::Csv,
+            "junit" | "junitxml" | "xml" => Kind::Junit,
+            other => bail!("unknown report kind {other:?} (json, html, csv, junit)"),
+        })
+    }
+}
+
+/// What a report write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Patched {
+    /// The report file.
+    pub path: PathBuf,
+    /// Entries added (crashes, and for [`complete`] tests merged in).
+    pub added: usize,
+    /// True when the file did not exist before.
+    pub created: bool,
+}
+
+/// One test result to put into a report, from a crash record or a journal
+/// `Done` entry, in the terms every format needs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Entry {
+    /// Trimmed node id.
+    pub nodeid: String,
+    /// passed, failed, error, skipped, xfailed, xpassed.
+    pub outcome: String,
+    /// The phase that decided the outcome (setup, call, teardown).
+    pub when: String,
+    /// Seconds.
+    pub duration: f64,
+    /// Full failure text (may be empty).
+    pub longrepr: String,
+    /// One-line message.
+    pub message: String,
+    /// The file part of the node id (or the location's path).
+    pub path: String,
+    /// Line number (0-based as pytest reports locations), when known.
+    pub lineno: Option<u64>,
+    /// Captured output `(title, text)`.
+    pub sections: Vec<(String, String)>,
+    /// True for a crash.
+    pub crash: bool,
+}
+
+impl Entry {
+    /// The synthetic failed entry for a crash.
+    pub fn from_crash(r: &CrashRecord) -> Entry {
+        let nodeid = r.key().to_string();
+        let how = crash_headline(r);
+        let reason = one_line(&r.reason);
+        let message = if reason.is_empty() {
+            how
+        } else if reason.contains(&r.how()) {
+            reason
+        } else {
+            format!("{how}: {reason}")
+        };
+        Entry {
+            path: record::split_nodeid(&nodeid).first().map(|s| s.to_string()).unwrap_or_default(),
+            nodeid,
+            outcome: "failed".into(),
+            when: "call".into(),
+            duration: if r.duration.is_finite() && r.duration > 0.0 { r.duration } else { 0.0 },
+            longrepr: crash_text(r),
+            message,
+            lineno: None,
+            sections: Vec::new(),
+            crash: true,
+        }
+    }
+
+    /// A finished test from the shim's journal.
+    pub fn from_done(d: &Done) -> Entry {
+        let nodeid = d.nodeid.trim().to_string();
+        let longrepr = d.longrepr.clone().unwrap_or_default();
+        let message = longrepr
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("E "))
+            .map(|l| l.trim_start_matches('E').trim().to_string())
+            .or_else(|| longrepr.lines().rev().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_string()))
+            .unwrap_or_default();
+        let (path, lineno) = match &d.location {
+            Some((p, l, _)) => (p.clone(), *l),
+            None => (record::split_nodeid(&nodeid).first().map(|s| s.to_string()).unwrap_or_default(), None),
+        };
+        Entry {
+            nodeid,
+            outcome: if d.outcome.is_empty() { "passed".into() } else { d.outcome.clone() },
+            when: if d.when.is_empty() { "call".into() } else { d.when.clone() },
+            duration: if d.duration.is_finite() && d.duration > 0.0 { d.duration } else { 0.0 },
+            longrepr,
+            message,
+            path,
+            lineno,
+            sections: d.sections.clone(),
+            crash: false,
+        }
+    }
+
+    /// The test's name: the last part of the node id (`test_x[param]`).
+    pub fn name(&self) -> String {
+        record::split_nodeid(&self.nodeid).last().map(|s| s.to_string()).unwrap_or_default()
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The first line of a crash's text: `Crashed: SIGSEGV (signal 11, core
+/// dumped)`, `Exited with code 3 during a test`, `Timed out`.
+pub fn crash_headline(r: &CrashRecord) -> String {
+    match (r.kind, &r.signal_name, r.signal, r.exit_code) {
+        (record::CrashKind::Timeout, _, _, _) => "Timed out: killed by pytest-abort".to_string(),
+        (_, name, Some(sig), _) => format!(
+            "Crashed: {} (signal {sig}{})",
+            name.clone().unwrap_or_else(|| format!("signal {sig}")),
+            if r.core_dumped { ", core dumped" } else { "" }
+        ),
+        (_, Some(name), None, _) => format!("Crashed: {name}"),
+        (_, None, None, Some(code)) => format!("Exited with code {code} during the test"),
+        _ => "Crashed: the test process died".to_string(),
+    }
+}
+
+/// The full text of a crash as reports show it: how it died, the reason,
+/// worker, GPU, duration, native location and the Python traceback.
+pub fn crash_text(r: &CrashRecord) -> String {
+    use std::fmt::Write as _;
+    let mut s = crash_headline(r);
+    s.push('\n');
+    let mut line = |k: &str, v: &str| {
+        if !v.trim().is_empty() {
+            let _ = writeln!(s, "{k}: {v}");
+        }
+    };
+    line("Reason", r.reason.trim());
+    line("Phase", &r.phase);
+    let worker = match (r.worker.as_str(), r.pid.as_str()) {
+        ("", "") => String::new(),
+        (w, "") => w.to_string(),
+        ("", p) => format!("pid {p}"),
+        (w, p) => format!("{w} (pid {p})"),
+    };
+    line("Worker", &worker);
+    line("GPU", &r.gpu_id);
+    line("Duration", &if r.duration > 0.0 { format!("{:.3} s", r.duration) } else { String::new() });
+    line("Run", &if r.run > 0 { r.run.to_string() } else { String::new() });
+    let fault = match (&r.si_code, &r.fault_addr) {
+        (Some(c), Some(a)) => format!("{c} at {a}"),
+        (Some(c), None) => c.clone(),
+        (None, Some(a)) => format!("address {a}"),
+        (None, None) => String::new(),
+    };
+    line("Fault", &fault);
+    line("Location", r.location.as_deref().unwrap_or(""));
+    line("Peak memory", &r.peak_rss_kb.map(|k| format!("{k} KiB")).unwrap_or_default());
+    if r.oom_suspected == Some(true) {
+        line("Note", "the kernel's OOM killer is suspected");
+    }
+    line("Recheck", r.recheck.as_deref().unwrap_or(""));
+    line("Crash time", &r.crash_time);
+    if let Some(tb) = r.traceback.as_deref().filter(|t| !t.trim().is_empty()) {
+        s.push_str("\nPython traceback at the crash:\n");
+        s.push_str(tb.trim_end());
+        s.push('\n');
+    }
+    s
+}
+
+/// A report parsed for splicing. Implemented by each format.
+pub(crate) trait Doc: Sized {
+    /// Parses and validates `text`; errors when it is not this format.
+    fn parse(text: String) -> Result<Self>;
+    /// A new, empty report of this format.
+    fn create() -> Self;
+    /// True when the report already holds a test with this node id.
+    fn has(&self, nodeid: &str) -> bool;
+    /// Adds one entry (the caller checked [`Doc::has`]).
+    fn add(&mut self, e: &Entry);
+    /// Adds every test of `other` this report lacks; returns how many.
+    fn absorb(&mut self, other: &Self) -> usize;
+    /// The text the report was parsed from.
+    fn original(&self) -> &str;
+    /// The new text, or `None` when nothing changed (a created report
+    /// always renders).
+    fn render(&self) -> Option<String>;
+}
+
+/// Reads a report: `Ok(None)` when missing.
+fn read_report(path: &Path) -> Result<Option<String>> {
+    match std::fs::read(path) {
+        Ok(b) => String::from_utf8(b).map(Some).with_context(|| format!("{}: not UTF-8 text", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("{}: cannot read", path.display()))),
+    }
+}
+
+fn patch_doc<D: Doc>(path: &Path, records: &[CrashRecord]) -> Result<Patched> {
+    let existing = read_report(path)?;
+    let created = existing.is_none();
+    let mut doc = match existing {
+        Some(t) => D::parse(t).with_context(|| format!("{}: not a valid report of its format", path.display()))?,
+        None => D::create(),
+    };
+    let mut added = 0;
+    for r in record::dedupe_by_nodeid(records) {
+        if !doc.has(r.key()) {
+            doc.add(&Entry::from_crash(r));
+            added += 1;
+        }
+    }
+    if let Some(text) = doc.render() {
+        crate::fsutil::atomic_write(path, text.as_bytes())?;
+    }
+    Ok(Patched { path: path.to_path_buf(), added, created })
+}
+
+/// Add one failed entry per crash record (dedupe by trimmed nodeid, first
+/// wins, skip empty nodeid) missing from the report; create the report when
+/// absent; idempotent (byte-identical on rerun); atomic write via
+/// crate::fsutil::atomic_write; error (file untouched) when the report is
+/// invalid for its format.
+pub fn patch_file(kind: Kind, path: &Path, records: &[CrashRecord]) -> Result<Patched> {
+    match kind {
+        Kind::Json => patch_doc::<json::JsonDoc>(path, records),
+        Kind::Html => patch_doc::<html::HtmlDoc>(path, records),
+        Kind::Csv => patch_doc::<csv::CsvDoc>(path, records),
+        Kind::Junit => patch_doc::<junit::JunitDoc>(path, records),
+    }
+}
+
+/// Patch every target; per-file errors collected, others still patched.
+pub fn postprocess(records: &[CrashRecord], targets: &[(Kind, PathBuf)]) -> Vec<Result<Patched>> {
+    targets.iter().map(|(k, p)| patch_file(*k, p, records)).collect()
+}
+
+/// Entries rendered by every format's snapshot tests: a fixed crash record.
+#[cfg(test)]
+pub(crate) fn sample_record() -> CrashRecord {
+    CrashRecord {
+        test_name: "test_p[<img src=x onerror=alert(1)>]".into(),
+        nodeid: "tests/test_gpu.py::TestK::test_p[<img src=x onerror=alert(1)>]".into(),
+        reason: "crashed with SIGSEGV (segmentation fault) during call".into(),
+        crash_time: "2026-01-02T03:04:05.000006".into(),
+        duration: 1.25,
+        gpu_id: "0".into(),
+        pid: "4242".into(),
+        source: "xdist:gw1".into(),
+        signal: Some(11),
+        signal_name: Some("SIGSEGV".into()),
+        worker: "gw1".into(),
+        run: 1,
+        phase: "call".into(),
+        si_code: Some("SEGV_MAPERR".into()),
+        fault_addr: Some("0x0".into()),
+        location: Some("libcuda.so.1+0x1234".into()),
+        traceback: Some("Fatal Python error: Segmentation fault\n\n  File \"tests/test_gpu.py\", line 9 in test_p\n</td></tr><script>alert(2)</script>".into()),
+        ..Default::default()
+    }
+}

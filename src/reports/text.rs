@@ -1,0 +1,439 @@
+//! Text helpers shared by the report formats: Python-style JSON output, a
+//! span-finding JSON scanner (to splice into a file without re-formatting
+//! it), and HTML escaping for the places untrusted text lands in.
+
+use anyhow::{bail, Result};
+use serde_json::Value;
+
+/// Serializes `v` the way Python's `json.dumps(v)` does with default
+/// arguments (`", "` and `": "` separators); `ensure_ascii` escapes every
+/// non-ASCII character as `\uXXXX` like Python's default.
+pub fn py_dumps(v: &Value, ensure_ascii: bool) -> String {
+    let mut out = String::new();
+    py_dump_into(v, ensure_ascii, &mut out);
+    out
+}
+
+/// [`py_dumps`] appending to `out`.
+pub fn py_dump_into(v: &Value, ensure_ascii: bool, out: &mut String) {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => {
+            if n.is_f64() {
+                out.push_str(&py_float(n.as_f64().unwrap_or(0.0)));
+            } else {
+                out.push_str(&n.to_string());
+            }
+        }
+        Value::String(s) => py_str_into(s, ensure_ascii, out),
+        Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                py_dump_into(x, ensure_ascii, out);
+            }
+            out.push(']');
+        }
+        Value::Object(m) => {
+            out.push('{');
+            for (i, (k, x)) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                py_str_into(k, ensure_ascii, out);
+                out.push_str(": ");
+                py_dump_into(x, ensure_ascii, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// A JSON string literal as Python writes it.
+pub fn py_str_into(s: &str, ensure_ascii: bool, out: &mut String) {
+    use std::fmt::Write as _;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c if ensure_ascii && (c as u32) > 0x7e => {
+                let mut buf = [0u16; 2];
+                for unit in c.encode_utf16(&mut buf) {
+                    let _ = write!(out, "\\u{unit:04x}");
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// A float as Python's `repr` writes it (`0.0`, `1.5`, `1e-05`, `inf` is
+/// written as `Infinity` like Python's json).
+pub fn py_float(f: f64) -> String {
+    if f.is_nan() {
+        return "NaN".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+    }
+    let sci = format!("{f:e}");
+    let (mant, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-4..16).contains(&exp) {
+        let s = format!("{f}");
+        if s.contains('.') {
+            s
+        } else {
+            format!("{s}.0")
+        }
+    } else {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mant}e{sign}{:02}", exp.abs())
+    }
+}
+
+/// Index of the first non-whitespace byte at or after `i`.
+pub fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
+        i += 1;
+    }
+    i
+}
+
+/// End (exclusive) of the JSON value starting at `i` (no leading space).
+pub fn skip_value(b: &[u8], i: usize) -> Result<usize> {
+    let Some(&first) = b.get(i) else { bail!("unexpected end of JSON") };
+    match first {
+        b'"' => skip_string(b, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            while j < b.len() {
+                match b[j] {
+                    b'"' => {
+                        j = skip_string(b, j)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Ok(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+            bail!("unterminated JSON container")
+        }
+        _ => {
+            let mut j = i;
+            while j < b.len() && !matches!(b[j], b',' | b']' | b'}' | b' ' | b'\t' | b'\n' | b'\r') {
+                j += 1;
+            }
+            Ok(j)
+        }
+    }
+}
+
+fn skip_string(b: &[u8], i: usize) -> Result<usize> {
+    let mut j = i + 1;
+    while j < b.len() {
+        match b[j] {
+            b'\\' => j += 2,
+            b'"' => return Ok(j + 1),
+            _ => j += 1,
+        }
+    }
+    bail!("unterminated JSON string")
+}
+
+/// One member of a JSON object: decoded key, the key's start, and the
+/// value's span.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// The decoded key.
+    pub key: String,
+    /// Byte offset of the key's opening quote.
+    pub key_start: usize,
+    /// Start of the value.
+    pub start: usize,
+    /// End (exclusive) of the value.
+    pub end: usize,
+}
+
+/// Members of the object starting at `open` (`{`), plus the index of its
+/// closing `}`.
+pub fn object_members(text: &str, open: usize) -> Result<(Vec<Member>, usize)> {
+    let b = text.as_bytes();
+    if b.get(open) != Some(&b'{') {
+        bail!("expected a JSON object");
+    }
+    let mut out = Vec::new();
+    let mut i = skip_ws(b, open + 1);
+    if b.get(i) == Some(&b'}') {
+        return Ok((out, i));
+    }
+    loop {
+        let key_start = i;
+        let key_end = skip_string(b, i)?;
+        let key: String = serde_json::from_str(&text[key_start..key_end])?;
+        i = skip_ws(b, key_end);
+        if b.get(i) != Some(&b':') {
+            bail!("expected ':' in JSON object");
+        }
+        let start = skip_ws(b, i + 1);
+        let end = skip_value(b, start)?;
+        out.push(Member { key, key_start, start, end });
+        i = skip_ws(b, end);
+        match b.get(i) {
+            Some(b',') => i = skip_ws(b, i + 1),
+            Some(b'}') => return Ok((out, i)),
+            _ => bail!("expected ',' or '}}' in JSON object"),
+        }
+    }
+}
+
+/// Element spans of the array starting at `open` (`[`), plus the index of
+/// its closing `]`.
+pub fn array_elements(text: &str, open: usize) -> Result<(Vec<(usize, usize)>, usize)> {
+    let b = text.as_bytes();
+    if b.get(open) != Some(&b'[') {
+        bail!("expected a JSON array");
+    }
+    let mut out = Vec::new();
+    let mut i = skip_ws(b, open + 1);
+    if b.get(i) == Some(&b']') {
+        return Ok((out, i));
+    }
+    loop {
+        let end = skip_value(b, i)?;
+        out.push((i, end));
+        i = skip_ws(b, end);
+        match b.get(i) {
+            Some(b',') => i = skip_ws(b, i + 1),
+            Some(b']') => return Ok((out, i)),
+            _ => bail!("expected ',' or ']' in JSON array"),
+        }
+    }
+}
+
+/// The separator to put between a container's elements so new ones follow
+/// the file's layout: `", "` for one-line files, `",\n<indent>"` otherwise.
+pub fn separator(text: &str, open: usize, first_start: Option<usize>) -> String {
+    match first_start {
+        Some(s) if text[open + 1..s].contains('\n') => {
+            let ws = &text[open + 1..s];
+            format!(",\n{}", ws.rsplit('\n').next().unwrap_or(""))
+        }
+        _ => ", ".to_string(),
+    }
+}
+
+/// Escapes text for an HTML text node or a double-quoted attribute, as
+/// Python's `html.escape(s, quote=True)` does.
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#x27;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Escapes text for pytest-html's `data-jsonblob` attribute the way its
+/// Jinja template does (`&#34;` for quotes).
+pub fn attr_escape_into(s: &str, out: &mut String) {
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&#34;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Decodes one character reference at the start of `s` (which begins with
+/// `&`): returns the character and the reference's length.
+fn entity_at(s: &str) -> Option<(char, usize)> {
+    let semi = s[..s.len().min(12)].find(';')?;
+    let name = &s[1..semi];
+    let c = if let Some(num) = name.strip_prefix('#') {
+        let code = match num.strip_prefix(['x', 'X']) {
+            Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+            None => num.parse().ok()?,
+        };
+        char::from_u32(code)?
+    } else {
+        match name {
+            "amp" => '&',
+            "lt" => '<',
+            "gt" => '>',
+            "quot" => '"',
+            "apos" => '\'',
+            "nbsp" => '\u{a0}',
+            _ => return None,
+        }
+    };
+    Some((c, semi + 1))
+}
+
+/// Decodes HTML character references (numeric, and the named ones an
+/// attribute written by Python or Jinja uses).
+pub fn html_unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find('&') {
+        out.push_str(&rest[..pos]);
+        rest = &rest[pos..];
+        match entity_at(rest) {
+            Some((c, len)) => {
+                out.push(c);
+                rest = &rest[len..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The offset in escaped text `s` that corresponds to byte `target` of
+/// `html_unescape(s)`.
+pub fn escaped_offset(s: &str, target: usize) -> usize {
+    let mut produced = 0usize;
+    let mut i = 0usize;
+    while i < s.len() && produced < target {
+        let rest = &s[i..];
+        if rest.starts_with('&') {
+            if let Some((c, len)) = entity_at(rest) {
+                produced += c.len_utf8();
+                i += len;
+                continue;
+            }
+        }
+        let c = rest.chars().next().unwrap_or('\0');
+        produced += c.len_utf8();
+        i += c.len_utf8();
+    }
+    i
+}
+
+/// Replaces characters XML 1.0 cannot hold with `#xNN`, as pytest's junitxml
+/// does.
+pub fn xml_legal(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            let u = c as u32;
+            let ok = matches!(u, 0x9 | 0xA | 0xD | 0x20..=0xD7FF | 0xE000..=0xFFFD | 0x10000..=0x10FFFF);
+            if ok {
+                c.to_string()
+            } else {
+                format!("#x{u:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Escapes text for an XML attribute (after [`xml_legal`]); newlines and
+/// tabs become character references so they survive attribute
+/// normalization.
+pub fn xml_attr(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in xml_legal(s).chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\n' => out.push_str("&#10;"),
+            '\r' => out.push_str("&#13;"),
+            '\t' => out.push_str("&#9;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Escapes text for XML element content.
+pub fn xml_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in xml_legal(s).chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_floats() {
+        assert_eq!(py_float(0.0), "0.0");
+        assert_eq!(py_float(1.5), "1.5");
+        assert_eq!(py_float(1e-5), "1e-05");
+        assert_eq!(py_float(8.830100000523089e-05), "8.830100000523089e-05");
+        assert_eq!(py_float(1795727710.6431413), "1795727710.6431413");
+        assert_eq!(py_float(1e16), "1e+16");
+    }
+
+    #[test]
+    fn python_strings() {
+        let v = serde_json::json!({"a": ["é\n\"", 1, 2.5, null]});
+        assert_eq!(py_dumps(&v, true), r#"{"a": ["\u00e9\n\"", 1, 2.5, null]}"#);
+        assert_eq!(py_dumps(&v, false), "{\"a\": [\"é\\n\\\"\", 1, 2.5, null]}");
+    }
+
+    #[test]
+    fn scanner_spans() {
+        let t = r#"{"a": [1, "x]", {"b": 2}], "c" : "d\"" }"#;
+        let (m, close) = object_members(t, 0).unwrap();
+        assert_eq!(close, t.len() - 1);
+        assert_eq!(m[0].key, "a");
+        assert_eq!(&t[m[1].start..m[1].end], r#""d\"""#);
+        let (els, _) = array_elements(t, m[0].start).unwrap();
+        assert_eq!(els.len(), 3);
+    }
+
+    #[test]
+    fn unescape_and_offsets() {
+        let s = "a&#34;b&amp;c&lt;é";
+        let u = html_unescape(s);
+        assert_eq!(u, "a\"b&c<é");
+        assert_eq!(escaped_offset(s, 2), 6);
+        assert_eq!(escaped_offset(s, u.len()), s.len());
+        assert_eq!(html_unescape("x & y &bogus;"), "x & y &bogus;");
+    }
+}
