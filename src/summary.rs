@@ -20,6 +20,9 @@ pub fn render(session: &Session, max_runs: u32, crash_log: Option<&std::path::Pa
         if let Some(loc) = &r.location {
             let _ = write!(line, "  at {loc}");
         }
+        if r.oom_suspected == Some(true) {
+            line.push_str("  (OOM killer)");
+        }
         if let Some(rc) = &r.recheck {
             let _ = write!(line, "  crash: {rc}");
         }
@@ -50,6 +53,31 @@ pub fn render(session: &Session, max_runs: u32, crash_log: Option<&std::path::Pa
         if !session.records.is_empty() {
             let _ = writeln!(s, "crash log: {}", p.display());
         }
+    }
+    s
+}
+
+/// A crash's forensics, one field a line (for `--reproduce`).
+pub fn forensics(r: &crate::record::CrashRecord) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "first crash: {} {}", r.nodeid, r.reason);
+    let fields: [(&str, Option<String>); 8] = [
+        ("signal", r.signal_name.clone()),
+        ("exit code", r.exit_code.map(|c| c.to_string())),
+        ("si_code", r.si_code.clone()),
+        ("fault address", r.fault_addr.clone()),
+        ("sender pid", r.sender_pid.map(|p| p.to_string())),
+        ("location", r.location.clone()),
+        ("peak RSS", r.peak_rss_kb.map(|k| format!("{k} KiB"))),
+        ("duration", Some(format!("{:.3}s", r.duration))),
+    ];
+    for (label, value) in fields {
+        if let Some(v) = value {
+            let _ = writeln!(s, "  {label}: {v}");
+        }
+    }
+    if let Some(tb) = &r.traceback {
+        let _ = writeln!(s, "  Python stacks:\n{tb}");
     }
     s
 }

@@ -4,8 +4,18 @@ use clap::Parser;
 use pytest_abort::{cli::WrapArgs, run, summary};
 
 fn main() {
-    let args = WrapArgs::parse();
+    let args = match WrapArgs::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let code = if e.use_stderr() { 64 } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
     let cfg = args.config();
+    if let Some(nodeid) = &args.reproduce {
+        std::process::exit(reproduce(&cfg, nodeid, args.repeat));
+    }
     match run::run(&cfg) {
         Ok(session) => {
             if cfg.verbose {
@@ -13,10 +23,33 @@ fn main() {
             }
             std::process::exit(session.exit_code());
         }
-        Err(e) => {
-            eprintln!("pytest-abort-wrap: error: {e:#}");
-            let msg = format!("{e:#}");
-            std::process::exit(if msg.contains("command not found") { 127 } else { 70 });
-        }
+        Err(e) => fail(e),
     }
+}
+
+fn reproduce(cfg: &run::Config, nodeid: &str, repeat: u32) -> i32 {
+    let r = match run::reproduce(cfg, nodeid, repeat) {
+        Ok(r) => r,
+        Err(e) => fail(e),
+    };
+    if let Some(sig) = r.interrupted {
+        return 128 + sig;
+    }
+    eprintln!("\n=== pytest-abort reproduce ===");
+    if !r.found && r.first.is_none() {
+        eprintln!("{nodeid}: not collected by the command (check the node id)");
+        return 4;
+    }
+    eprintln!("{nodeid}: crashed {}/{} runs", r.crashed, r.runs);
+    if let Some(rec) = &r.first {
+        eprint!("{}", summary::forensics(rec));
+        return 1;
+    }
+    0
+}
+
+fn fail(e: anyhow::Error) -> ! {
+    let msg = format!("{e:#}");
+    eprintln!("pytest-abort-wrap: error: {msg}");
+    std::process::exit(if msg.contains("command not found") { 127 } else { 70 });
 }

@@ -138,6 +138,9 @@ pub trait Observer {
 
     /// The wrapper got SIGINT/SIGTERM/SIGHUP and forwarded it.
     fn interrupted(&mut self, _signal: i32) {}
+
+    /// The command started as `root` (also its process-group id).
+    fn started(&mut self, _root: i32) {}
 }
 
 /// Which supervision mode ran.
@@ -188,12 +191,19 @@ pub fn run(cmd: &spawn::Command, opts: &Options, observer: &mut dyn Observer) ->
     forward::install();
     if opts.ptrace {
         match spawn::spawn(cmd, true)? {
-            spawn::Spawned::Traced(child) => return ptrace::supervise(child, opts, observer),
-            spawn::Spawned::Plain(child, why) => return fallback::supervise(child, opts, observer, Some(why)),
+            spawn::Spawned::Traced(child) => {
+                observer.started(child.pid.as_raw());
+                return ptrace::supervise(child, opts, observer);
+            }
+            spawn::Spawned::Plain(child, why) => {
+                observer.started(child.pid.as_raw());
+                return fallback::supervise(child, opts, observer, Some(why));
+            }
         }
     }
     match spawn::spawn(cmd, false)? {
         spawn::Spawned::Plain(child, _) | spawn::Spawned::Traced(child) => {
+            observer.started(child.pid.as_raw());
             fallback::supervise(child, opts, observer, None)
         }
     }

@@ -10,13 +10,62 @@ use anyhow::{bail, Result};
 use nix::errno::Errno;
 use nix::sys::ptrace;
 use nix::sys::signal::{kill, killpg, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::spawn::Child;
 use super::{forward, signals, Fault, Leftover, Mode, Observer, Options, Outcome, ProcessEnd, Supervised};
 
 const PTRACE_EVENT_STOP: i32 = 128;
+
+/// A decoded wait status. Signals are raw numbers: real-time signals (the
+/// dump signal, say) have no `nix::Signal` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// WNOHANG and nothing to report.
+    Nothing,
+    Exited(i32, i32),
+    Signaled(i32, i32, bool),
+    /// A ptrace event stop: pid, signal, event.
+    Event(i32, i32, i32),
+    /// A signal-delivery stop: pid, signal.
+    Stopped(i32, i32),
+    Other,
+}
+
+/// `waitpid(pid, __WALL [| WNOHANG])`.
+fn wait(pid: i32, nohang: bool) -> Result<Wait, Errno> {
+    let mut status = 0;
+    let flags = libc::__WALL | if nohang { libc::WNOHANG } else { 0 };
+    // SAFETY: waitpid with a valid out pointer.
+    let got = unsafe { libc::waitpid(pid, &mut status, flags) };
+    if got < 0 {
+        return Err(Errno::last());
+    }
+    if got == 0 {
+        return Ok(Wait::Nothing);
+    }
+    Ok(if libc::WIFEXITED(status) {
+        Wait::Exited(got, libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        Wait::Signaled(got, libc::WTERMSIG(status), libc::WCOREDUMP(status))
+    } else if libc::WIFSTOPPED(status) {
+        let sig = libc::WSTOPSIG(status);
+        match status >> 16 {
+            0 => Wait::Stopped(got, sig),
+            event => Wait::Event(got, sig, event),
+        }
+    } else {
+        Wait::Other
+    })
+}
+
+/// `PTRACE_CONT`, delivering `sig` (0 for none).
+fn cont(pid: i32, sig: i32) {
+    // SAFETY: PTRACE_CONT on a stopped tracee; errors (gone) are ignored.
+    unsafe {
+        libc::ptrace(libc::PTRACE_CONT, pid, 0, sig as libc::c_long);
+    }
+}
 
 /// Per-thread state.
 #[derive(Debug, Default)]
@@ -29,8 +78,8 @@ struct Tracer<'a> {
     root: Pid,
     observer: &'a mut dyn Observer,
     tracees: HashMap<i32, Tracee>,
-    /// Fatal-signal details per thread group: first fault wins, later sent
-    /// signals (faulthandler re-raising) only fill in when there is none.
+    /// Fatal-signal details per thread group: the first delivery of a
+    /// signal wins over later ones (faulthandler re-raising it).
     faults: HashMap<i32, Fault>,
     ended: HashSet<i32>,
     /// Threads seen past their first stop (so a later event-stop with a
@@ -78,7 +127,11 @@ pub fn supervise(child: Child, opts: &Options, observer: &mut dyn Observer) -> R
                 break;
             }
             if Instant::now() >= d {
-                leftovers = t.live_processes();
+                leftovers = t
+                    .live_processes()
+                    .into_iter()
+                    .map(|pid| Leftover { pid, cmdline: super::cmdline_of(pid) })
+                    .collect();
                 if opts.keep_leftovers {
                     t.detach_all();
                 } else {
@@ -86,15 +139,15 @@ pub fn supervise(child: Child, opts: &Options, observer: &mut dyn Observer) -> R
                 }
                 break;
             }
-            match waitpid(None, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(5)),
+            match wait(-1, true) {
+                Ok(Wait::Nothing) => std::thread::sleep(Duration::from_millis(5)),
                 Ok(status) => t.handle(status),
                 Err(Errno::EINTR) => {}
                 Err(_) => break,
             }
             continue;
         }
-        match waitpid(None, Some(WaitPidFlag::__WALL)) {
+        match wait(-1, false) {
             Ok(status) => t.handle(status),
             Err(Errno::EINTR) => continue,
             Err(Errno::ECHILD) => break,
@@ -109,7 +162,6 @@ pub fn supervise(child: Child, opts: &Options, observer: &mut dyn Observer) -> R
             bail!("cannot execute the command: {e}");
         }
     }
-    let leftovers = leftovers.into_iter().map(|pid| Leftover { pid, cmdline: super::cmdline_of(pid) }).collect();
     Ok(Supervised { outcome, mode: Mode::Ptrace, ptrace_refused: None, leftovers, interrupted: t.interrupted })
 }
 
@@ -140,11 +192,9 @@ impl Tracer<'_> {
         }
         let until = Instant::now() + Duration::from_secs(2);
         while Instant::now() < until {
-            match waitpid(None, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(5)),
-                Ok(WaitStatus::PtraceEvent(pid, _, _)) | Ok(WaitStatus::Stopped(pid, _)) => {
-                    let _ = ptrace::cont(pid, None);
-                }
+            match wait(-1, true) {
+                Ok(Wait::Nothing) => std::thread::sleep(Duration::from_millis(5)),
+                Ok(Wait::Event(pid, _, _)) | Ok(Wait::Stopped(pid, _)) => cont(pid, 0),
                 Ok(_) => {}
                 Err(Errno::EINTR) => {}
                 Err(_) => break,
@@ -157,21 +207,21 @@ impl Tracer<'_> {
         for tid in tids {
             let pid = Pid::from_raw(tid);
             if ptrace::interrupt(pid).is_ok() {
-                let _ = waitpid(pid, Some(WaitPidFlag::__WALL));
+                let _ = wait(tid, false);
                 let _ = ptrace::detach(pid, None);
             }
         }
     }
 
-    fn handle(&mut self, status: WaitStatus) {
+    fn handle(&mut self, status: Wait) {
         match status {
-            WaitStatus::Exited(pid, code) => self.gone(pid, Outcome::Exited(code)),
-            WaitStatus::Signaled(pid, sig, core) => {
-                self.gone(pid, Outcome::Signaled { signal: sig as i32, core_dumped: core })
+            Wait::Exited(pid, code) => self.gone(Pid::from_raw(pid), Outcome::Exited(code)),
+            Wait::Signaled(pid, sig, core) => {
+                self.gone(Pid::from_raw(pid), Outcome::Signaled { signal: sig, core_dumped: core })
             }
-            WaitStatus::PtraceEvent(pid, sig, event) => self.event(pid, sig, event),
-            WaitStatus::Stopped(pid, sig) => self.signal_stop(pid, sig),
-            _ => {}
+            Wait::Event(pid, sig, event) => self.event(Pid::from_raw(pid), sig, event),
+            Wait::Stopped(pid, sig) => self.signal_stop(Pid::from_raw(pid), sig),
+            Wait::Nothing | Wait::Other => {}
         }
     }
 
@@ -192,7 +242,7 @@ impl Tracer<'_> {
         self.ended.remove(&tid);
     }
 
-    fn event(&mut self, pid: Pid, sig: Signal, event: i32) {
+    fn event(&mut self, pid: Pid, sig: i32, event: i32) {
         let tid = pid.as_raw();
         match event {
             libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE => {
@@ -205,7 +255,7 @@ impl Tracer<'_> {
                         new as i32
                     });
                 }
-                let _ = ptrace::cont(pid, None);
+                cont(tid, 0);
             }
             libc::PTRACE_EVENT_EXIT => {
                 let status = ptrace::getevent(pid).unwrap_or(0) as i32;
@@ -227,11 +277,11 @@ impl Tracer<'_> {
                     };
                     self.observer.process_ended(&ProcessEnd { pid: tid, outcome, peak_rss_kb: peak, fault });
                 }
-                let _ = ptrace::cont(pid, None);
+                cont(tid, 0);
             }
             PTRACE_EVENT_STOP => {
                 let group_stop = self.running.contains(&tid)
-                    && matches!(sig, Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU)
+                    && matches!(sig, libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU)
                     && ptrace::getsiginfo(pid).is_err();
                 if group_stop {
                     // Group-stop: stay stopped, but keep reporting.
@@ -242,21 +292,20 @@ impl Tracer<'_> {
                 } else {
                     self.tracees.entry(tid).or_default();
                     self.running.insert(tid);
-                    let _ = ptrace::cont(pid, None);
+                    cont(tid, 0);
                 }
             }
             _ => {
-                let _ = ptrace::cont(pid, None);
+                cont(tid, 0);
             }
         }
     }
 
     /// A signal is about to be delivered: note fatal-signal details, then
     /// pass the signal on unchanged.
-    fn signal_stop(&mut self, pid: Pid, sig: Signal) {
+    fn signal_stop(&mut self, pid: Pid, signo: i32) {
         let tid = pid.as_raw();
         self.running.insert(tid);
-        let signo = sig as i32;
         if is_possibly_fatal(signo) {
             let tgid = self.tgid_of(tid);
             if let Ok(info) = ptrace::getsiginfo(pid) {
@@ -272,14 +321,15 @@ impl Tracer<'_> {
                     fault.ip = instruction_pointer(pid);
                     fault.location = fault.ip.and_then(|ip| location_of(tgid, ip));
                 }
-                let keep_old =
-                    self.faults.get(&tgid).is_some_and(|old| old.signal == signo && !signals::is_sent(old.si_code));
+                // The first delivery is the cause; faulthandler re-raising
+                // the same signal afterwards (SI_TKILL from itself) is not.
+                let keep_old = self.faults.get(&tgid).is_some_and(|old| old.signal == signo);
                 if !keep_old {
                     self.faults.insert(tgid, fault);
                 }
             }
         }
-        let _ = ptrace::cont(pid, Some(sig));
+        cont(tid, signo);
     }
 }
 

@@ -2,7 +2,14 @@
 
 /// `SIGSEGV` for 11, `SIG42` for a number without a name.
 pub fn name(sig: i32) -> String {
-    nix::sys::signal::Signal::try_from(sig).map(|s| s.as_str().to_string()).unwrap_or_else(|_| format!("SIG{sig}"))
+    if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
+        return s.as_str().to_string();
+    }
+    let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+    if (min..=max).contains(&sig) {
+        return format!("SIGRTMIN+{}", sig - min);
+    }
+    format!("SIG{sig}")
 }
 
 /// A few words on what the signal usually means.
@@ -98,6 +105,7 @@ mod tests {
     fn names() {
         assert_eq!(name(11), "SIGSEGV");
         assert_eq!(name(6), "SIGABRT");
+        assert_eq!(name(libc::SIGRTMIN() + 5), "SIGRTMIN+5");
         assert_eq!(describe(11), "segmentation fault");
         assert_eq!(si_code_name(11, 1), "SEGV_MAPERR");
         assert_eq!(si_code_name(8, 1), "FPE_INTDIV");
