@@ -67,6 +67,48 @@ pub struct WrapArgs {
     #[arg(short, long)]
     pub quiet: bool,
 
+    /// Per-test time limit in seconds, from the test's start (a test's own
+    /// `@pytest.mark.timeout(n)` wins): dump its Python stacks, then kill
+    /// its process and go on with the rest.
+    #[arg(long, value_name = "SECS", value_parser = positive_secs)]
+    pub test_timeout: Option<f64>,
+
+    /// Time limit for the whole session (all runs), in seconds.
+    #[arg(long, value_name = "SECS", value_parser = positive_secs)]
+    pub timeout: Option<f64>,
+
+    /// Run only this test, alone, up to --repeat times (a fresh pytest each
+    /// time), stop at the first crash and print the crash rate.
+    #[arg(long, value_name = "NODEID")]
+    pub reproduce: Option<String>,
+
+    /// How many times --reproduce runs the test.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "reproduce",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
+
+    /// After the run, rerun each crashed test alone N times and label it
+    /// `deterministic` or `flaky (k/N)`.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub recheck_crashed: u32,
+
+    /// Also write a pytest-json-report file holding every run's tests and the crashes.
+    #[arg(long, value_name = "PATH")]
+    pub json_report: Option<PathBuf>,
+
+    /// Also write a pytest-html report holding every run's tests and the crashes.
+    #[arg(long, value_name = "PATH")]
+    pub html_report: Option<PathBuf>,
+
+    /// Also write a pytest-csv report holding every run's tests and the crashes.
+    #[arg(long, value_name = "PATH")]
+    pub csv_report: Option<PathBuf>,
+
+    /// Also write JUnit XML holding every run's tests and the crashes (built
+    /// from the journals when pytest was not asked for --junitxml).
+    #[arg(long, value_name = "PATH")]
+    pub junit_xml: Option<PathBuf>,
+
     /// The command: `pytest ...`, `python -m pytest ...`, or anything that
     /// runs pytest.
     #[arg(last = true, required = true, value_name = "COMMAND")]
@@ -74,6 +116,20 @@ pub struct WrapArgs {
 }
 
 impl WrapArgs {
+    /// The wrapper's own report flags as (kind, path) targets.
+    pub fn report_targets(&self) -> Vec<(crate::reports::Kind, PathBuf)> {
+        use crate::reports::Kind;
+        [
+            (Kind::Json, &self.json_report),
+            (Kind::Html, &self.html_report),
+            (Kind::Csv, &self.csv_report),
+            (Kind::Junit, &self.junit_xml),
+        ]
+        .into_iter()
+        .filter_map(|(k, p)| p.clone().map(|p| (k, p)))
+        .collect()
+    }
+
     /// The run configuration.
     pub fn config(&self) -> run::Config {
         run::Config {
@@ -88,6 +144,17 @@ impl WrapArgs {
             keep_state: self.keep_state,
             keep_leftovers: self.keep_leftovers,
             verbose: !self.quiet,
+            test_timeout: self.test_timeout,
+            session_timeout: self.timeout,
+            recheck_crashed: self.recheck_crashed,
+            reports: self.report_targets(),
         }
+    }
+}
+
+fn positive_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("`{s}` is not a positive number of seconds")),
     }
 }

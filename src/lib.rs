@@ -12,11 +12,15 @@
 pub mod attribute;
 pub mod cli;
 pub mod compat;
+pub mod forensics;
 pub mod fsutil;
 pub mod journal;
 pub mod marker;
 pub mod record;
+/// Test reports (pytest-json-report, pytest-html, pytest-csv, JUnit XML): patch, create and merge.
+pub mod reports;
 pub mod run;
 pub mod shim;
 pub mod summary;
 pub mod supervise;
+pub mod watchdog;

@@ -10,12 +10,17 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
+use std::time::{Duration, Instant};
+
 use crate::attribute::{self, Attribution};
+use crate::forensics::{self, OomWatch};
 use crate::fsutil;
 use crate::journal::{Done, RunJournal, RunReports};
+use crate::record::CrashKind;
 use crate::record::{self, CrashRecord};
 use crate::shim;
 use crate::supervise::{self, spawn::Command, Leftover, Mode, Observer, Outcome, ProcessEnd};
+use crate::watchdog::{self, Watchdog};
 
 /// What to rerun after a run that left tests behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -48,6 +53,35 @@ pub struct Config {
     pub keep_leftovers: bool,
     /// Print progress lines on stderr.
     pub verbose: bool,
+    /// Per-test timeout, seconds (a test's own `timeout` mark wins).
+    pub test_timeout: Option<f64>,
+    /// Whole-session timeout, seconds.
+    pub session_timeout: Option<f64>,
+    /// After the loop, rerun each crashed test alone this many times.
+    pub recheck_crashed: u32,
+    /// Extra reports the wrapper writes at the end (its own `--json-report`,
+    /// `--html-report`, `--csv-report`, `--junit-xml`).
+    pub reports: Vec<(crate::reports::Kind, PathBuf)>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            command: Vec::new(),
+            max_runs: 5,
+            retry_mode: RetryMode::Resume,
+            ptrace: true,
+            crash_log: None,
+            state_dir: None,
+            keep_state: false,
+            keep_leftovers: false,
+            verbose: true,
+            test_timeout: None,
+            session_timeout: None,
+            recheck_crashed: 0,
+            reports: Vec::new(),
+        }
+    }
 }
 
 /// One pytest run of the loop.
@@ -143,6 +177,9 @@ struct Plan {
     run: u32,
     deselect: Vec<String>,
     ignore: Vec<String>,
+    /// When set, only these tests run (reproduction, recheck).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    only: Option<Vec<String>>,
 }
 
 struct RunObserver<'a> {
@@ -153,6 +190,35 @@ struct RunObserver<'a> {
     records: Vec<CrashRecord>,
     warnings: Vec<String>,
     io_error: bool,
+    watchdog: Watchdog,
+    oom: OomWatch,
+}
+
+impl RunObserver<'_> {
+    /// Adds what forensics know to a fresh record.
+    fn enrich(&mut self, rec: &mut CrashRecord, end: &ProcessEnd) {
+        rec.traceback = forensics::read_traceback(&self.ctx.state_dir, self.ctx.run, end.pid);
+        if rec.signal.is_none() && rec.exit_code.is_none() {
+            if let Some(sig) = rec.traceback.as_deref().and_then(forensics::signal_from_traceback) {
+                rec.signal = Some(sig);
+                rec.signal_name = Some(supervise::signals::name(sig));
+                rec.reason = rec.reason.replacen(
+                    "died (how is unknown without ptrace)",
+                    &format!("crashed with {} ({})", supervise::signals::name(sig), supervise::signals::describe(sig)),
+                    1,
+                );
+            }
+        }
+        if let Some(exp) = self.watchdog.expiry_of(end.pid) {
+            rec.kind = CrashKind::Timeout;
+            let flag = if exp.scope == "test" { "per-test limit" } else { "--timeout for the session" };
+            let during = rec.reason.split_once(" during ").map(|(_, w)| format!(" during {w}")).unwrap_or_default();
+            rec.reason = format!("timed out after {}s ({flag}): Python stacks dumped, then killed{during}", exp.limit);
+        } else if rec.signal == Some(libc::SIGKILL) && self.oom.fired() {
+            rec.oom_suspected = Some(true);
+            rec.reason.push_str(" (the cgroup's OOM killer fired)");
+        }
+    }
 }
 
 impl Observer for RunObserver<'_> {
@@ -162,7 +228,15 @@ impl Observer for RunObserver<'_> {
             eprintln!("pytest-abort: warning: {w}");
             self.warnings.push(w);
         }
-        let Some(rec) = record else { return };
+        let Some(mut rec) = record else { return };
+        self.enrich(&mut rec, end);
+        if rec.worker != "main" {
+            forensics::write_crashinfo(&self.ctx.state_dir, self.ctx.run, &rec);
+        }
+        if let Some(tb) = &rec.traceback {
+            // faulthandler wrote into our file instead of stderr: echo it.
+            eprintln!("{tb}");
+        }
         if self.verbose {
             eprintln!(
                 "\npytest-abort: {} {} [{}, pid {}]",
@@ -203,6 +277,21 @@ impl Observer for RunObserver<'_> {
     fn interrupted(&mut self, signal: i32) {
         self.interrupted = Some(signal);
     }
+
+    fn started(&mut self, root: i32) {
+        self.watchdog.set_root(root);
+    }
+
+    fn tick_interval(&self) -> Option<Duration> {
+        self.watchdog.interval()
+    }
+
+    fn tick(&mut self) {
+        if self.watchdog.active() {
+            let pids = self.watched_pids();
+            self.watchdog.tick(&pids);
+        }
+    }
 }
 
 /// A state folder: given (kept), or a private temp folder.
@@ -211,17 +300,18 @@ enum StateDir {
     Temp(tempfile::TempDir),
 }
 
-impl StateDir {
-    fn path(&self) -> &Path {
-        match self {
-            StateDir::Given(p) => p,
-            StateDir::Temp(t) => t.path(),
-        }
-    }
+/// What every run of one invocation shares: the resolved command and the
+/// state, marker and shim folders.
+struct Prepared {
+    base: Command,
+    state: StateDir,
+    state_dir: PathBuf,
+    marker_dir: PathBuf,
+    py_root: PathBuf,
+    started: Instant,
 }
 
-/// Runs the whole loop.
-pub fn run(cfg: &Config) -> Result<Session> {
+fn prepare(cfg: &Config) -> Result<Prepared> {
     let base = Command::resolve(&cfg.command)?;
     let state = match &cfg.state_dir {
         Some(p) => {
@@ -235,7 +325,11 @@ pub fn run(cfg: &Config) -> Result<Session> {
                 .context("cannot create a private state folder in the temp folder")?,
         ),
     };
-    let state_dir = std::fs::canonicalize(state.path()).unwrap_or_else(|_| state.path().to_path_buf());
+    let raw = match &state {
+        StateDir::Given(p) => p.clone(),
+        StateDir::Temp(t) => t.path().to_path_buf(),
+    };
+    let state_dir = std::fs::canonicalize(&raw).unwrap_or(raw);
     let marker_dir = match std::env::var_os("PYTEST_ABORT_LAST_RUNNING_DIR").filter(|v| !v.is_empty()) {
         Some(d) => PathBuf::from(d),
         None => state_dir.join("markers"),
@@ -243,13 +337,78 @@ pub fn run(cfg: &Config) -> Result<Session> {
     std::fs::create_dir_all(&marker_dir)
         .with_context(|| format!("{}: cannot create the marker folder", marker_dir.display()))?;
     let py_root = shim::install(&state_dir)?;
-    let mut session = Session { state_dir: state_dir.clone(), ..Default::default() };
+    Ok(Prepared { base, state, state_dir, marker_dir, py_root, started: Instant::now() })
+}
+
+impl Prepared {
+    /// Keeps or removes the state folder, as configured.
+    fn finish(self, cfg: &Config) {
+        if cfg.keep_state {
+            if let StateDir::Temp(t) = self.state {
+                let _ = t.keep();
+            }
+        }
+    }
+}
+
+/// One supervised pytest run and what came of it.
+struct OneRun {
+    sup: supervise::Supervised,
+    records: Vec<CrashRecord>,
+    warnings: Vec<String>,
+    io_error: bool,
+    journal: RunJournal,
+    session_expired: bool,
+}
+
+fn run_once(cfg: &Config, prep: &Prepared, plan: &Plan, crash_log: Option<&Path>) -> Result<OneRun> {
+    clear_markers(&prep.marker_dir);
+    fsutil::atomic_write(&prep.state_dir.join("plan.json"), &serde_json::to_vec(plan)?)?;
+    let mut cmd = prep.base.clone();
+    cmd.env_set = shim::child_env(&prep.py_root, &prep.state_dir, &prep.marker_dir, plan.run)
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+    cmd.env_set.push(("PYTEST_ABORT_DUMP_SIGNAL".into(), watchdog::dump_signal().to_string().into()));
+    cmd.env_remove = vec!["PYTEST_ABORT_LAST_RUNNING_FILE".into()];
+    let session_left =
+        cfg.session_timeout.map(|limit| (Duration::from_secs_f64(limit).saturating_sub(prep.started.elapsed()), limit));
+    let mut obs = RunObserver {
+        ctx: attribute::Context {
+            state_dir: prep.state_dir.clone(),
+            marker_dir: prep.marker_dir.clone(),
+            run: plan.run,
+        },
+        crash_log,
+        verbose: cfg.verbose,
+        interrupted: None,
+        records: Vec::new(),
+        warnings: Vec::new(),
+        io_error: false,
+        watchdog: Watchdog::new(prep.marker_dir.clone(), cfg.test_timeout, session_left),
+        oom: OomWatch::new(),
+    };
+    let opts = supervise::Options { ptrace: cfg.ptrace, keep_leftovers: cfg.keep_leftovers };
+    let sup = supervise::run(&cmd, &opts, &mut obs)?;
+    Ok(OneRun {
+        sup,
+        session_expired: obs.watchdog.session_expired(),
+        records: obs.records,
+        warnings: obs.warnings,
+        io_error: obs.io_error,
+        journal: RunJournal::read(&prep.state_dir, plan.run),
+    })
+}
+
+/// Runs the whole loop (and the rechecks, when asked).
+pub fn run(cfg: &Config) -> Result<Session> {
+    let prep = prepare(cfg)?;
+    let mut session = Session { state_dir: prep.state_dir.clone(), ..Default::default() };
     let mut ignore: Vec<String> = Vec::new();
     let mut selected_seen: HashSet<String> = HashSet::new();
     let mut done_seen: HashSet<String> = HashSet::new();
 
     for number in 1..=cfg.max_runs.max(1) {
-        clear_markers(&marker_dir);
         let deselect: Vec<String> = match cfg.retry_mode {
             RetryMode::Resume => session
                 .done
@@ -259,91 +418,71 @@ pub fn run(cfg: &Config) -> Result<Session> {
                 .collect(),
             RetryMode::Deselect => session.crashed_nodeids().into_iter().map(String::from).collect(),
         };
-        let plan = Plan { run: number, deselect, ignore: ignore.clone() };
-        fsutil::atomic_write(&state_dir.join("plan.json"), &serde_json::to_vec(&plan)?)?;
         if number > 1 && cfg.verbose {
             let what = match cfg.retry_mode {
-                RetryMode::Resume => {
-                    format!("resuming the {} tests not yet run", session.not_run().len())
-                }
+                RetryMode::Resume => format!("resuming the {} tests not yet run", session.not_run().len()),
                 RetryMode::Deselect => {
                     format!("rerunning the command without the {} crashed tests", session.crashed_nodeids().len())
                 }
             };
             eprintln!("\npytest-abort: run {number}/{}: {what}", cfg.max_runs);
         }
-
-        let mut cmd = base.clone();
-        cmd.env_set = shim::child_env(&py_root, &state_dir, &marker_dir, number)
-            .into_iter()
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect();
-        cmd.env_remove = vec!["PYTEST_ABORT_LAST_RUNNING_FILE".into()];
-        let mut obs = RunObserver {
-            ctx: attribute::Context { state_dir: state_dir.clone(), marker_dir: marker_dir.clone(), run: number },
-            crash_log: cfg.crash_log.as_deref(),
-            verbose: cfg.verbose,
-            interrupted: None,
-            records: Vec::new(),
-            warnings: Vec::new(),
-            io_error: false,
-        };
-        let opts = supervise::Options { ptrace: cfg.ptrace, keep_leftovers: cfg.keep_leftovers };
-        let sup = supervise::run(&cmd, &opts, &mut obs)?;
-        if let Some(why) = &sup.ptrace_refused {
+        let plan = Plan { run: number, deselect, ignore: ignore.clone(), only: None };
+        let one = run_once(cfg, &prep, &plan, cfg.crash_log.as_deref())?;
+        if let Some(why) = &one.sup.ptrace_refused {
             if session.ptrace_refused.is_none() && cfg.verbose {
                 eprintln!("pytest-abort: {why}; supervising without ptrace");
             }
             session.ptrace_refused = Some(why.clone());
         }
-        session.mode = Some(sup.mode);
-        session.leftovers.extend(sup.leftovers);
-        session.interrupted = sup.interrupted;
-        session.warnings.extend(obs.warnings);
-        session.io_error |= obs.io_error;
+        session.mode = Some(one.sup.mode);
+        session.leftovers.extend(one.sup.leftovers.iter().cloned());
+        session.interrupted = one.sup.interrupted;
+        session.warnings.extend(one.warnings.iter().cloned());
+        session.io_error |= one.io_error;
 
-        let journal = RunJournal::read(&state_dir, number);
+        let journal = &one.journal;
         let before_done = session.done.len();
         for n in &journal.collected {
             if selected_seen.insert(n.clone()) {
                 session.selected.push(n.clone());
             }
         }
-        for d in journal.done.iter().cloned() {
+        for d in &journal.done {
             if done_seen.insert(d.nodeid.clone()) {
-                session.done.push(d);
+                session.done.push(d.clone());
             }
         }
         if let Some(r) = journal.reports(number) {
             session.reports.push(r);
         }
         // Files whose collection crashed are skipped from now on.
-        for rec in obs.records.iter().filter(|r| r.phase == "collection" && !r.nodeid.is_empty()) {
+        for rec in one.records.iter().filter(|r| r.phase == "collection" && !r.nodeid.is_empty()) {
             if let Some(pj) = journal.processes.get(&rec.pid.parse().unwrap_or(0)) {
                 ignore.push(Path::new(&pj.rootdir).join(&rec.nodeid).display().to_string());
             }
         }
-        let new_crashes = obs.records.len();
+        let new_crashes = one.records.len();
         let previously_crashed = session.crashed_nodeids().into_iter().map(String::from).collect::<HashSet<_>>();
         let new_crashed_ids =
-            obs.records.iter().filter(|r| !r.key().is_empty() && !previously_crashed.contains(r.key())).count();
-        session.records.extend(obs.records);
+            one.records.iter().filter(|r| !r.key().is_empty() && !previously_crashed.contains(r.key())).count();
+        let collection_finished = journal.collection_finished;
+        session.records.extend(one.records);
         let finished = session.done.len() - before_done;
         session.runs.push(RunInfo {
             number,
-            outcome: sup.outcome,
-            selected: journal.collected.len(),
+            outcome: one.sup.outcome,
+            selected: one.journal.collected.len(),
             finished,
             crashes: new_crashes,
         });
 
-        if session.interrupted.is_some() {
+        if session.interrupted.is_some() || one.session_expired {
             break;
         }
-        let abnormal = new_crashes > 0;
-        let left_behind = !session.not_run().is_empty() || !journal.collection_finished;
+        let left_behind = !session.not_run().is_empty() || !collection_finished;
         let again = match cfg.retry_mode {
-            RetryMode::Resume => abnormal && left_behind,
+            RetryMode::Resume => new_crashes > 0 && left_behind,
             RetryMode::Deselect => new_crashed_ids > 0,
         };
         let progress = finished > 0 || new_crashed_ids > 0;
@@ -352,12 +491,115 @@ pub fn run(cfg: &Config) -> Result<Session> {
         }
     }
 
-    if cfg.keep_state || cfg.state_dir.is_some() {
-        if let StateDir::Temp(t) = state {
-            let _ = t.keep();
+    if cfg.recheck_crashed > 0 && session.interrupted.is_none() {
+        recheck(cfg, &prep, &mut session)?;
+    }
+    write_reports(cfg, &mut session);
+    prep.finish(cfg);
+    Ok(session)
+}
+
+/// Reruns each crashed test alone `cfg.recheck_crashed` times and labels
+/// its record `deterministic` or `flaky (k/N)`. The crash log gets the
+/// labelled record as a further line.
+fn recheck(cfg: &Config, prep: &Prepared, session: &mut Session) -> Result<()> {
+    let n = cfg.recheck_crashed;
+    let mut number = session.runs.len() as u32;
+    let ids: Vec<String> =
+        crate::record::dedupe_by_nodeid(&session.records).iter().map(|r| r.key().to_string()).collect();
+    for id in ids {
+        let mut crashed = 0;
+        for _ in 0..n {
+            number += 1;
+            let plan = Plan { run: number, deselect: vec![], ignore: vec![], only: Some(vec![id.clone()]) };
+            let quiet = Config { verbose: false, ..cfg.clone() };
+            let one = run_once(&quiet, prep, &plan, None)?;
+            if one.records.iter().any(|r| r.key() == id) {
+                crashed += 1;
+            }
+            if one.sup.interrupted.is_some() {
+                session.interrupted = one.sup.interrupted;
+                return Ok(());
+            }
+        }
+        let label = if crashed == n { "deterministic".to_string() } else { format!("flaky ({crashed}/{n})") };
+        if cfg.verbose {
+            eprintln!("pytest-abort: recheck {id}: crash: {label}");
+        }
+        let mut labelled = Vec::new();
+        for r in session.records.iter_mut().filter(|r| r.key() == id) {
+            r.recheck = Some(label.clone());
+            labelled.push(r.clone());
+        }
+        if let Some(log) = &cfg.crash_log {
+            if let Err(e) = record::append_records(log, &labelled[..labelled.len().min(1)]) {
+                session.warnings.push(format!("{e:#}"));
+                session.io_error = true;
+            }
         }
     }
-    Ok(session)
+    Ok(())
+}
+
+/// The result of `--reproduce`.
+#[derive(Debug, Clone, Default)]
+pub struct Reproduction {
+    /// Runs made.
+    pub runs: u32,
+    /// Runs that crashed.
+    pub crashed: u32,
+    /// The first crash's record.
+    pub first: Option<CrashRecord>,
+    /// The signal the wrapper was stopped with.
+    pub interrupted: Option<i32>,
+    /// Whether the test ran at all (it was collected).
+    pub found: bool,
+}
+
+/// Runs `nodeid` alone up to `repeat` times (fresh pytest each time) and
+/// stops at the first crash.
+pub fn reproduce(cfg: &Config, nodeid: &str, repeat: u32) -> Result<Reproduction> {
+    let prep = prepare(cfg)?;
+    let mut out = Reproduction::default();
+    for number in 1..=repeat.max(1) {
+        if cfg.verbose {
+            eprintln!("pytest-abort: reproduce {nodeid}: run {number}/{repeat}");
+        }
+        let plan = Plan { run: number, deselect: vec![], ignore: vec![], only: Some(vec![nodeid.to_string()]) };
+        let one = run_once(cfg, &prep, &plan, cfg.crash_log.as_deref())?;
+        out.runs = number;
+        out.found |= one.journal.collected.iter().any(|n| n == nodeid);
+        if let Some(r) = one.records.into_iter().next() {
+            out.crashed += 1;
+            out.first = Some(r);
+            break;
+        }
+        if one.sup.interrupted.is_some() {
+            out.interrupted = one.sup.interrupted;
+            break;
+        }
+    }
+    prep.finish(cfg);
+    Ok(out)
+}
+
+/// Writes the final reports while the per-run copies still exist in the
+/// state folder; failures become warnings and set `io_error`.
+fn write_reports(cfg: &Config, session: &mut Session) {
+    for res in crate::reports::complete(session, &cfg.reports) {
+        match res {
+            Ok(p) if cfg.verbose && p.added > 0 => {
+                eprintln!("pytest-abort: report {}: {} entries merged or added", p.path.display(), p.added)
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let w = format!("{e:#}");
+                eprintln!("pytest-abort: error: {w}");
+                session.warnings.push(w);
+                session.io_error = true;
+            }
+        }
+    }
 }
 
 /// Removes markers left from an earlier run, so they are not read again.
