@@ -1,4 +1,78 @@
+//! `pytest-abort-postprocess [--crash-log P] [--json-report P] [--html-report P] [--csv-report P] [--junit-xml P]`:
+//! adds one failed entry per crashed test to each report that lacks it,
+//! creating reports that do not exist. Running it twice changes nothing.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use pytest_abort::record;
+use pytest_abort::reports::{self, Kind};
+
+/// Add the crashed tests of a crash log to pytest reports as failed tests.
+#[derive(Debug, Parser)]
+#[command(name = "pytest-abort-postprocess", version)]
+struct Args {
+    /// Crash log (JSONL) [env: PYTEST_ABORT_CRASHED_TESTS_LOG].
+    #[arg(long, value_name = "PATH")]
+    crash_log: Option<PathBuf>,
+    /// pytest-json-report file to patch (created when missing).
+    #[arg(long, value_name = "PATH")]
+    json_report: Option<PathBuf>,
+    /// pytest-html 4.x report to patch (created when missing).
+    #[arg(long, value_name = "PATH")]
+    html_report: Option<PathBuf>,
+    /// pytest-csv report to patch (created when missing).
+    #[arg(long, value_name = "PATH")]
+    csv_report: Option<PathBuf>,
+    /// JUnit XML report to patch (created when missing).
+    #[arg(long, value_name = "PATH")]
+    junit_xml: Option<PathBuf>,
+}
+
 fn main() {
-    eprintln!("not yet");
-    std::process::exit(2);
+    let args = Args::parse();
+    let Some(log) = args
+        .crash_log
+        .clone()
+        .or_else(|| std::env::var_os("PYTEST_ABORT_CRASHED_TESTS_LOG").filter(|v| !v.is_empty()).map(PathBuf::from))
+    else {
+        eprintln!(
+            "pytest-abort-postprocess: error: no crash log: pass --crash-log or set PYTEST_ABORT_CRASHED_TESTS_LOG"
+        );
+        std::process::exit(2);
+    };
+    let records = match record::read_crash_log(&log) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pytest-abort-postprocess: error: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    let targets: Vec<(Kind, PathBuf)> = [
+        (Kind::Json, args.json_report),
+        (Kind::Html, args.html_report),
+        (Kind::Csv, args.csv_report),
+        (Kind::Junit, args.junit_xml),
+    ]
+    .into_iter()
+    .filter_map(|(k, p)| p.map(|p| (k, p)))
+    .collect();
+    let unique = record::dedupe_by_nodeid(&records).len();
+    println!("pytest-abort-postprocess: {unique} crashed tests in {}", log.display());
+    let mut failed = false;
+    for ((kind, path), res) in targets.iter().zip(reports::postprocess(&records, &targets)) {
+        match res {
+            Ok(p) => println!(
+                "{kind} {}: {} {} added",
+                p.path.display(),
+                if p.created { "created," } else { "patched," },
+                p.added
+            ),
+            Err(e) => {
+                failed = true;
+                eprintln!("pytest-abort-postprocess: error: {kind} {}: {e:#}", path.display());
+            }
+        }
+    }
+    std::process::exit(if failed { 1 } else { 0 });
 }

@@ -157,6 +157,7 @@ fn created_page() -> String {
             "      <input checked=\"true\" class=\"filter\" name=\"filter_checkbox\" type=\"checkbox\" data-test-result=\"{cls}\" disabled>\n      <span class=\"{cls}\">0 {label}</span>\n"
         ));
     }
+    let date = chrono::Local::now().format("%d-%b-%Y at %H:%M:%S");
     let blob = r#"{"environment": {}, "tests": {}, "renderCollapsed": ["passed"], "initialSort": "result", "title": "Test report"}"#;
     let mut esc = String::new();
     attr_escape_into(blob, &mut esc);
@@ -164,7 +165,7 @@ fn created_page() -> String {
         "<!DOCTYPE html>\n<html>\n  <head>\n    <meta charset=\"utf-8\"/>\n    <title id=\"head-title\">Test report</title>\n\
     <style>.log {{ white-space: pre-wrap; font-family: monospace; }} td {{ vertical-align: top; }}</style>\n  </head>\n  <body>\n\
     <h1 id=\"title\">Test report</h1>\n\
-    <p>Report written by pytest-abort in the format of pytest-html v4.2.0</p>\n\
+    <p>Report generated on {date} by pytest-abort in the format of pytest-html v4.2.0</p>\n\
     <p class=\"run-count\">0 tests took 0 ms.</p>\n    <div class=\"filters\">\n{filters}    </div>\n\
     <table id=\"results-table\">\n      <thead id=\"results-table-head\"><tr><th>Result</th><th>Test</th><th>Duration</th><th>Links</th></tr></thead>\n\
       {ROWS_MARKER}\n    </table>\n  <footer>\n    <div id=\"data-container\" data-jsonblob=\"{esc}\"></div>\n  </footer>\n  </body>\n</html>\n"
