@@ -89,7 +89,7 @@ def html_blob(path: Path) -> dict:
     import re
 
     text = path.read_text(encoding="utf-8")
-    m = re.search(r'data-jsonblob="([^"]*)"', text)
+    m = re.search(r'data-jsonblob="([^"]*)"', text) or re.search(r"data-jsonblob='([^']*)'", text)
     assert m, f"{path}: no data-jsonblob"
     return json.loads(html.unescape(m.group(1)))
 
