@@ -320,7 +320,10 @@ class _AbortSession:
             faulthandler.enable(file=self.fault_file, all_threads=True)
             signum = int(os.environ.get(ENV_DUMP_SIGNAL) or 0)
             if signum:
-                faulthandler.register(signum, file=self.fault_file, all_threads=True, chain=False)
+                # chain=True: after the dump the signal's default action
+                # (terminate) runs, so a test stuck in C cannot go on to
+                # the next test once its stacks are dumped.
+                faulthandler.register(signum, file=self.fault_file, all_threads=True, chain=True)
         except (OSError, ValueError, RuntimeError, AttributeError):
             pass
 
