@@ -2,6 +2,7 @@
 //! at death, whether a SIGKILL looks like the OOM killer's, and the crash
 //! details left for the xdist controller's report of the crashed test.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::fsutil;
@@ -47,42 +48,63 @@ pub fn signal_from_traceback(text: &str) -> Option<i32> {
     })
 }
 
-/// Watches the cgroup's `memory.events` `oom_kill` counter, so a SIGKILL
-/// can be told apart as the OOM killer's.
+/// Watches the memory cgroup's `oom_kill` counter (cgroup v2
+/// `memory.events`, or v1 `memory.oom_control`), so a SIGKILL can be told
+/// apart as the OOM killer's.
 #[derive(Debug, Default)]
 pub struct OomWatch {
-    events: Option<PathBuf>,
-    seen: u64,
+    own: Option<PathBuf>,
+    seen: HashMap<PathBuf, u64>,
 }
 
 impl OomWatch {
-    /// Starts watching the wrapper's own cgroup (v2), when there is one.
+    /// Starts watching; the wrapper's own cgroup is the baseline.
     pub fn new() -> Self {
-        let events = std::fs::read_to_string("/proc/self/cgroup").ok().and_then(|s| {
-            let rel = s.lines().find_map(|l| l.strip_prefix("0::"))?.trim().to_string();
-            let p = Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/')).join("memory.events");
-            p.exists().then_some(p)
-        });
-        let mut w = OomWatch { events, seen: 0 };
-        w.seen = w.count().unwrap_or(0);
+        let mut w = OomWatch { own: oom_counter_file("self"), seen: HashMap::new() };
+        if let Some(p) = w.own.clone() {
+            if let Some(n) = read_oom_kills(&p) {
+                w.seen.insert(p, n);
+            }
+        }
         w
     }
 
-    fn count(&self) -> Option<u64> {
-        let text = std::fs::read_to_string(self.events.as_ref()?).ok()?;
-        text.lines().find_map(|l| l.strip_prefix("oom_kill ")).and_then(|v| v.trim().parse().ok())
+    /// True when the OOM killer struck in the cgroup of `pid` (read while
+    /// it still exists, at its exit stop) or else the wrapper's own, since
+    /// the last look.
+    pub fn fired(&mut self, pid: i32) -> bool {
+        let Some(path) = oom_counter_file(&pid.to_string()).or_else(|| self.own.clone()) else { return false };
+        let Some(now) = read_oom_kills(&path) else { return false };
+        let before = self.seen.insert(path, now).unwrap_or(0);
+        now > before
     }
+}
 
-    /// True when the OOM killer struck since the last call.
-    pub fn fired(&mut self) -> bool {
-        match self.count() {
-            Some(n) if n > self.seen => {
-                self.seen = n;
-                true
-            }
-            _ => false,
+/// The file holding the `oom_kill` count of the memory cgroup of `/proc/<who>`.
+fn oom_counter_file(who: &str) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(format!("/proc/{who}/cgroup")).ok()?;
+    let root = Path::new("/sys/fs/cgroup");
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let rel = path.trim_start_matches('/');
+        let candidates = if controllers.is_empty() {
+            [root.join(rel).join("memory.events"), root.join("memory.events")]
+        } else if controllers.split(',').any(|c| c == "memory") {
+            [root.join("memory").join(rel).join("memory.oom_control"), root.join("memory/memory.oom_control")]
+        } else {
+            continue;
+        };
+        if let Some(p) = candidates.into_iter().find(|p| p.exists()) {
+            return Some(p);
         }
     }
+    None
+}
+
+fn read_oom_kills(path: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("oom_kill ")).and_then(|v| v.trim().parse().ok())
 }
 
 /// Where the wrapper leaves a worker's crash record for the controller's

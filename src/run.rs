@@ -214,7 +214,7 @@ impl RunObserver<'_> {
             let flag = if exp.scope == "test" { "per-test limit" } else { "--timeout for the session" };
             let during = rec.reason.split_once(" during ").map(|(_, w)| format!(" during {w}")).unwrap_or_default();
             rec.reason = format!("timed out after {}s ({flag}): Python stacks dumped, then killed{during}", exp.limit);
-        } else if rec.signal == Some(libc::SIGKILL) && self.oom.fired() {
+        } else if rec.signal == Some(libc::SIGKILL) && self.oom.fired(end.pid) {
             rec.oom_suspected = Some(true);
             rec.reason.push_str(" (the cgroup's OOM killer fired)");
         }

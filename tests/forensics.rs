@@ -124,8 +124,8 @@ fn session_timeout_stops_everything() {
     let s = Suite::new();
     s.write("test_s.py", "import time\ndef test_ok(): pass\ndef test_hang(): time.sleep(60)\ndef test_never(): pass\n");
     let started = std::time::Instant::now();
-    let r = s.wrap(&["--timeout", "2"], &["test_s.py"]);
-    assert!(started.elapsed().as_secs() < 20);
+    let r = s.wrap(&["--timeout", "8"], &["test_s.py"]);
+    assert!(started.elapsed().as_secs() < 40);
     assert_eq!(r.code(), 1, "{}", r.dump());
     let rec = r.record("::test_hang");
     assert_eq!(rec.kind, CrashKind::Timeout);
@@ -188,4 +188,46 @@ fn leftover_processes_are_listed_and_killed() {
         std::thread::sleep(std::time::Duration::from_millis(300));
         assert!(!pytest_abort::attribute::pid_alive(pid), "leftover {pid} still alive ({mode:?})");
     }
+}
+
+/// A memory cgroup the test process can move itself into, when this machine
+/// lets us make one (root, cgroup v1 memory controller or cgroup v2).
+fn oom_cgroup_snippet() -> Option<String> {
+    let v1 = std::path::Path::new("/sys/fs/cgroup/memory");
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers");
+    let (dir, limit_file) = if v1.join("memory.limit_in_bytes").exists() {
+        (v1.join(format!("pa-oom-{}", std::process::id())), "memory.limit_in_bytes")
+    } else if std::fs::read_to_string(v2).is_ok_and(|c| c.contains("memory")) {
+        (std::path::PathBuf::from(format!("/sys/fs/cgroup/pa-oom-{}", std::process::id())), "memory.max")
+    } else {
+        return None;
+    };
+    std::fs::create_dir(&dir).ok()?;
+    std::fs::write(dir.join(limit_file), (64 * 1024 * 1024).to_string()).ok()?;
+    Some(dir.display().to_string())
+}
+
+#[test]
+fn oom_kill_is_named() {
+    let Some(cg) = oom_cgroup_snippet() else {
+        eprintln!(
+            "oom_kill_is_named: skipped: cannot create a memory cgroup here (needs root and a memory controller)"
+        );
+        return;
+    };
+    let s = Suite::new();
+    s.write(
+        "test_o.py",
+        &format!(
+            "import os\ndef test_hog():\n    open({cg:?} + '/cgroup.procs', 'w').write(str(os.getpid()))\n    hog = bytearray(400 * 1024 * 1024)\ndef test_after(): pass\n"
+        ),
+    );
+    let r = s.wrap(&[], &["test_o.py"]);
+    let _ = std::fs::remove_dir(&cg);
+    assert_eq!(r.code(), 1, "{}", r.dump());
+    let rec = r.record("::test_hog");
+    assert_eq!(rec.signal, Some(9), "{rec:?}");
+    assert_eq!(rec.oom_suspected, Some(true), "{rec:?}");
+    assert!(rec.reason.contains("OOM killer"), "{}", rec.reason);
+    assert_eq!(r.starts_of("::test_after"), 1);
 }
