@@ -68,32 +68,19 @@ fn build(ctx: &Context, end: &ProcessEnd, journal: &ProcessJournal, marker: Opti
         Outcome::Exited(code) => (CrashKind::Exit, None, Some(code), false),
         Outcome::Unknown => (CrashKind::Crash, None, None, false),
     };
-    let (nodeid, test_name, phase, where_) = match marker {
-        Some(m) => {
-            let phase = m.phase.clone().unwrap_or_else(|| "call".into());
-            (m.nodeid.clone(), m.test_name.clone(), phase.clone(), format!("during {phase}"))
-        }
+    let (nodeid, test_name, phase) = match marker {
+        Some(m) => (m.nodeid.clone(), m.test_name.clone(), m.phase.clone().unwrap_or_else(|| "call".into())),
         None => match journal.stage() {
-            "collection" => {
-                let file = journal.collecting().unwrap_or("").to_string();
-                let w = format!("during collection of {file}");
-                (file, String::new(), "collection".into(), w)
-            }
-            "session-start" => (String::new(), String::new(), "session-start".into(), "at session start".into()),
-            "session-finish" => (String::new(), String::new(), "session-finish".into(), "at session finish".into()),
-            _ => (String::new(), String::new(), "between-tests".into(), "between tests".into()),
+            "collection" => (journal.collecting().unwrap_or("").to_string(), String::new(), "collection".into()),
+            "session-start" => (String::new(), String::new(), "session-start".into()),
+            "session-finish" => (String::new(), String::new(), "session-finish".into()),
+            _ => (String::new(), String::new(), "between-tests".into()),
         },
     };
-    let how = match (signal, exit_code) {
-        (Some(s), _) => format!("crashed with {} ({})", signals::name(s), signals::describe(s)),
-        (None, Some(c)) => format!("exited with code {c}"),
-        _ => "died (how is unknown without ptrace)".to_string(),
-    };
     let fault = end.fault.as_ref();
-    CrashRecord {
+    let mut rec = CrashRecord {
         test_class: record::test_class_of(&nodeid),
         test_name,
-        reason: format!("{how} {where_}"),
         crash_time: now.clone(),
         duration: marker.and_then(Marker::elapsed_secs).unwrap_or(0.0),
         gpu_id: marker.map(|m| m.gpu_id.clone()).filter(|g| !g.is_empty()).unwrap_or_else(record::gpu_id_from_env),
@@ -118,7 +105,37 @@ fn build(ctx: &Context, end: &ProcessEnd, journal: &ProcessJournal, marker: Opti
         peak_rss_kb: end.peak_rss_kb,
         nodeid,
         ..Default::default()
-    }
+    };
+    rec.reason = reason(&rec, None);
+    rec
+}
+
+/// Why the watchdog killed a process: the limit in seconds and `test` or
+/// `session`.
+pub type TimeoutCause<'a> = (f64, &'a str);
+
+/// The record's `reason` in words, from its fields: "crashed with SIGSEGV
+/// (segmentation fault) during call", "exited with code 3 during collection
+/// of t.py", "timed out after 5s (per-test limit): ...".
+pub fn reason(rec: &CrashRecord, timeout: Option<TimeoutCause>) -> String {
+    let how = match (timeout, rec.signal, rec.exit_code) {
+        (Some((limit, scope)), _, _) => {
+            let flag = if scope == "test" { "per-test limit" } else { "--timeout for the session" };
+            format!("timed out after {limit}s ({flag}): Python stacks dumped, then killed")
+        }
+        (None, Some(s), _) => format!("crashed with {} ({})", signals::name(s), signals::describe(s)),
+        (None, None, Some(c)) => format!("exited with code {c}"),
+        _ => "died (how is unknown without ptrace)".to_string(),
+    };
+    let where_ = match rec.phase.as_str() {
+        "collection" => format!("during collection of {}", rec.nodeid),
+        "session-start" => "at session start".to_string(),
+        "session-finish" => "at session finish".to_string(),
+        "between-tests" => "between tests".to_string(),
+        phase => format!("during {phase}"),
+    };
+    let oom = if rec.oom_suspected == Some(true) { " (the cgroup's OOM killer fired)" } else { "" };
+    format!("{how} {where_}{oom}")
 }
 
 /// Reads every marker in `dir` whose writer is gone while it says

@@ -1,0 +1,292 @@
+//! The retry loop: one supervised pytest run after another until the suite
+//! is done. Each run gets a plan (tests to deselect, files to skip) that the
+//! shim applies; each process end is attributed as it happens and its record
+//! appended to the crash log at once, so a wrapper killed later loses nothing.
+//!
+//! [`once`] runs one supervised pytest; [`observer`] turns each process end
+//! into a record as it happens; [`repro`] reruns single tests (`--reproduce`,
+//! `--recheck-crashed`); this module holds the loop and its result.
+
+mod observer;
+mod once;
+mod repro;
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::journal::{Done, RunReports};
+use crate::record::CrashRecord;
+use crate::supervise::{Leftover, Mode, Outcome};
+
+use once::{prepare, run_once, Plan};
+pub use repro::{reproduce, Reproduction};
+/// What to rerun after a run that left tests behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetryMode {
+    /// Run only the tests that have not completed, minus crashed ones.
+    Resume,
+    /// The original's behaviour: rerun everything minus crashed tests.
+    Deselect,
+}
+
+/// Everything one wrapper invocation needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The command, as given after `--`.
+    pub command: Vec<OsString>,
+    /// Most pytest runs.
+    pub max_runs: u32,
+    /// Resume or deselect.
+    pub retry_mode: RetryMode,
+    /// Try ptrace supervision.
+    pub ptrace: bool,
+    /// Crash log (JSONL) to append records to.
+    pub crash_log: Option<PathBuf>,
+    /// State folder; a private temp folder when `None`.
+    pub state_dir: Option<PathBuf>,
+    /// Keep the state folder.
+    pub keep_state: bool,
+    /// Leave leftover processes running.
+    pub keep_leftovers: bool,
+    /// Print progress lines on stderr.
+    pub verbose: bool,
+    /// Per-test timeout, seconds (a test's own `timeout` mark wins).
+    pub test_timeout: Option<f64>,
+    /// Whole-session timeout, seconds.
+    pub session_timeout: Option<f64>,
+    /// After the loop, rerun each crashed test alone this many times.
+    pub recheck_crashed: u32,
+    /// Extra reports the wrapper writes at the end (its own `--json-report`,
+    /// `--html-report`, `--csv-report`, `--junit-xml`).
+    pub reports: Vec<(crate::reports::Kind, PathBuf)>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            command: Vec::new(),
+            max_runs: 5,
+            retry_mode: RetryMode::Resume,
+            ptrace: true,
+            crash_log: None,
+            state_dir: None,
+            keep_state: false,
+            keep_leftovers: false,
+            verbose: true,
+            test_timeout: None,
+            session_timeout: None,
+            recheck_crashed: 0,
+            reports: Vec::new(),
+        }
+    }
+}
+
+/// One pytest run of the loop.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunInfo {
+    /// 1-based number.
+    pub number: u32,
+    /// How the pytest command ended.
+    pub outcome: Outcome,
+    /// Tests selected in this run.
+    pub selected: usize,
+    /// Tests that finished in this run.
+    pub finished: usize,
+    /// Crash records of this run.
+    pub crashes: usize,
+}
+
+/// The result of the whole loop.
+#[derive(Debug, Clone, Default)]
+pub struct Session {
+    /// Every crash record, in order.
+    pub records: Vec<CrashRecord>,
+    /// Every finished test, first finish wins, in order.
+    pub done: Vec<Done>,
+    /// Every selected test, in first-seen order.
+    pub selected: Vec<String>,
+    /// The runs.
+    pub runs: Vec<RunInfo>,
+    /// The supervision mode of the last run.
+    pub mode: Option<Mode>,
+    /// Why ptrace was not used, when it was refused.
+    pub ptrace_refused: Option<String>,
+    /// Processes left behind.
+    pub leftovers: Vec<Leftover>,
+    /// The signal the wrapper was stopped with.
+    pub interrupted: Option<i32>,
+    /// Problems that did not stop the run (unwritable crash log, bad marker).
+    pub warnings: Vec<String>,
+    /// True when a record could not be written to the crash log.
+    pub io_error: bool,
+    /// User-requested report paths to this run's copies, per run.
+    pub reports: Vec<RunReports>,
+    /// The state folder (gone unless kept).
+    pub state_dir: PathBuf,
+}
+
+impl Session {
+    /// Node ids of crashed tests (non-empty, unique).
+    pub fn crashed_nodeids(&self) -> HashSet<&str> {
+        self.records.iter().map(|r| r.key()).filter(|k| !k.is_empty()).collect()
+    }
+
+    /// Selected tests that neither finished nor crashed.
+    pub fn not_run(&self) -> Vec<&str> {
+        let done: HashSet<&str> = self.done.iter().map(|d| d.nodeid.as_str()).collect();
+        let crashed = self.crashed_nodeids();
+        self.selected.iter().map(String::as_str).filter(|n| !done.contains(n) && !crashed.contains(n)).collect()
+    }
+
+    /// Count of finished tests with this outcome.
+    pub fn count(&self, outcome: &str) -> usize {
+        self.done.iter().filter(|d| d.outcome == outcome).count()
+    }
+
+    /// The wrapper's exit status (see `--help`).
+    pub fn exit_code(&self) -> i32 {
+        if let Some(sig) = self.interrupted {
+            return 128 + sig;
+        }
+        if self.io_error {
+            return EXIT_IO;
+        }
+        let failed = self.done.iter().any(Done::is_failure);
+        if !self.records.is_empty() || failed {
+            return 1;
+        }
+        let last = self.runs.last().map(|r| r.outcome);
+        match last {
+            Some(Outcome::Exited(c)) if (2..=5).contains(&c) => c,
+            _ if !self.not_run().is_empty() => 1,
+            Some(Outcome::Exited(0)) | None => 0,
+            Some(_) => 1,
+        }
+    }
+}
+
+/// Exit status when a record or report could not be written.
+pub const EXIT_IO: i32 = 74;
+
+/// Runs the whole loop (and the rechecks, when asked).
+pub fn run(cfg: &Config) -> Result<Session> {
+    let prep = prepare(cfg)?;
+    let mut session = Session { state_dir: prep.state_dir.clone(), ..Default::default() };
+    let mut ignore: Vec<String> = Vec::new();
+    let mut selected_seen: HashSet<String> = HashSet::new();
+    let mut done_seen: HashSet<String> = HashSet::new();
+
+    for number in 1..=cfg.max_runs.max(1) {
+        let deselect: Vec<String> = match cfg.retry_mode {
+            RetryMode::Resume => session
+                .done
+                .iter()
+                .map(|d| d.nodeid.clone())
+                .chain(session.crashed_nodeids().into_iter().map(String::from))
+                .collect(),
+            RetryMode::Deselect => session.crashed_nodeids().into_iter().map(String::from).collect(),
+        };
+        if number > 1 && cfg.verbose {
+            let what = match cfg.retry_mode {
+                RetryMode::Resume => format!("resuming the {} tests not yet run", session.not_run().len()),
+                RetryMode::Deselect => {
+                    format!("rerunning the command without the {} crashed tests", session.crashed_nodeids().len())
+                }
+            };
+            eprintln!("\npytest-abort: run {number}/{}: {what}", cfg.max_runs);
+        }
+        let plan = Plan { run: number, deselect, ignore: ignore.clone(), only: None };
+        let one = run_once(cfg, &prep, &plan, cfg.crash_log.as_deref())?;
+        if let Some(why) = &one.sup.ptrace_refused {
+            if session.ptrace_refused.is_none() && cfg.verbose {
+                eprintln!("pytest-abort: {why}; supervising without ptrace");
+            }
+            session.ptrace_refused = Some(why.clone());
+        }
+        session.mode = Some(one.sup.mode);
+        session.leftovers.extend(one.sup.leftovers.iter().cloned());
+        session.interrupted = one.sup.interrupted;
+        session.warnings.extend(one.warnings.iter().cloned());
+        session.io_error |= one.io_error;
+
+        let journal = &one.journal;
+        let before_done = session.done.len();
+        for n in &journal.collected {
+            if selected_seen.insert(n.clone()) {
+                session.selected.push(n.clone());
+            }
+        }
+        for d in &journal.done {
+            if done_seen.insert(d.nodeid.clone()) {
+                session.done.push(d.clone());
+            }
+        }
+        if let Some(r) = journal.reports(number) {
+            session.reports.push(r);
+        }
+        // Files whose collection crashed are skipped from now on.
+        for rec in one.records.iter().filter(|r| r.phase == "collection" && !r.nodeid.is_empty()) {
+            if let Some(pj) = journal.processes.get(&rec.pid.parse().unwrap_or(0)) {
+                ignore.push(Path::new(&pj.rootdir).join(&rec.nodeid).display().to_string());
+            }
+        }
+        let new_crashes = one.records.len();
+        let previously_crashed = session.crashed_nodeids().into_iter().map(String::from).collect::<HashSet<_>>();
+        let new_crashed_ids =
+            one.records.iter().filter(|r| !r.key().is_empty() && !previously_crashed.contains(r.key())).count();
+        let collection_finished = journal.collection_finished;
+        session.records.extend(one.records);
+        let finished = session.done.len() - before_done;
+        session.runs.push(RunInfo {
+            number,
+            outcome: one.sup.outcome,
+            selected: one.journal.collected.len(),
+            finished,
+            crashes: new_crashes,
+        });
+
+        if session.interrupted.is_some() || one.session_expired {
+            break;
+        }
+        let left_behind = !session.not_run().is_empty() || !collection_finished;
+        let again = match cfg.retry_mode {
+            RetryMode::Resume => new_crashes > 0 && left_behind,
+            RetryMode::Deselect => new_crashed_ids > 0,
+        };
+        let progress = finished > 0 || new_crashed_ids > 0;
+        if !again || !progress {
+            break;
+        }
+    }
+
+    if cfg.recheck_crashed > 0 && session.interrupted.is_none() {
+        repro::recheck(cfg, &prep, &mut session)?;
+    }
+    write_reports(cfg, &mut session);
+    prep.finish(cfg);
+    Ok(session)
+}
+
+/// Writes the final reports while the per-run copies still exist in the
+/// state folder; failures become warnings and set `io_error`.
+fn write_reports(cfg: &Config, session: &mut Session) {
+    for res in crate::reports::complete(session, &cfg.reports) {
+        match res {
+            Ok(p) if cfg.verbose && p.added > 0 => {
+                eprintln!("pytest-abort: report {}: {} entries merged or added", p.path.display(), p.added)
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let w = format!("{e:#}");
+                eprintln!("pytest-abort: error: {w}");
+                session.warnings.push(w);
+                session.io_error = true;
+            }
+        }
+    }
+}

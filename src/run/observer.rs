@@ -1,0 +1,137 @@
+//! The observer of one run: each process end goes through attribution, gets
+//! its forensics (stacks, OOM hint, timeout), is appended to the crash log at
+//! once, and is left for the xdist controller; the watchdog ticks here.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::attribute::{self, Attribution};
+use crate::forensics::{self, OomWatch};
+use crate::record::{self, CrashKind, CrashRecord};
+use crate::supervise::{self, Observer, ProcessEnd};
+use crate::watchdog::Watchdog;
+
+/// Collects the records of one run.
+pub(super) struct RunObserver<'a> {
+    ctx: attribute::Context,
+    crash_log: Option<&'a Path>,
+    verbose: bool,
+    interrupted: Option<i32>,
+    /// The run's crash records, in order.
+    pub records: Vec<CrashRecord>,
+    /// Problems that did not stop the run.
+    pub warnings: Vec<String>,
+    /// True when a record could not be appended to the crash log.
+    pub io_error: bool,
+    /// The run's timeouts.
+    pub watchdog: Watchdog,
+    oom: OomWatch,
+}
+
+impl<'a> RunObserver<'a> {
+    /// An observer for one run.
+    pub fn new(ctx: attribute::Context, crash_log: Option<&'a Path>, verbose: bool, watchdog: Watchdog) -> Self {
+        RunObserver {
+            ctx,
+            crash_log,
+            verbose,
+            interrupted: None,
+            records: Vec::new(),
+            warnings: Vec::new(),
+            io_error: false,
+            watchdog,
+            oom: OomWatch::new(),
+        }
+    }
+
+    /// Adds what forensics know to a fresh record.
+    fn enrich(&mut self, rec: &mut CrashRecord, end: &ProcessEnd) {
+        rec.traceback = forensics::read_traceback(&self.ctx.state_dir, self.ctx.run, end.pid);
+        if rec.signal.is_none() && rec.exit_code.is_none() {
+            // Without ptrace the wait status may be unknown: faulthandler's
+            // dump still names the fatal signal.
+            rec.signal = rec.traceback.as_deref().and_then(forensics::signal_from_traceback);
+            rec.signal_name = rec.signal.map(supervise::signals::name);
+        }
+        let timeout = self.watchdog.expiry_of(end.pid).map(|e| (e.limit, e.scope));
+        if timeout.is_some() {
+            rec.kind = CrashKind::Timeout;
+        } else if rec.signal == Some(libc::SIGKILL) && self.oom.fired(end.pid) {
+            rec.oom_suspected = Some(true);
+        }
+        rec.reason = attribute::reason(rec, timeout);
+    }
+}
+
+impl Observer for RunObserver<'_> {
+    fn process_ended(&mut self, end: &ProcessEnd) {
+        let Attribution { record, warnings } = attribute::attribute(&self.ctx, end, self.interrupted);
+        for w in warnings {
+            eprintln!("pytest-abort: warning: {w}");
+            self.warnings.push(w);
+        }
+        let Some(mut rec) = record else { return };
+        self.enrich(&mut rec, end);
+        if rec.worker != "main" {
+            forensics::write_crashinfo(&self.ctx.state_dir, self.ctx.run, &rec);
+        }
+        if let Some(tb) = &rec.traceback {
+            // faulthandler wrote into our file instead of stderr: echo it.
+            eprintln!("{tb}");
+        }
+        if self.verbose {
+            eprintln!(
+                "\npytest-abort: {} {} [{}, pid {}]",
+                if rec.nodeid.is_empty() { "pytest" } else { &rec.nodeid },
+                rec.reason,
+                rec.worker,
+                rec.pid
+            );
+        }
+        if let Some(log) = self.crash_log {
+            if let Err(e) = record::append_records(log, std::slice::from_ref(&rec)) {
+                let w = format!("{e:#}");
+                eprintln!("pytest-abort: error: {w}");
+                self.warnings.push(w);
+                self.io_error = true;
+            }
+        }
+        self.records.push(rec);
+    }
+
+    fn watched_pids(&mut self) -> Vec<i32> {
+        let prefix = format!("r{}-", self.ctx.run);
+        std::fs::read_dir(crate::journal::journal_dir(&self.ctx.state_dir))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .strip_prefix(&prefix)
+                            .and_then(|r| r.strip_suffix(".jsonl"))
+                            .and_then(|p| p.parse().ok())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn interrupted(&mut self, signal: i32) {
+        self.interrupted = Some(signal);
+    }
+
+    fn started(&mut self, root: i32) {
+        self.watchdog.set_root(root);
+    }
+
+    fn tick_interval(&self) -> Option<Duration> {
+        self.watchdog.interval()
+    }
+
+    fn tick(&mut self) {
+        if self.watchdog.active() {
+            let pids = self.watched_pids();
+            self.watchdog.tick(&pids);
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! One supervised pytest run: the shared preparation of an invocation
+//! (command, state, marker and shim folders), the plan file, and the run.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+
+use super::observer::RunObserver;
+use super::Config;
+use crate::attribute;
+use crate::fsutil;
+use crate::journal::RunJournal;
+use crate::record::CrashRecord;
+use crate::shim;
+use crate::supervise::{self, spawn::Command};
+use crate::watchdog::{self, Watchdog};
+
+/// The run plan the shim reads from `<state>/plan.json`.
+#[derive(Debug, Clone, Serialize, Default)]
+pub(super) struct Plan {
+    /// 1-based run number.
+    pub run: u32,
+    /// Tests not to run.
+    pub deselect: Vec<String>,
+    /// Files not to collect (their collection crashed).
+    pub ignore: Vec<String>,
+    /// When set, only these tests run (reproduction, recheck).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub only: Option<Vec<String>>,
+}
+
+/// A state folder: given (kept), or a private temp folder.
+enum StateDir {
+    Given(PathBuf),
+    Temp(tempfile::TempDir),
+}
+
+/// What every run of one invocation shares: the resolved command and the
+/// state, marker and shim folders.
+pub(super) struct Prepared {
+    base: Command,
+    state: StateDir,
+    pub state_dir: PathBuf,
+    marker_dir: PathBuf,
+    py_root: PathBuf,
+    started: Instant,
+}
+
+pub(super) fn prepare(cfg: &Config) -> Result<Prepared> {
+    let base = Command::resolve(&cfg.command)?;
+    let state = match &cfg.state_dir {
+        Some(p) => {
+            std::fs::create_dir_all(p).with_context(|| format!("{}: cannot create the state folder", p.display()))?;
+            StateDir::Given(p.clone())
+        }
+        None => StateDir::Temp(
+            tempfile::Builder::new()
+                .prefix("pytest-abort-")
+                .tempdir()
+                .context("cannot create a private state folder in the temp folder")?,
+        ),
+    };
+    let raw = match &state {
+        StateDir::Given(p) => p.clone(),
+        StateDir::Temp(t) => t.path().to_path_buf(),
+    };
+    let state_dir = std::fs::canonicalize(&raw).unwrap_or(raw);
+    let marker_dir = match std::env::var_os("PYTEST_ABORT_LAST_RUNNING_DIR").filter(|v| !v.is_empty()) {
+        Some(d) => PathBuf::from(d),
+        None => state_dir.join("markers"),
+    };
+    std::fs::create_dir_all(&marker_dir)
+        .with_context(|| format!("{}: cannot create the marker folder", marker_dir.display()))?;
+    let py_root = shim::install(&state_dir)?;
+    Ok(Prepared { base, state, state_dir, marker_dir, py_root, started: Instant::now() })
+}
+
+impl Prepared {
+    /// Keeps or removes the state folder, as configured.
+    pub fn finish(self, cfg: &Config) {
+        if cfg.keep_state {
+            if let StateDir::Temp(t) = self.state {
+                let _ = t.keep();
+            }
+        }
+    }
+}
+
+/// One supervised pytest run and what came of it.
+pub(super) struct OneRun {
+    pub sup: supervise::Supervised,
+    pub records: Vec<CrashRecord>,
+    pub warnings: Vec<String>,
+    pub io_error: bool,
+    pub journal: RunJournal,
+    pub session_expired: bool,
+}
+
+pub(super) fn run_once(cfg: &Config, prep: &Prepared, plan: &Plan, crash_log: Option<&Path>) -> Result<OneRun> {
+    clear_markers(&prep.marker_dir);
+    fsutil::atomic_write(&prep.state_dir.join("plan.json"), &serde_json::to_vec(plan)?)?;
+    let mut cmd = prep.base.clone();
+    cmd.env_set = shim::child_env(&prep.py_root, &prep.state_dir, &prep.marker_dir, plan.run)
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+    cmd.env_set.push(("PYTEST_ABORT_DUMP_SIGNAL".into(), watchdog::dump_signal().to_string().into()));
+    cmd.env_remove = vec!["PYTEST_ABORT_LAST_RUNNING_FILE".into()];
+    let session_left =
+        cfg.session_timeout.map(|limit| (Duration::from_secs_f64(limit).saturating_sub(prep.started.elapsed()), limit));
+    let ctx =
+        attribute::Context { state_dir: prep.state_dir.clone(), marker_dir: prep.marker_dir.clone(), run: plan.run };
+    let watchdog = Watchdog::new(prep.marker_dir.clone(), cfg.test_timeout, session_left);
+    let mut obs = RunObserver::new(ctx, crash_log, cfg.verbose, watchdog);
+    let opts = supervise::Options { ptrace: cfg.ptrace, keep_leftovers: cfg.keep_leftovers };
+    let sup = supervise::run(&cmd, &opts, &mut obs)?;
+    Ok(OneRun {
+        sup,
+        session_expired: obs.watchdog.session_expired(),
+        records: obs.records,
+        warnings: obs.warnings,
+        io_error: obs.io_error,
+        journal: RunJournal::read(&prep.state_dir, plan.run),
+    })
+}
+
+/// Removes markers left from an earlier run, so they are not read again.
+fn clear_markers(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("last_running_") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Running single tests alone: `--recheck-crashed` (label each crash
+//! deterministic or flaky) and `--reproduce` (crash rate of one test).
+
+use anyhow::Result;
+
+use super::once::{prepare, run_once, Plan, Prepared};
+use super::{Config, Session};
+use crate::record::{self, CrashRecord};
+
+/// Reruns each crashed test alone `cfg.recheck_crashed` times and labels
+/// its record `deterministic` or `flaky (k/N)`. The crash log gets the
+/// labelled record as a further line.
+pub(super) fn recheck(cfg: &Config, prep: &Prepared, session: &mut Session) -> Result<()> {
+    let n = cfg.recheck_crashed;
+    let mut number = session.runs.len() as u32;
+    let ids: Vec<String> =
+        crate::record::dedupe_by_nodeid(&session.records).iter().map(|r| r.key().to_string()).collect();
+    for id in ids {
+        let mut crashed = 0;
+        for _ in 0..n {
+            number += 1;
+            let plan = Plan { run: number, deselect: vec![], ignore: vec![], only: Some(vec![id.clone()]) };
+            let quiet = Config { verbose: false, ..cfg.clone() };
+            let one = run_once(&quiet, prep, &plan, None)?;
+            if one.records.iter().any(|r| r.key() == id) {
+                crashed += 1;
+            }
+            if one.sup.interrupted.is_some() {
+                session.interrupted = one.sup.interrupted;
+                return Ok(());
+            }
+        }
+        let label = if crashed == n { "deterministic".to_string() } else { format!("flaky ({crashed}/{n})") };
+        if cfg.verbose {
+            eprintln!("pytest-abort: recheck {id}: crash: {label}");
+        }
+        let mut labelled = Vec::new();
+        for r in session.records.iter_mut().filter(|r| r.key() == id) {
+            r.recheck = Some(label.clone());
+            labelled.push(r.clone());
+        }
+        if let Some(log) = &cfg.crash_log {
+            if let Err(e) = record::append_records(log, &labelled[..labelled.len().min(1)]) {
+                session.warnings.push(format!("{e:#}"));
+                session.io_error = true;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The result of `--reproduce`.
+#[derive(Debug, Clone, Default)]
+pub struct Reproduction {
+    /// Runs made.
+    pub runs: u32,
+    /// Runs that crashed.
+    pub crashed: u32,
+    /// The first crash's record.
+    pub first: Option<CrashRecord>,
+    /// The signal the wrapper was stopped with.
+    pub interrupted: Option<i32>,
+    /// Whether the test ran at all (it was collected).
+    pub found: bool,
+}
+
+/// Runs `nodeid` alone up to `repeat` times (fresh pytest each time) and
+/// stops at the first crash.
+pub fn reproduce(cfg: &Config, nodeid: &str, repeat: u32) -> Result<Reproduction> {
+    let prep = prepare(cfg)?;
+    let mut out = Reproduction::default();
+    for number in 1..=repeat.max(1) {
+        if cfg.verbose {
+            eprintln!("pytest-abort: reproduce {nodeid}: run {number}/{repeat}");
+        }
+        let plan = Plan { run: number, deselect: vec![], ignore: vec![], only: Some(vec![nodeid.to_string()]) };
+        let one = run_once(cfg, &prep, &plan, cfg.crash_log.as_deref())?;
+        out.runs = number;
+        out.found |= one.journal.collected.iter().any(|n| n == nodeid);
+        if let Some(r) = one.records.into_iter().next() {
+            out.crashed += 1;
+            out.first = Some(r);
+            break;
+        }
+        if one.sup.interrupted.is_some() {
+            out.interrupted = one.sup.interrupted;
+            break;
+        }
+    }
+    prep.finish(cfg);
+    Ok(out)
+}
