@@ -343,3 +343,28 @@ fn keep_state_keeps_markers_and_journals() {
     assert!(state.join("journal").read_dir().unwrap().count() >= 3);
     assert!(state.join("py/pytest_abort/plugin.py").exists());
 }
+
+#[test]
+fn a_pytest_started_by_a_test_is_not_supervised_as_ours() {
+    let s = Suite::new();
+    s.write(
+        "inner/test_inner.py",
+        "import ctypes\ndef test_inner_ok(): pass\ndef test_inner_crash(): ctypes.string_at(0)\n",
+    );
+    s.write(
+        "test_outer.py",
+        r#"
+import os, subprocess, sys
+def test_runs_pytest():
+    inner = os.path.join(os.path.dirname(__file__), "inner")
+    for extra in ([], ["-n", "2"]):
+        p = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--rootdir", inner, inner] + extra)
+        assert p.returncode != 0
+def test_after(): pass
+"#,
+    );
+    let r = s.wrap(&[], &["test_outer.py"]);
+    assert_eq!(r.code(), 0, "{}", r.dump());
+    assert!(r.records().is_empty(), "{:?}", r.records());
+    assert!(r.stderr().contains("2 passed, 0 failed, 0 crashed, 0 not run; runs used 1/5"), "{}", r.dump());
+}

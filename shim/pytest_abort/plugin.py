@@ -46,6 +46,11 @@ ENV_WRAP_RUN = "PYTEST_ABORT_WRAP_RUN"
 #: Set by pytest-abort-wrap: the signal on which to dump all Python stacks
 #: (sent before it kills a test that timed out).
 ENV_DUMP_SIGNAL = "PYTEST_ABORT_DUMP_SIGNAL"
+#: Set (to its pid) by the pytest process the wrapper supervises, so that a
+#: pytest started by a test inside it stays out of the wrapper's way.
+ENV_WRAP_ACTIVE = "PYTEST_ABORT_WRAP_ACTIVE"
+#: Key in an xdist worker's workerinput: the wrapper state of its controller.
+_WORKERINPUT_WRAP = "pytest_abort_wrap_state"
 
 OPT_LAST_RUNNING_FILE = "abort_last_running_file"
 OPT_LAST_RUNNING_DIR = "abort_last_running_dir"
@@ -108,6 +113,15 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.pluginmanager.has_plugin(_PLUGIN_NAME):
         return
     wrap_state = os.environ.get(ENV_WRAP_STATE) or None
+    if wrap_state is not None:
+        workerinput = getattr(config, "workerinput", None)
+        if isinstance(workerinput, dict):
+            if workerinput.get(_WORKERINPUT_WRAP) != wrap_state:
+                return  # a worker of a pytest that a test started
+        elif os.environ.get(ENV_WRAP_ACTIVE):
+            return  # a pytest that a test started: not the supervised one
+        else:
+            os.environ[ENV_WRAP_ACTIVE] = str(os.getpid())
     marker = _marker_path(config)
     if marker is None and _marker_dir(config) is None and wrap_state is None:
         return  # inert: nobody asked for markers
@@ -447,6 +461,8 @@ class _AbortSession:
 
     @pytest.hookimpl(tryfirst=True, optionalhook=True)
     def pytest_configure_node(self, node) -> None:
+        if self.wrap_state is not None:
+            node.workerinput[_WORKERINPUT_WRAP] = self.wrap_state
         folder = _marker_dir(self.config)
         if not folder:
             return
