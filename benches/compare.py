@@ -1,0 +1,600 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark of pytest-abort (this repository) against the
+original pytest-abort 0.1.0.post2 and plain pytest.
+
+Run through benches/compare.sh, which builds the release binaries and the
+venv of the original. Every workload runs its variants alternately
+(A B C A B C ...; the order rotates every round), so a machine that is busy
+with other work slows all variants alike; the script prints medians and
+ratios measured in the same run.
+
+Sizes come from environment variables (defaults in CONFIG); --quick shrinks
+them for a smoke run. --only a,b picks workloads: overhead, subprocess,
+recovery, postprocess, sanitize.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench-out"
+WORK = OUT / "work"
+VENV = OUT / "venv-orig"
+VBIN = VENV / "bin"
+REL = ROOT / "target" / "release"
+WRAP = REL / "pytest-abort-wrap"
+POST = REL / "pytest-abort-postprocess"
+CLI = REL / "pytest-abort"
+
+CONFIG = {
+    # name: (default, quick)
+    "BENCH_ROUNDS": (5, 2),  # alternating rounds for the fast workloads
+    "BENCH_SLOW_ROUNDS": (3, 1),  # rounds for crash recovery and the original's postprocess/sanitize
+    "BENCH_TRIVIAL_TESTS": (2000, 300),
+    "BENCH_SUBPROCS": (500, 60),  # subprocesses spawned in total by the suite
+    "BENCH_RECOVERY_TESTS": (1000, 100),
+    "BENCH_RECOVERY_CRASHES": (5, 2),
+    "BENCH_REPORT_TESTS": (5000, 300),
+    "BENCH_CRASHES_SMALL": (20, 5),
+    "BENCH_CRASHES_LARGE": (200, 20),
+    "BENCH_BIG_TESTS": (50000, 1000),
+    "BENCH_BIG_CRASHES": (2000, 50),
+    "BENCH_SANITIZE_FILES": (20, 3),
+    # The original's postprocess runs only when its estimated time is below
+    # this many seconds (estimated from the quadratic fit of the smaller runs).
+    "BENCH_ORIG_LIMIT_S": (600, 120),
+}
+
+
+def cfg(name, quick):
+    default, q = CONFIG[name]
+    return int(os.environ.get(name, q if quick else default))
+
+
+# --- running and measuring -------------------------------------------------
+
+
+def _vm_hwm_kb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class Result:
+    def __init__(self, wall, rc, tree_rss_kb, self_hwm_kb, stdout):
+        self.wall = wall
+        self.rc = rc
+        self.tree_rss_kb = tree_rss_kb  # max RSS over the process and every descendant it reaped
+        self.self_hwm_kb = self_hwm_kb  # the process's own VmHWM, sampled every 5 ms
+        self.stdout = stdout
+
+
+def measure(cmd, env=None, cwd=None, timeout=None):
+    """Runs cmd; wall time, exit status, peak RSS of the tree (wait4) and of
+    the process itself (VmHWM polled, since wait4 folds in children)."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    log = open(WORK / "last-run.log", "wb")
+    t0 = time.perf_counter()
+    p = subprocess.Popen([str(c) for c in cmd], env=full_env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+    hwm = [0]
+    stop = threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            v = _vm_hwm_kb(p.pid)
+            if v:
+                hwm[0] = max(hwm[0], v)
+            stop.wait(0.005)
+
+    th = threading.Thread(target=poll, daemon=True)
+    th.start()
+    deadline = None if timeout is None else t0 + timeout
+    while True:
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG if deadline else 0)
+        if pid == p.pid:
+            break
+        if deadline and time.perf_counter() > deadline:
+            p.kill()
+            pid, status, ru = os.wait4(p.pid, 0)
+            break
+        time.sleep(0.01)
+    wall = time.perf_counter() - t0
+    stop.set()
+    th.join()
+    p.returncode = os.waitstatus_to_exitcode(status)
+    log.close()
+    return Result(wall, p.returncode, ru.ru_maxrss, hwm[0], (WORK / "last-run.log").read_text(errors="replace"))
+
+
+def alternate(variants, rounds, prepare=None, check=None):
+    """variants: list of (name, cmd, env, cwd). Runs them in rounds, order
+    rotating each round. Returns {name: [Result, ...]}."""
+    results = {v[0]: [] for v in variants}
+    for r in range(rounds):
+        order = variants[r % len(variants):] + variants[: r % len(variants)]
+        for name, cmd, env, cwd in order:
+            if prepare:
+                prepare(name)
+            res = measure(cmd, env, cwd)
+            if check:
+                check(name, res)
+            results[name].append(res)
+            print(f"    round {r + 1}/{rounds} {name:<28} {res.wall:8.3f} s  rc={res.rc}", flush=True)
+    return results
+
+
+def med(rs):
+    return statistics.median(x.wall for x in rs)
+
+
+def peak(rs, field="tree_rss_kb"):
+    return max(getattr(x, field) for x in rs)
+
+
+def mib(kb):
+    return f"{kb / 1024:.1f}"
+
+
+class Table:
+    def __init__(self, title, header):
+        self.title = title
+        self.header = header
+        self.rows = []
+
+    def add(self, *row):
+        self.rows.append([str(c) for c in row])
+
+    def render(self):
+        lines = [f"### {self.title}", "", "| " + " | ".join(self.header) + " |", "|" + "---|" * len(self.header)]
+        lines += ["| " + " | ".join(r) + " |" for r in self.rows]
+        return "\n".join(lines) + "\n"
+
+
+TABLES = []
+NOTES = []
+
+
+def emit(table):
+    TABLES.append(table)
+    print()
+    print(table.render(), flush=True)
+
+
+def note(text):
+    NOTES.append(text)
+    print("NOTE:", text, flush=True)
+
+
+# --- the suites ------------------------------------------------------------
+
+
+def fresh(path):
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def pytest_cmd(*args):
+    return [VBIN / "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
+
+
+def install_shim():
+    """The shim alone (no wrapper): the package put first on PYTHONPATH with
+    its own dist-info, as the wrapper does."""
+    root = fresh(WORK / "shimpy")
+    shutil.copytree(ROOT / "shim" / "pytest_abort", root / "pytest_abort", ignore=shutil.ignore_patterns("__pycache__"))
+    dist = root / "pytest_abort-0.1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: pytest-abort\nVersion: 0.1.0\n")
+    (dist / "entry_points.txt").write_text("[pytest11]\npytest_abort = pytest_abort\n")
+    return root
+
+
+def wl_overhead(quick):
+    n = cfg("BENCH_TRIVIAL_TESTS", quick)
+    rounds = cfg("BENCH_ROUNDS", quick)
+    d = fresh(WORK / "trivial")
+    (d / "test_trivial.py").write_text(
+        "import pytest\n\n\n@pytest.mark.parametrize('i', range(%d))\ndef test_trivial(i):\n    pass\n" % n
+    )
+    markers = fresh(WORK / "trivial-markers")
+    state = fresh(WORK / "trivial-shimstate")
+    shim = install_shim()
+    shim_env = {
+        "PYTHONPATH": str(shim),
+        "PYTEST_PLUGINS": "pytest_abort",
+        "PYTEST_ABORT_WRAP_STATE": str(state),
+        "PYTEST_ABORT_WRAP_RUN": "1",
+        "PYTEST_ABORT_LAST_RUNNING_DIR": str(markers),
+    }
+    variants = [
+        ("plain pytest", pytest_cmd("-p", "no:pytest_abort", "test_trivial.py"), {}, d),
+        ("original plugin (markers)", pytest_cmd("test_trivial.py"), {"PYTEST_ABORT_LAST_RUNNING_DIR": str(markers)}, d),
+        ("shim alone (markers+journal)", pytest_cmd("test_trivial.py"), shim_env, d),
+        ("wrapper (ptrace)", [WRAP, "-q", "--", *pytest_cmd("test_trivial.py")], {}, d),
+        ("wrapper --no-ptrace", [WRAP, "-q", "--no-ptrace", "--", *pytest_cmd("test_trivial.py")], {}, d),
+        ("wrapper --test-timeout 60", [WRAP, "-q", "--test-timeout", "60", "--", *pytest_cmd("test_trivial.py")], {}, d),
+    ]
+
+    def check(name, res):
+        if res.rc != 0 or f"{n} passed" not in res.stdout:
+            raise SystemExit(f"overhead: {name} failed (rc={res.rc}):\n{res.stdout[-3000:]}")
+
+    print(f"\n== per-test overhead: {n} trivial tests, {rounds} rounds", flush=True)
+    rs = alternate(variants, rounds, check=check)
+    plain = med(rs["plain pytest"])
+    orig = med(rs["original plugin (markers)"])
+    t = Table(
+        f"Per-test overhead: {n} trivial tests (median of {rounds} alternating rounds)",
+        ["variant", "median wall (s)", "x plain pytest", "x original plugin", "extra ms/test over plain", "peak RSS"],
+    )
+    for name, _, _, _ in variants:
+        m = med(rs[name])
+        if name.startswith("wrapper"):
+            rss = f"wrapper itself {mib(peak(rs[name], 'self_hwm_kb'))} MiB; tree {mib(peak(rs[name]))} MiB"
+        else:
+            rss = f"{mib(peak(rs[name]))} MiB"
+        t.add(name, f"{m:.3f}", f"{m / plain:.3f}", f"{m / orig:.3f}", f"{(m - plain) * 1000 / n:+.3f}", rss)
+    emit(t)
+    extra_orig = (orig - plain) / n
+    extra_shim = (med(rs["shim alone (markers+journal)"]) - plain) / n
+    ratio = extra_shim / extra_orig if extra_orig > 0 else float("nan")
+    note(
+        f"overhead: shim per-test cost {extra_shim * 1000:.3f} ms vs original plugin {extra_orig * 1000:.3f} ms "
+        f"= {ratio:.2f} of the original's (target <= 0.33)"
+    )
+    note(
+        f"overhead: wrapper (ptrace) {med(rs['wrapper (ptrace)']) / plain:.3f}x plain pytest (target <= 1.05 issue 6, "
+        f"<= 1.10 issue 2), original plugin {orig / plain:.3f}x; watchdog (--test-timeout 60) "
+        f"{med(rs['wrapper --test-timeout 60']) / med(rs['wrapper (ptrace)']):.3f}x the wrapper without it; "
+        f"wrapper's own peak RSS {mib(max(peak(rs[v], 'self_hwm_kb') for v in rs if v.startswith('wrapper')))} MiB "
+        f"(target < 20 MiB)"
+    )
+
+
+def wl_subprocess(quick):
+    total = cfg("BENCH_SUBPROCS", quick)
+    rounds = cfg("BENCH_ROUNDS", quick)
+    tests = 50
+    per = max(1, total // tests)
+    d = fresh(WORK / "subproc")
+    (d / "test_subproc.py").write_text(
+        "import subprocess\nimport pytest\n\n\n@pytest.mark.parametrize('i', range(%d))\n"
+        "def test_spawn(i):\n    for _ in range(%d):\n        subprocess.run(['/bin/true'], check=True)\n" % (tests, per)
+    )
+    variants = [
+        ("plain pytest", pytest_cmd("-p", "no:pytest_abort", "test_subproc.py"), {}, d),
+        ("wrapper (ptrace)", [WRAP, "-q", "--", *pytest_cmd("test_subproc.py")], {}, d),
+        ("wrapper --no-ptrace", [WRAP, "-q", "--no-ptrace", "--", *pytest_cmd("test_subproc.py")], {}, d),
+    ]
+
+    def check(name, res):
+        if res.rc != 0:
+            raise SystemExit(f"subprocess: {name} failed (rc={res.rc}):\n{res.stdout[-3000:]}")
+
+    print(f"\n== subprocesses: {tests} tests spawning {tests * per} /bin/true in total, {rounds} rounds", flush=True)
+    rs = alternate(variants, rounds, check=check)
+    plain = med(rs["plain pytest"])
+    nopt = med(rs["wrapper --no-ptrace"])
+    t = Table(
+        f"ptrace vs --no-ptrace: {tests} tests spawning {tests * per} short subprocesses (median of {rounds} rounds)",
+        ["variant", "median wall (s)", "x plain pytest", "x --no-ptrace", "peak RSS (wrapper itself)"],
+    )
+    for name, _, _, _ in variants:
+        m = med(rs[name])
+        rss = mib(peak(rs[name], "self_hwm_kb")) + " MiB" if name.startswith("wrapper") else "-"
+        t.add(name, f"{m:.3f}", f"{m / plain:.3f}", f"{m / nopt:.3f}", rss)
+    emit(t)
+    note(f"subprocess: ptrace {med(rs['wrapper (ptrace)']) / nopt:.3f}x --no-ptrace (target <= 1.05)")
+
+
+CRASH_CONFTEST = """\
+import os
+
+
+def pytest_runtest_setup(item):
+    fd = os.open(os.environ["BENCH_STARTS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (item.nodeid + "\\n").encode())
+    finally:
+        os.close(fd)
+"""
+
+
+def wl_recovery(quick):
+    n = cfg("BENCH_RECOVERY_TESTS", quick)
+    k = cfg("BENCH_RECOVERY_CRASHES", quick)
+    rounds = cfg("BENCH_SLOW_ROUNDS", quick)
+    d = fresh(WORK / "recovery")
+    files = 10
+    per = n // files
+    crash_at = {int((j + 0.5) * n / k) for j in range(k)}
+    for f in range(files):
+        body = ["import ctypes", "import pytest", "", ""]
+        for i in range(f * per, (f + 1) * per):
+            body.append(f"def test_{i:05d}():")
+            body.append("    ctypes.string_at(0)" if i in crash_at else "    pass")
+            body.append("")
+        (d / f"test_part{f:02d}.py").write_text("\n".join(body))
+    (d / "conftest.py").write_text(CRASH_CONFTEST)
+    starts = WORK / "recovery-starts.txt"
+    clog = WORK / "recovery-crash.jsonl"
+    markers = fresh(WORK / "recovery-markers")
+
+    def prepare(_name):
+        for p in (starts, clog):
+            if p.exists():
+                p.unlink()
+
+    counts = {}
+
+    def check(name, res):
+        lines = starts.read_text().splitlines() if starts.exists() else []
+        counts.setdefault(name, []).append((len(lines), len(set(lines))))
+
+    env = {"BENCH_STARTS": str(starts)}
+    for xdist in ([], ["-n", "2"]):
+        label = "serial" if not xdist else "-n 2"
+        args = [*xdist, "."]
+        variants = [
+            (
+                "original pytest-abort-retry",
+                [VBIN / "pytest-abort-retry", "--crash-log", clog, "--max-runs", "10", "--", "pytest", "-q",
+                 "-p", "no:cacheprovider", *args],
+                # As its README says to run it: markers on, crash log exported.
+                {**env, "PYTEST_ABORT_LAST_RUNNING_DIR": str(markers), "PYTEST_ABORT_CRASHED_TESTS_LOG": str(clog)},
+                d,
+            ),
+            ("wrapper --retry-mode resume",
+             [WRAP, "-q", "--retry-mode", "resume", "--max-runs", "10", "--", *pytest_cmd(*args)], env, d),
+            ("wrapper --retry-mode deselect",
+             [WRAP, "-q", "--retry-mode", "deselect", "--max-runs", "10", "--", *pytest_cmd(*args)], env, d),
+        ]
+        print(f"\n== crash recovery ({label}): {n} tests, {k} segfaults at {sorted(crash_at)}, {rounds} rounds", flush=True)
+        counts.clear()
+        rs = alternate(variants, rounds, prepare=prepare, check=check)
+        orig = med(rs["original pytest-abort-retry"])
+        t = Table(
+            f"Crash recovery, {label}: {n} tests, {k} real segfaults (median of {rounds} rounds)",
+            ["variant", "median wall (s)", "x original", "test starts", "distinct tests started (of %d)" % n,
+             "exit status", "peak RSS (tree)"],
+        )
+        for name, _, _, _ in variants:
+            m = med(rs[name])
+            c = counts[name][-1]
+            same = all(x == c for x in counts[name])
+            t.add(name, f"{m:.3f}", f"{m / orig:.3f}", f"{c[0]}" + ("" if same else " (varied: %s)" % counts[name]),
+                  c[1], rs[name][-1].rc, f"{mib(peak(rs[name]))} MiB")
+        emit(t)
+
+
+# --- report workloads ------------------------------------------------------
+
+
+def gen_report_set(n):
+    """A json+html+csv+junit set from a real pytest run of n tests (cached)."""
+    d = WORK / f"reports-{n}"
+    done = d / "done"
+    if done.exists():
+        return d
+    fresh(d)
+    suite = d / "suite"
+    suite.mkdir()
+    (suite / "tests").mkdir()
+    files = max(1, n // 500)
+    for f in range(files):
+        (suite / "tests" / f"test_generated_module_{f:03d}.py").write_text(
+            "import pytest\n\n\nclass TestKernels:\n"
+            "    @pytest.mark.parametrize('case', range(%d, %d))\n"
+            "    def test_matmul_dtype_float32(self, case):\n"
+            "        if case %% 50 == 7:\n            print('kernel launch', case)\n"
+            "        if case %% 100 == 3:\n            assert case == -1, f'mismatch at {case}'\n"
+            "        if case %% 200 == 11:\n            pytest.skip('needs a second device')\n"
+            % (f * n // files, (f + 1) * n // files)
+        )
+    print(f"    generating a {n}-test report set with the real plugins ...", flush=True)
+    t0 = time.perf_counter()
+    r = subprocess.run(
+        [VBIN / "python", "-m", "pytest", "-q", "-p", "no:pytest_abort", "-p", "no:cacheprovider", "tests",
+         "--json-report", f"--json-report-file={d / 'report.json'}", f"--html={d / 'report.html'}",
+         "--self-contained-html", f"--csv={d / 'report.csv'}", f"--junitxml={d / 'report.xml'}"],
+        cwd=suite, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    if not (d / "report.html").exists():
+        raise SystemExit(f"report generation failed:\n{r.stdout[-3000:]}")
+    print(f"    ... {time.perf_counter() - t0:.1f} s; html {(d / 'report.html').stat().st_size / 1e6:.2f} MB", flush=True)
+    done.write_text("ok")
+    return d
+
+
+def crash_log(path, k):
+    """k crash records in the original plugin's fields, for tests the reports lack."""
+    with open(path, "w") as f:
+        for i in range(k):
+            f.write(json.dumps({
+                "test_name": f"test_kernel[{i}]", "test_class": f"test_kernel[{i}]",
+                "nodeid": f"tests/test_crashy_{i % 40:02d}.py::test_kernel[{i}]",
+                "reason": "Test crashed (segmentation fault, abort, or other fatal error) - detected from last running file",
+                "crash_time": "2026-11-26T21:25:37.%06d" % i, "duration": 0.5, "gpu_id": str(i % 8),
+                "pid": str(4000 + i), "source": f"xdist:gw{i % 8}", "logged_at": "2026-11-26T21:25:38.000001",
+            }) + "\n")
+
+
+def wl_postprocess(quick):
+    rounds = cfg("BENCH_ROUNDS", quick)
+    slow_rounds = cfg("BENCH_SLOW_ROUNDS", quick)
+    limit = cfg("BENCH_ORIG_LIMIT_S", quick)
+    n_small = cfg("BENCH_REPORT_TESTS", quick)
+    n_big = cfg("BENCH_BIG_TESTS", quick)
+    cases = [
+        (n_small, cfg("BENCH_CRASHES_SMALL", quick)),
+        (n_small, cfg("BENCH_CRASHES_LARGE", quick)),
+        (n_big, cfg("BENCH_BIG_CRASHES", quick)),
+    ]
+    t = Table(
+        "Postprocess: crashes into a json+html+csv set made by the real plugins",
+        ["tests", "crashes", "largest file (html)", "original (s)", "ours json+html+csv (s)", "original / ours",
+         "ours +junit (s)", "peak RSS original", "peak RSS ours (x largest file)"],
+    )
+    fit = []  # (crashes, tests, seconds) of the original
+    for tests, k in cases:
+        src = gen_report_set(tests)
+        html_size = (src / "report.html").stat().st_size
+        run = WORK / "pp-run"
+        clog = WORK / f"crashes-{k}.jsonl"
+        crash_log(clog, k)
+
+        def prepare(_name, src=src, run=run):
+            fresh(run)
+            for ext in ("json", "html", "csv", "xml"):
+                shutil.copy(src / f"report.{ext}", run / f"report.{ext}")
+
+        def args(junit, run=run, clog=clog):
+            a = ["--crash-log", clog, "--json-report", run / "report.json", "--html-report", run / "report.html",
+                 "--csv-report", run / "report.csv"]
+            return a + (["--junit-xml", run / "report.xml"] if junit else [])
+
+        orig_cmd = ("original", [VBIN / "pytest-abort-postprocess", *args(False)], {}, None)
+        ours = [("ours", [POST, *args(False)], {}, None), ("ours +junit", [POST, *args(True)], {}, None)]
+
+        def check(name, res):
+            if res.rc != 0:
+                raise SystemExit(f"postprocess: {name} failed (rc={res.rc}):\n{res.stdout[-3000:]}")
+
+        # Estimate the original's time from the runs so far: per crash it
+        # rereads and rewrites the whole set, and the json grows.
+        est = None
+        if fit:
+            c0, t0, s0 = fit[-1]
+            est = s0 * (k / c0) * (tests / t0) * max(1.0, (k / c0) ** 0.5)
+        print(f"\n== postprocess {k} crashes into {tests} tests (html {html_size / 1e6:.2f} MB)"
+              + (f"; original estimated {est:.0f} s" if est else ""), flush=True)
+        rs = alternate(ours, rounds, prepare=prepare, check=check)
+        orig_med = None
+        orig_rss = None
+        if est is not None and est > limit:
+            note(f"postprocess: original not run for {k} crashes into {tests} tests: estimated {est:.0f} s "
+                 f"(> {limit} s limit), extrapolated from its {fit[-1][0]}-crash run")
+        else:
+            r_orig = slow_rounds if (est is None or est < 60) else 1
+            if r_orig == 1:
+                note(f"postprocess: the original ran once (not alternated) for {k} crashes into {tests} tests")
+            ro = alternate([orig_cmd], r_orig, prepare=prepare, check=check)["original"]
+            orig_med = med(ro)
+            orig_rss = peak(ro)
+            fit.append((k, tests, orig_med))
+        m = med(rs["ours"])
+        mj = med(rs["ours +junit"])
+        rss = peak(rs["ours"] + rs["ours +junit"])
+        t.add(tests, k, f"{html_size / 1e6:.2f} MB", f"{orig_med:.2f}" if orig_med else f"not run (est. {est:.0f})",
+              f"{m:.3f}", f"{orig_med / m:.0f}x" if orig_med else f">{est / m:.0f}x (est.)", f"{mj:.3f}",
+              f"{mib(orig_rss)} MiB" if orig_rss else "-", f"{mib(rss)} MiB ({rss * 1024 / html_size:.2f}x)")
+    emit(t)
+
+
+def wl_sanitize(quick):
+    rounds = cfg("BENCH_ROUNDS", quick)
+    slow_rounds = cfg("BENCH_SLOW_ROUNDS", quick)
+    nfiles = cfg("BENCH_SANITIZE_FILES", quick)
+    src = gen_report_set(cfg("BENCH_REPORT_TESTS", quick)) / "report.html"
+    d = WORK / "sanitize"
+
+    def prepare(_name):
+        fresh(d)
+        for i in range(nfiles):
+            shutil.copy(src, d / f"shard{i:02d}_log.html")
+
+    def check(name, res):
+        if res.rc != 0:
+            raise SystemExit(f"sanitize: {name} failed (rc={res.rc}):\n{res.stdout[-3000:]}")
+
+    orig = ("original", [VBIN / "python", "-c",
+                         "import sys; from pytest_abort.abort_handling import sanitize_all_html_jsonblobs as s; "
+                         "print(s(sys.argv[1]))", d], {}, None)
+    ours = ("ours", [CLI, "sanitize-html", d], {}, None)
+    print(f"\n== sanitize {nfiles} html files of {src.stat().st_size / 1e6:.2f} MB", flush=True)
+    # The original is ~100x slower: alternate it with ours for slow_rounds,
+    # then add rounds of ours alone.
+    rs = alternate([orig, ours], slow_rounds, prepare=prepare, check=check)
+    rs["ours"] += alternate([ours], max(0, rounds - slow_rounds), prepare=prepare, check=check)["ours"]
+    o, m = med(rs["original"]), med(rs["ours"])
+    t = Table(
+        f"Sanitize {nfiles} pytest-html files of {src.stat().st_size / 1e6:.2f} MB",
+        ["variant", "median wall (s)", "original / ours", "peak RSS"],
+    )
+    t.add("original sanitize_all_html_jsonblobs", f"{o:.3f}", "1", f"{mib(peak(rs['original']))} MiB")
+    t.add("pytest-abort sanitize-html", f"{m:.3f}", f"{o / m:.0f}x", f"{mib(peak(rs['ours']))} MiB")
+    emit(t)
+
+
+WORKLOADS = {
+    "overhead": wl_overhead,
+    "subprocess": wl_subprocess,
+    "recovery": wl_recovery,
+    "postprocess": wl_postprocess,
+    "sanitize": wl_sanitize,
+}
+
+
+def machine():
+    cpu = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = subprocess.run(["free", "-h"], capture_output=True, text=True).stdout.strip()
+    return cpu, mem
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes, few rounds (smoke run)")
+    ap.add_argument("--only", default="", help="comma-separated workloads: " + ", ".join(WORKLOADS))
+    ap.add_argument("--markdown", default=str(OUT / "compare.md"), help="also write the tables here")
+    a = ap.parse_args()
+    WORK.mkdir(parents=True, exist_ok=True)
+    for b in (WRAP, POST, CLI, VBIN / "pytest-abort-postprocess"):
+        if not Path(b).exists():
+            raise SystemExit(f"missing {b}: run benches/compare.sh")
+    cpu, mem = machine()
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    print(f"compare.py: {started}; {os.cpu_count()} CPUs ({cpu}); python {platform.python_version()}", flush=True)
+    only = [w for w in a.only.split(",") if w] or list(WORKLOADS)
+    for w in only:
+        if w not in WORKLOADS:
+            raise SystemExit(f"unknown workload {w!r}")
+    t0 = time.perf_counter()
+    for w in only:
+        WORKLOADS[w](a.quick)
+    total = time.perf_counter() - t0
+    text = [f"# compare.py results ({'quick' if a.quick else 'full'} mode)", "",
+            f"- date: {started}; took {total:.0f} s", f"- CPU: {cpu}; nproc {os.cpu_count()}", "- memory:", "```",
+            mem, "```", "- sizes: " + ", ".join(f"{k}={cfg(k, a.quick)}" for k in CONFIG), ""]
+    text += [t.render() for t in TABLES]
+    text += ["## Notes", ""] + [f"- {n}" for n in NOTES]
+    Path(a.markdown).write_text("\n".join(text) + "\n")
+    print("\n".join(["", "== summary"] + [f"- {n}" for n in NOTES]))
+    print(f"\ntables written to {a.markdown}; {total:.0f} s in all")
+
+
+if __name__ == "__main__":
+    main()
