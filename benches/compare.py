@@ -121,6 +121,9 @@ def measure(cmd, env=None, cwd=None, timeout=None):
     return Result(wall, p.returncode, ru.ru_maxrss, hwm[0], (WORK / "last-run.log").read_text(errors="replace"))
 
 
+SECTION = [""]
+
+
 def alternate(variants, rounds, prepare=None, check=None):
     """variants: list of (name, cmd, env, cwd). Runs them in rounds, order
     rotating each round. Returns {name: [Result, ...]}."""
@@ -134,6 +137,8 @@ def alternate(variants, rounds, prepare=None, check=None):
             if check:
                 check(name, res)
             results[name].append(res)
+            RAW.append({"workload": SECTION[0], "variant": name, "round": r + 1, "wall_s": res.wall, "rc": res.rc,
+                        "tree_maxrss_kb": res.tree_rss_kb, "self_vmhwm_kb": res.self_hwm_kb})
             print(f"    round {r + 1}/{rounds} {name:<28} {res.wall:8.3f} s  rc={res.rc}", flush=True)
     return results
 
@@ -167,6 +172,7 @@ class Table:
 
 TABLES = []
 NOTES = []
+RAW = []  # every measured run, written to bench-out/compare-raw.json
 
 
 def emit(table):
@@ -366,6 +372,7 @@ def wl_recovery(quick):
             ("wrapper --retry-mode deselect",
              [WRAP, "-q", "--retry-mode", "deselect", "--max-runs", "10", "--", *pytest_cmd(*args)], env, d),
         ]
+        SECTION[0] = f"recovery {label}"
         print(f"\n== crash recovery ({label}): {n} tests, {k} segfaults at {sorted(crash_at)}, {rounds} rounds", flush=True)
         counts.clear()
         rs = alternate(variants, rounds, prepare=prepare, check=check)
@@ -478,11 +485,12 @@ def wl_postprocess(quick):
                 raise SystemExit(f"postprocess: {name} failed (rc={res.rc}):\n{res.stdout[-3000:]}")
 
         # Estimate the original's time from the runs so far: per crash it
-        # rereads and rewrites the whole set, and the json grows.
+        # rereads and rewrites the whole set, so time ~ crashes x set size.
         est = None
         if fit:
             c0, t0, s0 = fit[-1]
-            est = s0 * (k / c0) * (tests / t0) * max(1.0, (k / c0) ** 0.5)
+            est = s0 * (k / c0) * (tests / t0)  # a lower bound: it also grows the json per crash
+        SECTION[0] = f"postprocess {k} crashes into {tests} tests"
         print(f"\n== postprocess {k} crashes into {tests} tests (html {html_size / 1e6:.2f} MB)"
               + (f"; original estimated {est:.0f} s" if est else ""), flush=True)
         rs = alternate(ours, rounds, prepare=prepare, check=check)
@@ -584,6 +592,7 @@ def main():
             raise SystemExit(f"unknown workload {w!r}")
     t0 = time.perf_counter()
     for w in only:
+        SECTION[0] = w
         WORKLOADS[w](a.quick)
     total = time.perf_counter() - t0
     text = [f"# compare.py results ({'quick' if a.quick else 'full'} mode)", "",
@@ -592,6 +601,7 @@ def main():
     text += [t.render() for t in TABLES]
     text += ["## Notes", ""] + [f"- {n}" for n in NOTES]
     Path(a.markdown).write_text("\n".join(text) + "\n")
+    Path(a.markdown).with_name("compare-raw.json").write_text(json.dumps(RAW, indent=1))
     print("\n".join(["", "== summary"] + [f"- {n}" for n in NOTES]))
     print(f"\ntables written to {a.markdown}; {total:.0f} s in all")
 
