@@ -13,14 +13,22 @@ from __future__ import annotations
 # pytest loads the modules named here through its name-deduplicating import.
 pytest_plugins = ["pytest_abort.plugin"]
 
-try:
-    from importlib.metadata import PackageNotFoundError, version
 
-    try:
-        __version__ = version("pytest-abort")
-    except PackageNotFoundError:  # pragma: no cover - embedded copy
-        __version__ = "0.0.0"
-except ImportError:  # pragma: no cover
-    __version__ = "0.0.0"
+
+def __getattr__(name: str):
+    # Looked up on first use only: reading distribution metadata costs tens
+    # of milliseconds at every pytest start.
+    if name == "__version__":
+        try:
+            from importlib.metadata import PackageNotFoundError, version
+
+            try:
+                return version("pytest-abort")
+            except PackageNotFoundError:  # pragma: no cover - embedded copy
+                return "0.0.0"
+        except ImportError:  # pragma: no cover
+            return "0.0.0"
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["__version__"]

@@ -33,6 +33,7 @@ from datetime import datetime
 from typing import Any, Dict, List, Optional
 
 import pytest
+from json.encoder import encode_basestring_ascii as _encode_ascii
 
 from .crash_file import append_crash_to_jsonl, check_for_crash_file, gpu_id_from_env
 
@@ -49,6 +50,9 @@ ENV_DUMP_SIGNAL = "PYTEST_ABORT_DUMP_SIGNAL"
 #: Set (to its pid) by the pytest process the wrapper supervises, so that a
 #: pytest started by a test inside it stays out of the wrapper's way.
 ENV_WRAP_ACTIVE = "PYTEST_ABORT_WRAP_ACTIVE"
+#: Set by pytest-abort-wrap when it enforces per-test timeouts: markers then
+#: carry the test's own ``@pytest.mark.timeout(n)``.
+ENV_WATCH_MARKS = "PYTEST_ABORT_WATCH_MARKS"
 #: Key in an xdist worker's workerinput: the wrapper state of its controller.
 _WORKERINPUT_WRAP = "pytest_abort_wrap_state"
 
@@ -240,6 +244,15 @@ class _Journal:
         except (OSError, ValueError, TypeError):
             pass
 
+    def write_line(self, line: str) -> None:
+        """Appends one ready-made JSON line."""
+        if self.fd is None:
+            return
+        try:
+            os.write(self.fd, line.encode("ascii"))
+        except OSError:
+            pass
+
     def close(self) -> None:
         if self.fd is not None:
             try:
@@ -247,6 +260,12 @@ class _Journal:
             except OSError:
                 pass
             self.fd = None
+
+
+def _q(text: str) -> str:
+    """A JSON string literal (ASCII-only, so surrogates and odd characters
+    in node ids survive), from the C encoder."""
+    return _encode_ascii(str(text))
 
 
 def _clip(text: str) -> str:
@@ -272,7 +291,16 @@ class _AbortSession:
         self.ignore: set = set()
         self.run = os.environ.get(ENV_WRAP_RUN, "1")
         self.fault_file = None
-        self.outcomes: Dict[str, List[Any]] = {}
+        self.pending: Optional[List[Any]] = None
+        self.quoted_paths: Dict[str, str] = {}
+        # Only under the wrapper's watchdog do markers carry the test's own
+        # timeout mark (looking it up costs a walk over the node chain).
+        self.watch_marks = bool(os.environ.get(ENV_WATCH_MARKS))
+        self.marker_tail = ', "status": "running", "pid": %d, "gpu_id": %s, "worker": %s' % (
+            self.pid,
+            _q(self.gpu_id),
+            _q(self.worker),
+        )
         if wrap_state:
             self._start_wrapped(wrap_state)
 
@@ -371,91 +399,95 @@ class _AbortSession:
             self.journal.write({"ev": "collected", "nodeids": [i.nodeid for i in session.items]})
 
     # --- markers ------------------------------------------------------------
+    # The per-test path is kept lean: constant parts are formatted once, JSON
+    # strings come from the C encoder, and the phase is updated from the
+    # report hook pytest calls anyway.
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(self, item, nextitem):
         marker = self.marker
         if marker is not None:
-            timeout = _timeout_of(item)
+            timeout = _timeout_of(item) if self.watch_marks else None
             marker.start(
-                '{"phase": "setup"   , "test_name": %s, "nodeid": %s, "start_time": "%s", '
-                '"status": "running", "pid": %d, "gpu_id": %s, "worker": %s, "timeout": %s}'
+                '{"phase": "setup"   , "test_name": %s, "nodeid": %s, "start_time": "%s"%s, "timeout": %s}'
                 % (
-                    json.dumps(item.name),
-                    json.dumps(item.nodeid),
+                    _q(item.name),
+                    _q(item.nodeid),
                     datetime.now().isoformat(timespec="microseconds"),
-                    self.pid,
-                    json.dumps(self.gpu_id),
-                    json.dumps(self.worker),
+                    self.marker_tail,
                     "null" if timeout is None else repr(timeout),
                 )
             )
-        try:
-            yield
-        finally:
-            if marker is not None:
-                marker.finish()
+        if self.journal is not None:
+            self.pending = []
+        result = yield
+        reports, self.pending = self.pending, None
+        # Journal only a protocol that ran to its end (not one cut short by
+        # KeyboardInterrupt or an internal error).
+        if reports and result.excinfo is None and reports[-1].when == "teardown":
+            self._journal_done(item.nodeid, reports)
+        if marker is not None:
+            marker.finish()
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_call(self, item) -> None:
-        if self.marker is not None:
-            self.marker.phase("call")
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_teardown(self, item) -> None:
-        if self.marker is not None:
-            self.marker.phase("teardown")
+    def pytest_runtest_logreport(self, report) -> None:
+        # Called for each phase of the test this process runs (and, in an
+        # xdist controller, for workers' reports, which are not ours).
+        if self.pending is not None:
+            self.pending.append(report)
+        when = report.when
+        if self.marker is not None and when != "teardown":
+            # The next phase starts now (teardown straight after a setup
+            # that did not pass).
+            self.marker.phase("call" if when == "setup" and report.outcome == "passed" else "teardown")
 
     # --- journal of finished tests -----------------------------------------
 
-    def pytest_runtest_logreport(self, report) -> None:
-        if self.journal is None:
+    def _journal_done(self, nodeid: str, reports: list) -> None:
+        outcome, decided_by, duration, longrepr, sections, location = "passed", "call", 0.0, None, None, None
+        for report in reports:
+            duration += report.duration
+            location = report.location
+            when, result = report.when, report.outcome
+            new = None
+            if when == "call":
+                xfail = hasattr(report, "wasxfail")
+                if result == "passed":
+                    new = "xpassed" if xfail else "passed"
+                elif result == "skipped":
+                    new = "xfailed" if xfail else "skipped"
+                else:
+                    new = "failed"
+            elif result == "failed":
+                new = "error" if when == "setup" or outcome in ("passed", "xpassed") else outcome
+            elif result == "skipped" and when == "setup":
+                new = "xfailed" if hasattr(report, "wasxfail") else "skipped"
+            if new is not None:
+                outcome, decided_by = new, when
+                if result != "passed":
+                    longrepr = _clip(report.longreprtext)
+                    if result == "failed":
+                        sections = [(title, _clip(text)) for title, text in report.sections]
+        if location is None:
             return
-        state = self.outcomes.get(report.nodeid)
-        if state is None:
-            state = self.outcomes[report.nodeid] = ["passed", 0.0, "call", None, report.location, []]
-        state[1] += report.duration
-        xfail = hasattr(report, "wasxfail")
-        outcome = None
-        if report.when == "call":
-            if report.passed:
-                outcome = "xpassed" if xfail else "passed"
-            elif report.skipped:
-                outcome = "xfailed" if xfail else "skipped"
-            else:
-                outcome = "failed"
-        elif report.failed:
-            outcome = "error" if state[0] in ("passed", "xpassed") or report.when == "setup" else state[0]
-        elif report.skipped and report.when == "setup":
-            outcome = "xfailed" if xfail else "skipped"
-        if outcome is not None:
-            state[0] = outcome
-            state[2] = report.when
-            if report.failed or report.skipped:
-                state[3] = _clip(report.longreprtext)
-                if report.failed:
-                    state[5] = [(title, _clip(text)) for title, text in report.sections]
-
-    def pytest_runtest_logfinish(self, nodeid, location) -> None:
-        if self.journal is None:
-            return
-        state = self.outcomes.pop(nodeid, None)
-        if state is None:
-            return
-        event = {
-            "ev": "done",
-            "nodeid": nodeid,
-            "outcome": state[0],
-            "duration": state[1],
-            "when": state[2],
-            "location": state[4],
-            "start": time.time() - state[1],
-        }
-        if state[3]:
-            event["longrepr"] = state[3]
-        if state[5]:
-            event["sections"] = state[5]
-        self.journal.write(event)
+        path, lineno, domain = location
+        quoted_path = self.quoted_paths.get(path)
+        if quoted_path is None:
+            quoted_path = self.quoted_paths[path] = _q(path)
+        line = '{"ev":"done","nodeid":%s,"outcome":"%s","duration":%r,"when":"%s","location":[%s,%s,%s],"start":%r' % (
+            _q(nodeid),
+            outcome,
+            duration,
+            decided_by,
+            quoted_path,
+            "null" if lineno is None else int(lineno),
+            _q(domain),
+            time.time() - duration,
+        )
+        if longrepr:
+            line += ',"longrepr":' + _q(longrepr)
+        if sections:
+            line += ',"sections":' + json.dumps(sections)
+        self.journal.write_line(line + "}\n")
 
     # --- xdist controller ---------------------------------------------------
 

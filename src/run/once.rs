@@ -107,6 +107,9 @@ pub(super) fn run_once(cfg: &Config, prep: &Prepared, plan: &Plan, crash_log: Op
         .map(|(k, v)| (k.into(), v.into()))
         .collect();
     cmd.env_set.push(("PYTEST_ABORT_DUMP_SIGNAL".into(), watchdog::dump_signal().to_string().into()));
+    if cfg.test_timeout.is_some() {
+        cmd.env_set.push(("PYTEST_ABORT_WATCH_MARKS".into(), "1".into()));
+    }
     cmd.env_remove = vec!["PYTEST_ABORT_LAST_RUNNING_FILE".into()];
     let session_left =
         cfg.session_timeout.map(|limit| (Duration::from_secs_f64(limit).saturating_sub(prep.started.elapsed()), limit));
