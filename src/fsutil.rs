@@ -11,24 +11,42 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-/// Writes `bytes` to `path` atomically: a temp file in the same folder is
-/// written, flushed to disk and renamed over `path`.
-///
-/// A crash, a kill or a full disk leaves either the old file or the new one,
-/// never a truncated mix. The new file keeps the old file's permissions when
-/// there was one.
+/// Writes `bytes` to `path` atomically: see [`atomic_write_parts`].
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    atomic_write_parts(path, &[bytes])
+}
+
+/// Writes the concatenation of `parts` to `path` atomically: a temp file in
+/// the same folder is written, flushed and renamed over `path`, so a report
+/// can be written from slices of the text it was read from without first
+/// joining them into one copy.
+///
+/// What is guaranteed: a crash or kill of this process, or a write error
+/// such as a full disk (the error is returned, naming the file), leaves
+/// either the old file or the new one, never a truncated mix; the temp file
+/// is removed on error. What is not: durability across a power loss or a
+/// kernel crash. The data is not fsynced (the kernel writes it back later),
+/// so after a power cut the file may be the old one, or on some file
+/// systems empty. The new file keeps the old file's permissions when there
+/// was one.
+pub fn atomic_write_parts(path: &Path, parts: &[&[u8]]) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::Builder::new()
+    let tmp = tempfile::Builder::new()
         .prefix(&format!(".{}.", path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()))
         .suffix(".tmp")
         .tempfile_in(dir)
         .with_context(|| format!("{}: cannot create a temp file in {}", path.display(), dir.display()))?;
-    tmp.write_all(bytes)
-        .and_then(|_| tmp.as_file().sync_data())
+    // Unbuffered: each part is one write(2) loop, and write_all surfaces
+    // ENOSPC/EIO of any of them. Nothing is buffered in user space, so there
+    // is nothing left to flush that could fail later.
+    let mut f = tmp.as_file();
+    parts
+        .iter()
+        .try_for_each(|p| f.write_all(p))
+        .and_then(|_| f.flush())
         .with_context(|| format!("{}: cannot write", path.display()))?;
     if let Ok(meta) = fs::metadata(path) {
         let _ = fs::set_permissions(tmp.path(), meta.permissions());
@@ -111,6 +129,46 @@ mod tests {
         assert_eq!(fs::read(&p).unwrap(), b"two");
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 1, "{names:?}");
+        atomic_write_parts(&p, &[b"th", b"", b"ree"]).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"three");
+    }
+
+    #[test]
+    fn atomic_write_on_a_full_disk_fails_and_keeps_the_old_file() {
+        // /dev/full is not a folder we can create temp files in; emulate a
+        // full disk with a file-size limit instead, which makes write(2)
+        // fail with EFBIG the way ENOSPC would.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.html");
+        atomic_write(&p, b"old").unwrap();
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "fsutil::tests::full_disk_child", "--nocapture", "--test-threads=1"])
+            .env("PA_FULL_DISK_TARGET", &p)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&child.stdout);
+        assert!(out.contains("write failed as expected"), "{out}");
+        assert_eq!(fs::read(&p).unwrap(), b"old");
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    /// Runs in a child process: lowers RLIMIT_FSIZE so writes past 64 KiB
+    /// fail, then writes 1 MiB.
+    #[test]
+    fn full_disk_child() {
+        let Some(target) = std::env::var_os("PA_FULL_DISK_TARGET") else { return };
+        // SAFETY: plain libc calls on this (child) process.
+        unsafe {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            assert_eq!(libc::getrlimit(libc::RLIMIT_FSIZE, &mut lim), 0);
+            lim.rlim_cur = 64 * 1024;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &lim), 0);
+        }
+        let err = atomic_write_parts(Path::new(&target), &[&vec![b'y'; 1 << 20]]).unwrap_err();
+        assert!(format!("{err:#}").contains("cannot write"), "{err:#}");
+        println!("write failed as expected: {err:#}");
     }
 
     #[test]
