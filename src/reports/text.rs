@@ -278,8 +278,9 @@ pub fn attr_escape_into(s: &str, out: &mut String) {
 
 /// Decodes one character reference at the start of `s` (which begins with
 /// `&`): returns the character and the reference's length.
-fn entity_at(s: &str) -> Option<(char, usize)> {
-    let semi = s[..s.len().min(12)].find(';')?;
+pub(crate) fn entity_at(s: &str) -> Option<(char, usize)> {
+    // Bytes, not `&s[..12]`: byte 12 may fall inside a character.
+    let semi = s.as_bytes()[..s.len().min(12)].iter().position(|&b| b == b';')?;
     let name = &s[1..semi];
     let c = if let Some(num) = name.strip_prefix('#') {
         let code = match num.strip_prefix(['x', 'X']) {
