@@ -1,6 +1,7 @@
 //! pytest-csv reports: new rows are appended under the file's own header
 //! (whatever columns it has); the known columns are filled in.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use anyhow::{bail, Context as _, Result};
@@ -127,7 +128,7 @@ impl Doc for CsvDoc {
         &self.text
     }
 
-    fn render(&self) -> Option<String> {
+    fn render_parts(&self) -> Option<Vec<Cow<'_, str>>> {
         if self.added.is_empty() && !self.created {
             return None;
         }
@@ -137,11 +138,11 @@ impl Doc for CsvDoc {
             w.write_record(row).expect("writing CSV to memory");
         }
         let bytes = w.into_inner().expect("flushing CSV to memory");
-        let mut out = self.text.clone();
-        if !out.ends_with('\n') {
-            out.push_str(self.terminator);
+        let mut out = vec![Cow::Borrowed(self.text.as_str())];
+        if !self.text.ends_with('\n') {
+            out.push(Cow::Borrowed(self.terminator));
         }
-        out.push_str(&String::from_utf8(bytes).expect("CSV of UTF-8 strings"));
+        out.push(Cow::Owned(String::from_utf8(bytes).expect("CSV of UTF-8 strings")));
         Some(out)
     }
 }

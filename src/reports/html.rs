@@ -8,11 +8,14 @@
 //! counts and filters (what pytest_html_merger reads) and the rows rendered
 //! as escaped HTML, without a script.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
+use std::fmt;
 use std::sync::OnceLock;
 
 use anyhow::{bail, Context as _, Result};
 use regex::Regex;
+use serde::de::{Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{json, Value};
 
 use super::text::{
@@ -42,12 +45,9 @@ pub(crate) struct HtmlDoc {
     added: Vec<String>,
     added_rows: Vec<String>,
     added_results: BTreeMap<String, i64>,
+    /// The page is one pytest-abort created (rows rendered statically).
+    static_rows: bool,
     created: bool,
-}
-
-fn blob_attr_re() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(r#"data-jsonblob\s*=\s*"([^"]*)""#).expect("valid regex"))
 }
 
 /// pytest-html's duration text: `"12 ms"` under a second, else `HH:MM:SS`.
@@ -172,43 +172,229 @@ fn created_page() -> String {
     )
 }
 
-impl HtmlDoc {
-    fn from_text(text: String, created: bool) -> Result<Self> {
-        let container = text.find("id=\"data-container\"").context(
-            "no <div id=\"data-container\">: not a pytest-html 4.x report (pytest-html 3 and other HTML are not supported)",
-        )?;
-        let tag_start = text[..container].rfind('<').unwrap_or(0);
-        let caps =
-            blob_attr_re().captures_at(&text, tag_start).context("no data-jsonblob attribute on #data-container")?;
-        let m = caps.get(1).expect("group 1");
-        let attr = (m.start(), m.end());
-        let blob = html_unescape(m.as_str());
-        let value: Value = serde_json::from_str(&blob).context("the data-jsonblob attribute is not valid JSON")?;
-        let Some(Value::Object(tests)) = value.get("tests") else { bail!("the data-jsonblob has no \"tests\" object") };
-        let open = blob.find('{').context("empty blob")?;
-        let (top, _) = object_members(&blob, open)?;
-        let tests_m = top.iter().find(|m| m.key == "tests").context("no tests member")?;
-        let (members_raw, tests_close) = object_members(&blob, tests_m.start)?;
-        let mut members = Vec::with_capacity(members_raw.len());
-        let mut keys = HashSet::with_capacity(members_raw.len());
+/// What validating a blob keeps, read in one streaming pass: per member
+/// of `tests`, the lowercased results of its entries, and the row classes
+/// of the first entry that has them. `None`: no `tests` object.
+struct BlobInfo(Option<(Vec<Vec<String>>, Vec<String>)>);
+
+/// Deserializes what a seed wants out of any JSON value; values of another
+/// type than the visitor handles are skipped.
+macro_rules! skip_other_types {
+    ($out:expr) => {
+        fn visit_bool<E>(self, _: bool) -> std::result::Result<Self::Value, E> {
+            Ok($out)
+        }
+        fn visit_i64<E>(self, _: i64) -> std::result::Result<Self::Value, E> {
+            Ok($out)
+        }
+        fn visit_u64<E>(self, _: u64) -> std::result::Result<Self::Value, E> {
+            Ok($out)
+        }
+        fn visit_f64<E>(self, _: f64) -> std::result::Result<Self::Value, E> {
+            Ok($out)
+        }
+        fn visit_str<E>(self, _: &str) -> std::result::Result<Self::Value, E> {
+            Ok($out)
+        }
+        fn visit_unit<E>(self) -> std::result::Result<Self::Value, E> {
+            Ok($out)
+        }
+    };
+}
+
+impl<'de> Deserialize<'de> for BlobInfo {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Top;
+        impl<'de> Visitor<'de> for Top {
+            type Value = BlobInfo;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> std::result::Result<BlobInfo, A::Error> {
+                let mut tests = None;
+                while let Some(k) = m.next_key::<Cow<'de, str>>()? {
+                    if k == "tests" {
+                        tests = m.next_value_seed(Tests)?;
+                    } else {
+                        m.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(BlobInfo(tests))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> std::result::Result<BlobInfo, A::Error> {
+                while s.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(BlobInfo(None))
+            }
+            skip_other_types!(BlobInfo(None));
+        }
+        d.deserialize_any(Top)
+    }
+}
+
+/// The `tests` object: results per member (in order) and the columns.
+struct Tests;
+
+impl<'de> DeserializeSeed<'de> for Tests {
+    type Value = Option<(Vec<Vec<String>>, Vec<String>)>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Tests {
+    type Value = Option<(Vec<Vec<String>>, Vec<String>)>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> std::result::Result<Self::Value, A::Error> {
+        let mut members = Vec::new();
         let mut columns = Vec::new();
-        for mem in &members_raw {
-            let results: Vec<String> = tests
-                .get(&mem.key)
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|r| r.get("result")?.as_str().map(str::to_lowercase)).collect())
-                .unwrap_or_default();
-            if columns.is_empty() {
-                if let Some(row) = tests.get(&mem.key).and_then(|v| v.get(0)?.get("resultsTableRow")?.as_array()) {
-                    columns = row.iter().filter_map(|c| td_class(c.as_str()?)).collect();
+        while m.next_key::<IgnoredAny>()?.is_some() {
+            members.push(m.next_value_seed(Results { columns: &mut columns })?);
+        }
+        Ok(Some((members, columns)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> std::result::Result<Self::Value, A::Error> {
+        while s.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+    skip_other_types!(None);
+}
+
+/// One member of `tests` (a list of entries): their results; fills
+/// `columns` from the first entry's row while it is empty.
+struct Results<'c> {
+    columns: &'c mut Vec<String>,
+}
+
+impl<'de> DeserializeSeed<'de> for Results<'_> {
+    type Value = Vec<String>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Results<'_> {
+    type Value = Vec<String>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> std::result::Result<Self::Value, A::Error> {
+        let mut results = Vec::new();
+        let mut first = true;
+        while let Some((result, row)) = s.next_element_seed(Fields { row: first && self.columns.is_empty() })? {
+            if let Some(r) = result {
+                results.push(r);
+            }
+            if let Some(row) = row {
+                *self.columns = row.iter().filter_map(|c| td_class(c.as_str()?)).collect();
+            }
+            first = false;
+        }
+        Ok(results)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> std::result::Result<Self::Value, A::Error> {
+        while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Vec::new())
+    }
+    skip_other_types!(Vec::new());
+}
+
+/// One entry: its lowercased `result`, and its `resultsTableRow` when asked.
+struct Fields {
+    row: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for Fields {
+    type Value = (Option<String>, Option<Vec<Value>>);
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Fields {
+    type Value = (Option<String>, Option<Vec<Value>>);
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> std::result::Result<Self::Value, A::Error> {
+        let (mut result, mut row) = (None, None);
+        while let Some(k) = m.next_key::<Cow<'de, str>>()? {
+            match &*k {
+                "result" => result = m.next_value::<Value>()?.as_str().map(str::to_lowercase),
+                "resultsTableRow" if self.row => {
+                    row = match m.next_value::<Value>()? {
+                        Value::Array(a) => Some(a),
+                        _ => None,
+                    }
+                }
+                _ => {
+                    m.next_value::<IgnoredAny>()?;
                 }
             }
+        }
+        Ok((result, row))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> std::result::Result<Self::Value, A::Error> {
+        while s.next_element::<IgnoredAny>()?.is_some() {}
+        Ok((None, None))
+    }
+    skip_other_types!((None, None));
+}
+
+/// The span of the `data-jsonblob` attribute's value on the tag that holds
+/// `id="data-container"` (found without a regex: the value is most of the
+/// file).
+fn blob_attr_span(text: &str) -> Result<(usize, usize)> {
+    let container = text.find("id=\"data-container\"").context(
+        "no <div id=\"data-container\">: not a pytest-html 4.x report (pytest-html 3 and other HTML are not supported)",
+    )?;
+    let tag_start = text[..container].rfind('<').unwrap_or(0);
+    let b = text.as_bytes();
+    let mut from = tag_start;
+    while let Some(at) = text[from..].find("data-jsonblob").map(|i| from + i) {
+        let mut i = at + "data-jsonblob".len();
+        while b.get(i).is_some_and(|c| c.is_ascii_whitespace()) {
+            i += 1;
+        }
+        if b.get(i) == Some(&b'=') {
+            i += 1;
+            while b.get(i).is_some_and(|c| c.is_ascii_whitespace()) {
+                i += 1;
+            }
+            if b.get(i) == Some(&b'"') {
+                if let Some(len) = text[i + 1..].find('"') {
+                    return Ok((i + 1, i + 1 + len));
+                }
+            }
+        }
+        from = at + 1;
+    }
+    bail!("no data-jsonblob attribute on #data-container")
+}
+
+impl HtmlDoc {
+    fn from_text(text: String, created: bool) -> Result<Self> {
+        let attr = blob_attr_span(&text)?;
+        let blob = html_unescape(&text[attr.0..attr.1]);
+        let BlobInfo(info) = serde_json::from_str(&blob).context("the data-jsonblob attribute is not valid JSON")?;
+        let Some((results, columns)) = info else { bail!("the data-jsonblob has no \"tests\" object") };
+        let open = blob.find('{').context("empty blob")?;
+        let (top, _) = object_members(&blob, open)?;
+        // The last of repeated keys, as the parse above kept.
+        let tests_m = top.iter().rev().find(|m| m.key == "tests").context("no tests member")?;
+        let (members_raw, tests_close) = object_members(&blob, tests_m.start)?;
+        if members_raw.len() != results.len() {
+            bail!("the tests object could not be scanned");
+        }
+        let mut members = Vec::with_capacity(members_raw.len());
+        let mut keys = HashSet::with_capacity(members_raw.len());
+        for (mem, results) in members_raw.into_iter().zip(results) {
             keys.insert(mem.key.trim().to_string());
-            members.push((mem.key.clone(), mem.key_start, mem.end, results));
+            members.push((mem.key, mem.key_start, mem.end, results));
         }
-        if columns.is_empty() {
-            columns = DEFAULT_COLUMNS.iter().map(|s| s.to_string()).collect();
-        }
+        let columns =
+            if columns.is_empty() { DEFAULT_COLUMNS.iter().map(|s| s.to_string()).collect() } else { columns };
         Ok(HtmlDoc {
             attr,
             tests_close,
@@ -219,6 +405,7 @@ impl HtmlDoc {
             added: Vec::new(),
             added_rows: Vec::new(),
             added_results: BTreeMap::new(),
+            static_rows: text.contains(ROWS_MARKER),
             created,
             blob,
             text,
@@ -297,7 +484,7 @@ impl Doc for HtmlDoc {
         py_str_into(&e.nodeid, true, &mut frag);
         frag.push_str(": ");
         frag.push_str(&py_dumps(&entry_value(e, &self.columns), true));
-        if self.text.contains(ROWS_MARKER) {
+        if self.static_rows {
             self.added_rows.push(static_row(e));
         }
         self.push(&e.nodeid, frag, &[result_word(&e.outcome).to_lowercase()]);
@@ -318,7 +505,7 @@ impl Doc for HtmlDoc {
         &self.text
     }
 
-    fn render(&self) -> Option<String> {
+    fn render_parts(&self) -> Option<Vec<Cow<'_, str>>> {
         if self.added.is_empty() && !self.created {
             return None;
         }
@@ -342,12 +529,12 @@ impl Doc for HtmlDoc {
                 prefix.insert_str(pos, &self.added_rows.concat());
             }
         }
-        let mut out = String::with_capacity(self.text.len() + insert.len() + 256);
-        out.push_str(&prefix);
-        out.push_str(&self.text[self.attr.0..at]);
-        out.push_str(&insert);
-        out.push_str(&self.text[at..]);
-        Some(out)
+        Some(vec![
+            Cow::Owned(prefix),
+            Cow::Borrowed(&self.text[self.attr.0..at]),
+            Cow::Owned(insert),
+            Cow::Borrowed(&self.text[at..]),
+        ])
     }
 }
 

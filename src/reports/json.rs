@@ -2,9 +2,11 @@
 //! `summary`, `exitcode` and `duration` are rewritten in place; every other
 //! byte of the file stays as it was.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 
 use anyhow::{bail, Context as _, Result};
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{json, Map, Value};
 
 use super::text::{array_elements, object_members, py_dumps, py_float, separator};
@@ -29,20 +31,186 @@ pub(crate) struct JsonDoc {
     created: bool,
 }
 
+/// What validating a report keeps, read in one streaming pass (no tree of
+/// the whole file): the top-level members the patch needs, and each test's
+/// node id and outcome. Repeated keys: the last wins, as for a parsed
+/// object.
+#[derive(Default)]
+struct Top {
+    object: bool,
+    tests: Option<Vec<(String, String)>>,
+    summary: Option<Value>,
+    exitcode: Option<Value>,
+    duration: Option<Value>,
+}
+
+impl<'de> Deserialize<'de> for Top {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Top;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> std::result::Result<Top, A::Error> {
+                let mut top = Top { object: true, ..Top::default() };
+                while let Some(k) = m.next_key::<Cow<'de, str>>()? {
+                    match &*k {
+                        "tests" => top.tests = m.next_value::<TestList>()?.0,
+                        "summary" => top.summary = Some(m.next_value()?),
+                        "exitcode" => top.exitcode = Some(m.next_value()?),
+                        "duration" => top.duration = Some(m.next_value()?),
+                        _ => {
+                            m.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(top)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> std::result::Result<Top, A::Error> {
+                while s.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Top::default())
+            }
+            fn visit_bool<E>(self, _: bool) -> std::result::Result<Top, E> {
+                Ok(Top::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> std::result::Result<Top, E> {
+                Ok(Top::default())
+            }
+            fn visit_u64<E>(self, _: u64) -> std::result::Result<Top, E> {
+                Ok(Top::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> std::result::Result<Top, E> {
+                Ok(Top::default())
+            }
+            fn visit_str<E>(self, _: &str) -> std::result::Result<Top, E> {
+                Ok(Top::default())
+            }
+            fn visit_unit<E>(self) -> std::result::Result<Top, E> {
+                Ok(Top::default())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The `tests` member: each element's `(nodeid, outcome)` (empty when not
+/// strings); `None` when it is not an array.
+struct TestList(Option<Vec<(String, String)>>);
+
+impl<'de> Deserialize<'de> for TestList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TestList;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> std::result::Result<TestList, A::Error> {
+                let mut out = Vec::new();
+                while let Some(t) = s.next_element::<TestIds>()? {
+                    out.push((t.nodeid.unwrap_or_default(), t.outcome.unwrap_or_default()));
+                }
+                Ok(TestList(Some(out)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> std::result::Result<TestList, A::Error> {
+                while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(TestList(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> std::result::Result<TestList, E> {
+                Ok(TestList(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> std::result::Result<TestList, E> {
+                Ok(TestList(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> std::result::Result<TestList, E> {
+                Ok(TestList(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> std::result::Result<TestList, E> {
+                Ok(TestList(None))
+            }
+            fn visit_str<E>(self, _: &str) -> std::result::Result<TestList, E> {
+                Ok(TestList(None))
+            }
+            fn visit_unit<E>(self) -> std::result::Result<TestList, E> {
+                Ok(TestList(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One test element's node id and outcome, when they are strings.
+#[derive(Default)]
+struct TestIds {
+    nodeid: Option<String>,
+    outcome: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for TestIds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TestIds;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> std::result::Result<TestIds, A::Error> {
+                let mut t = TestIds::default();
+                while let Some(k) = m.next_key::<Cow<'de, str>>()? {
+                    match &*k {
+                        "nodeid" => t.nodeid = m.next_value::<Value>()?.as_str().map(String::from),
+                        "outcome" => t.outcome = m.next_value::<Value>()?.as_str().map(String::from),
+                        _ => {
+                            m.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(t)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> std::result::Result<TestIds, A::Error> {
+                while s.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(TestIds::default())
+            }
+            fn visit_bool<E>(self, _: bool) -> std::result::Result<TestIds, E> {
+                Ok(TestIds::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> std::result::Result<TestIds, E> {
+                Ok(TestIds::default())
+            }
+            fn visit_u64<E>(self, _: u64) -> std::result::Result<TestIds, E> {
+                Ok(TestIds::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> std::result::Result<TestIds, E> {
+                Ok(TestIds::default())
+            }
+            fn visit_str<E>(self, _: &str) -> std::result::Result<TestIds, E> {
+                Ok(TestIds::default())
+            }
+            fn visit_unit<E>(self) -> std::result::Result<TestIds, E> {
+                Ok(TestIds::default())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 impl JsonDoc {
     fn from_text(text: String, created: bool) -> Result<Self> {
-        let value: Value = serde_json::from_str(&text).context("invalid JSON")?;
-        let Value::Object(top) = &value else { bail!("not a pytest-json-report file: the top level is not an object") };
-        let Some(Value::Array(tests)) = top.get("tests") else {
-            bail!("not a pytest-json-report file: no \"tests\" array")
-        };
-        let summary_value = match top.get("summary") {
-            Some(Value::Object(m)) => m.clone(),
+        // Validates the whole file and keeps only what the patch needs.
+        let top: Top = serde_json::from_str(&text).context("invalid JSON")?;
+        if !top.object {
+            bail!("not a pytest-json-report file: the top level is not an object")
+        }
+        let Some(tests) = top.tests else { bail!("not a pytest-json-report file: no \"tests\" array") };
+        let summary_value = match top.summary {
+            Some(Value::Object(m)) => m,
             _ => bail!("not a pytest-json-report file: no \"summary\" object"),
         };
         let open = text.find('{').context("no JSON object")?;
         let (members, _) = object_members(&text, open)?;
-        let span = |k: &str| members.iter().find(|m| m.key == k).map(|m| (m.start, m.end));
+        // The last of repeated keys, as the parse above kept.
+        let span = |k: &str| members.iter().rev().find(|m| m.key == k).map(|m| (m.start, m.end));
         let (tests_open, _) = span("tests").context("no tests member")?;
         let summary = span("summary").context("no summary member")?;
         let (el_spans, tests_close) = array_elements(&text, tests_open)?;
@@ -51,14 +219,16 @@ impl JsonDoc {
         }
         let mut elems = Vec::with_capacity(tests.len());
         let mut ids = HashSet::with_capacity(tests.len());
-        for ((s, e), t) in el_spans.iter().zip(tests) {
-            let nodeid = t.get("nodeid").and_then(Value::as_str).unwrap_or("").trim().to_string();
-            let outcome = t.get("outcome").and_then(Value::as_str).unwrap_or("").to_string();
+        for ((s, e), (nodeid, outcome)) in el_spans.iter().zip(tests) {
+            let nodeid = match nodeid.trim() {
+                t if t.len() == nodeid.len() => nodeid,
+                t => t.to_string(),
+            };
             ids.insert(nodeid.clone());
             elems.push((*s, *e, nodeid, outcome));
         }
-        let exitcode = span("exitcode").and_then(|(s, e)| top.get("exitcode")?.as_i64().map(|v| (s, e, v)));
-        let duration = span("duration").and_then(|(s, e)| top.get("duration")?.as_f64().map(|v| (s, e, v)));
+        let exitcode = span("exitcode").and_then(|(s, e)| top.exitcode?.as_i64().map(|v| (s, e, v)));
+        let duration = span("duration").and_then(|(s, e)| top.duration?.as_f64().map(|v| (s, e, v)));
         let sep = separator(&text, tests_open, el_spans.first().map(|x| x.0));
         Ok(JsonDoc {
             summary,
@@ -200,7 +370,7 @@ impl Doc for JsonDoc {
         &self.text
     }
 
-    fn render(&self) -> Option<String> {
+    fn render_parts(&self) -> Option<Vec<Cow<'_, str>>> {
         if self.added.is_empty() && !self.created {
             return None;
         }
@@ -252,14 +422,14 @@ impl Doc for JsonDoc {
             }
         }
         edits.sort_by_key(|x| x.0);
-        let mut out = String::with_capacity(self.text.len() + edits.iter().map(|e| e.2.len()).sum::<usize>());
+        let mut out: Vec<Cow<'_, str>> = Vec::with_capacity(2 * edits.len() + 1);
         let mut pos = 0;
         for (s, e, rep) in edits {
-            out.push_str(&self.text[pos..s]);
-            out.push_str(&rep);
+            out.push(Cow::Borrowed(&self.text[pos..s]));
+            out.push(Cow::Owned(rep));
             pos = e;
         }
-        out.push_str(&self.text[pos..]);
+        out.push(Cow::Borrowed(&self.text[pos..]));
         Some(out)
     }
 }

@@ -2,6 +2,7 @@
 //! quick-xml; new `<testcase>` elements are spliced in before the first
 //! suite's `</testsuite>` and that suite's counters are rewritten.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use anyhow::{bail, Context as _, Result};
@@ -304,36 +305,40 @@ errors=\"0\" failures=\"0\" skipped=\"0\" tests=\"0\" time=\"0.000\" timestamp=\
         &self.text
     }
 
-    fn render(&self) -> Option<String> {
+    fn render_parts(&self) -> Option<Vec<Cow<'_, str>>> {
         if self.added.is_empty() && !self.created {
             return None;
         }
         let cases = self.added.concat();
-        let mut out = String::with_capacity(self.text.len() + cases.len() + 64);
-        match self.suite_tag {
-            Some((s, e, empty)) => {
-                out.push_str(&self.text[..s]);
-                out.push_str(&self.suite_start(&self.text[s..e]));
-                if empty {
-                    out.push_str(&cases);
-                    out.push_str("</testsuite>");
-                    out.push_str(&self.text[e..]);
-                } else {
-                    out.push_str(&self.text[e..self.insert_at]);
-                    out.push_str(&cases);
-                    out.push_str(&self.text[self.insert_at..]);
-                }
-            }
+        let t = self.text.as_str();
+        let out: Vec<Cow<'_, str>> = match self.suite_tag {
+            Some((s, e, true)) => vec![
+                t[..s].into(),
+                self.suite_start(&t[s..e]).into(),
+                cases.into(),
+                "</testsuite>".into(),
+                t[e..].into(),
+            ],
+            Some((s, e, false)) => vec![
+                t[..s].into(),
+                self.suite_start(&t[s..e]).into(),
+                t[e..self.insert_at].into(),
+                cases.into(),
+                t[self.insert_at..].into(),
+            ],
             None => {
                 let _ = self.root_close;
-                out.push_str(&self.text[..self.insert_at]);
-                out.push_str(&format!(
-                    "<testsuite name=\"pytest\" errors=\"{}\" failures=\"{}\" skipped=\"{}\" tests=\"{}\" time=\"{:.3}\">{cases}</testsuite>",
-                    self.added_errors, self.added_failures, self.added_skipped, self.added_tests, self.added_time
-                ));
-                out.push_str(&self.text[self.insert_at..]);
+                vec![
+                    t[..self.insert_at].into(),
+                    format!(
+                        "<testsuite name=\"pytest\" errors=\"{}\" failures=\"{}\" skipped=\"{}\" tests=\"{}\" time=\"{:.3}\">{cases}</testsuite>",
+                        self.added_errors, self.added_failures, self.added_skipped, self.added_tests, self.added_time
+                    )
+                    .into(),
+                    t[self.insert_at..].into(),
+                ]
             }
-        }
+        };
         Some(out)
     }
 }

@@ -20,6 +20,7 @@ mod merge;
 mod sanitize;
 pub mod text;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -258,9 +259,14 @@ pub(crate) trait Doc: Sized {
     fn absorb(&mut self, other: &Self) -> usize;
     /// The text the report was parsed from.
     fn original(&self) -> &str;
-    /// The new text, or `None` when nothing changed (a created report
-    /// always renders).
-    fn render(&self) -> Option<String>;
+    /// The new text in pieces (mostly slices of the text it was parsed
+    /// from, so writing it needs no second copy of the file), or `None`
+    /// when nothing changed (a created report always renders).
+    fn render_parts(&self) -> Option<Vec<Cow<'_, str>>>;
+    /// [`Doc::render_parts`] joined.
+    fn render(&self) -> Option<String> {
+        self.render_parts().map(|parts| parts.concat())
+    }
 }
 
 /// Reads a report: `Ok(None)` when missing.
@@ -286,8 +292,9 @@ fn patch_doc<D: Doc>(path: &Path, records: &[CrashRecord]) -> Result<Patched> {
             added += 1;
         }
     }
-    if let Some(text) = doc.render() {
-        crate::fsutil::atomic_write(path, text.as_bytes())?;
+    if let Some(parts) = doc.render_parts() {
+        let bytes: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+        crate::fsutil::atomic_write_parts(path, &bytes)?;
     }
     Ok(Patched { path: path.to_path_buf(), added, created })
 }

@@ -142,7 +142,10 @@ pub fn sanitize_html_file(path: &Path) -> Result<bool> {
     if new_attr == raw {
         return Ok(false);
     }
-    crate::fsutil::atomic_write_parts(path, &[text[..start].as_bytes(), new_attr.as_bytes(), text[end..].as_bytes()])?;
+    crate::fsutil::atomic_write_parts(
+        path,
+        &[&text.as_bytes()[..start], new_attr.as_bytes(), &text.as_bytes()[end..]],
+    )?;
     Ok(true)
 }
 
