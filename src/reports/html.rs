@@ -19,7 +19,8 @@ use serde::de::{Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAcces
 use serde_json::{json, Value};
 
 use super::text::{
-    attr_escape_into, escaped_offset, html_escape, html_unescape, object_members, py_dumps, py_str_into,
+    self, attr_escape_into, escaped_offsets, html_escape, html_unescape, object_members, py_dumps, py_str_into,
+    skip_value,
 };
 use super::{Doc, Entry};
 
@@ -32,13 +33,12 @@ pub(crate) struct HtmlDoc {
     text: String,
     /// Span of the `data-jsonblob` attribute's value in `text`.
     attr: (usize, usize),
-    /// The unescaped blob.
-    blob: String,
-    /// Index in `blob` of the `}` closing `tests`.
+    /// Index in `text` of the (escaped) `}` closing `tests`.
     tests_close: usize,
     tests_empty: bool,
-    /// Existing tests: key, span `key_start..value_end` in `blob`, results.
-    members: Vec<(String, usize, usize, Vec<String>)>,
+    /// Existing tests: span `key_start..value_end` in `text` (escaped),
+    /// results.
+    members: Vec<(usize, usize, Vec<String>)>,
     keys: HashSet<String>,
     /// `td` classes of the file's own rows (`col-result`, ...).
     columns: Vec<String>,
@@ -373,26 +373,125 @@ fn blob_attr_span(text: &str) -> Result<(usize, usize)> {
     bail!("no data-jsonblob attribute on #data-container")
 }
 
+/// Members of the blob's `tests` (with decoded keys), their results, the
+/// row classes, and the offsets in the blob of each member's key start and
+/// value end, then of the `}` closing `tests`.
+type BlobScan = (Vec<text::Member>, Vec<Vec<String>>, Vec<String>, Vec<usize>);
+
+/// Validates a decoded blob and finds what patching needs.
+fn scan_blob(blob: &str) -> Result<BlobScan> {
+    let BlobInfo(info) = serde_json::from_str(blob).context("the data-jsonblob attribute is not valid JSON")?;
+    let Some((results, columns)) = info else { bail!("the data-jsonblob has no \"tests\" object") };
+    let open = blob.find('{').context("empty blob")?;
+    let (top, _) = object_members(blob, open)?;
+    // The last of repeated keys, as the parse above kept.
+    let tests_m = top.iter().rev().find(|m| m.key == "tests").context("no tests member")?;
+    let (members, tests_close) = object_members(blob, tests_m.start)?;
+    if members.len() != results.len() {
+        bail!("the tests object could not be scanned");
+    }
+    let mut targets = Vec::with_capacity(2 * members.len() + 1);
+    for m in &members {
+        targets.extend([m.key_start, m.end]);
+    }
+    targets.push(tests_close);
+    Ok((members, results, columns, targets))
+}
+
+/// The canonical reference of a character the attribute escapes.
+fn canonical_ref(c: u8) -> Option<&'static [u8]> {
+    Some(match c {
+        b'"' => b"&#34;",
+        b'\'' => b"&#39;",
+        b'&' => b"&amp;",
+        b'<' => b"&lt;",
+        b'>' => b"&gt;",
+        _ => return None,
+    })
+}
+
+/// Decodes `buf` in place when it is escaped exactly as
+/// [`attr_escape_into`] escapes; returns the decoded length, or `None`
+/// (with `buf` as it was) for any other escaping.
+fn decode_in_place(buf: &mut [u8]) -> Option<usize> {
+    let (mut r, mut w) = (0, 0);
+    while r < buf.len() {
+        let c = buf[r];
+        let (dec, len) = if c == b'&' {
+            match [b'"', b'\'', b'&', b'<', b'>']
+                .into_iter()
+                .find(|&d| buf[r..].starts_with(canonical_ref(d).expect("escaped")))
+            {
+                Some(d) => (d, canonical_ref(d).expect("escaped").len()),
+                None => {
+                    // The first `r` bytes were decoded into `w`: undo.
+                    encode_in_place(&mut buf[..r], w);
+                    return None;
+                }
+            }
+        } else if canonical_ref(c).is_some() {
+            encode_in_place(&mut buf[..r], w);
+            return None;
+        } else {
+            (c, 1)
+        };
+        buf[w] = dec;
+        w += 1;
+        r += len;
+    }
+    Some(w)
+}
+
+/// Undoes [`decode_in_place`]: escapes the `n` decoded bytes at the start
+/// of `buf` back over the whole of `buf`, from the end.
+fn encode_in_place(buf: &mut [u8], n: usize) {
+    let mut w = buf.len();
+    for r in (0..n).rev() {
+        let c = buf[r];
+        match canonical_ref(c) {
+            Some(e) => {
+                buf[w - e.len()..w].copy_from_slice(e);
+                w -= e.len();
+            }
+            None => {
+                buf[w - 1] = c;
+                w -= 1;
+            }
+        }
+    }
+    debug_assert_eq!(w, 0, "the escaped text is as long as it was");
+}
+
 impl HtmlDoc {
     fn from_text(text: String, created: bool) -> Result<Self> {
         let attr = blob_attr_span(&text)?;
-        let blob = html_unescape(&text[attr.0..attr.1]);
-        let BlobInfo(info) = serde_json::from_str(&blob).context("the data-jsonblob attribute is not valid JSON")?;
-        let Some((results, columns)) = info else { bail!("the data-jsonblob has no \"tests\" object") };
-        let open = blob.find('{').context("empty blob")?;
-        let (top, _) = object_members(&blob, open)?;
-        // The last of repeated keys, as the parse above kept.
-        let tests_m = top.iter().rev().find(|m| m.key == "tests").context("no tests member")?;
-        let (members_raw, tests_close) = object_members(&blob, tests_m.start)?;
-        if members_raw.len() != results.len() {
-            bail!("the tests object could not be scanned");
-        }
+        // pytest-html escapes the blob canonically (`&#34;`, `&#39;`,
+        // `&amp;`, `&lt;`, `&gt;`): then it is decoded in place for the
+        // parse and escaped back afterwards, so the file is in memory once.
+        // Any other escaping is decoded into a copy.
+        let mut bytes = text.into_bytes();
+        let (scan, text) = match decode_in_place(&mut bytes[attr.0..attr.1]) {
+            Some(n) => {
+                let scan = std::str::from_utf8(&bytes[attr.0..attr.0 + n])
+                    .context("the data-jsonblob attribute is not UTF-8")
+                    .and_then(scan_blob);
+                encode_in_place(&mut bytes[attr.0..attr.1], n);
+                (scan?, String::from_utf8(bytes).context("not UTF-8")?)
+            }
+            None => {
+                let text = String::from_utf8(bytes).context("not UTF-8")?;
+                (scan_blob(&html_unescape(&text[attr.0..attr.1]))?, text)
+            }
+        };
+        let (members_raw, results, columns, targets) = scan;
+        let esc = escaped_offsets(&text[attr.0..attr.1], &targets);
         let mut members = Vec::with_capacity(members_raw.len());
         let mut keys = HashSet::with_capacity(members_raw.len());
-        for (mem, results) in members_raw.into_iter().zip(results) {
-            keys.insert(mem.key.trim().to_string());
-            members.push((mem.key, mem.key_start, mem.end, results));
+        for ((mem, results), span) in members_raw.into_iter().zip(results).zip(esc.chunks_exact(2)) {
+            keys.insert(if mem.key.trim().len() == mem.key.len() { mem.key } else { mem.key.trim().to_string() });
+            members.push((attr.0 + span[0], attr.0 + span[1], results));
         }
+        let tests_close = attr.0 + esc[esc.len() - 1];
         let columns =
             if columns.is_empty() { DEFAULT_COLUMNS.iter().map(|s| s.to_string()).collect() } else { columns };
         Ok(HtmlDoc {
@@ -407,7 +506,6 @@ impl HtmlDoc {
             added_results: BTreeMap::new(),
             static_rows: text.contains(ROWS_MARKER),
             created,
-            blob,
             text,
         })
     }
@@ -492,9 +590,14 @@ impl Doc for HtmlDoc {
 
     fn absorb(&mut self, other: &Self) -> usize {
         let mut n = 0;
-        for (key, s, e, results) in &other.members {
-            if !self.has(key) {
-                self.push(key, other.blob[*s..*e].to_string(), results);
+        for (s, e, results) in &other.members {
+            let fragment = html_unescape(&other.text[*s..*e]);
+            let key: String = match skip_value(fragment.as_bytes(), 0) {
+                Ok(end) => serde_json::from_str(&fragment[..end]).unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if !self.has(&key) {
+                self.push(&key, fragment, results);
                 n += 1;
             }
         }
@@ -509,12 +612,14 @@ impl Doc for HtmlDoc {
         if self.added.is_empty() && !self.created {
             return None;
         }
-        let mut insert = String::new();
-        let sep = if self.tests_empty { "" } else { ", " };
-        let joined = format!("{sep}{}", self.added.join(", "));
-        attr_escape_into(&joined, &mut insert);
-        let attr_text = &self.text[self.attr.0..self.attr.1];
-        let at = self.attr.0 + escaped_offset(attr_text, self.tests_close);
+        let mut insert = String::with_capacity(self.added.iter().map(|a| a.len() + a.len() / 4 + 2).sum());
+        for (i, frag) in self.added.iter().enumerate() {
+            if i > 0 || !self.tests_empty {
+                insert.push_str(", ");
+            }
+            attr_escape_into(frag, &mut insert);
+        }
+        let at = self.tests_close;
         let mut prefix = self.text[..self.attr.0].to_string();
         for (cls, delta) in &self.added_results {
             prefix = bump_count(&prefix, cls, *delta);
@@ -555,6 +660,22 @@ mod tests {
         assert_eq!(format_duration(0.0004), "0 ms");
         assert_eq!(format_duration(0.25), "250 ms");
         assert_eq!(format_duration(3725.4), "01:02:05");
+    }
+
+    #[test]
+    fn in_place_decoding_restores_the_bytes() {
+        for s in ["a&#34;b&amp;&lt;&gt;&#39;é", "", "plain", "x&quot;y", "a&#34;b&bogus;c", "a&#34;b<c", "&amp;&#x27;"]
+        {
+            let mut b = s.as_bytes().to_vec();
+            match decode_in_place(&mut b) {
+                Some(n) => {
+                    assert_eq!(std::str::from_utf8(&b[..n]).unwrap(), html_unescape(s), "{s}");
+                    encode_in_place(&mut b, n);
+                }
+                None => assert!(s.contains("quot") || s.contains("bogus") || s.contains('<') || s.contains("x27")),
+            }
+            assert_eq!(b, s.as_bytes(), "{s}");
+        }
     }
 
     #[test]

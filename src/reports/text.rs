@@ -346,6 +346,37 @@ pub fn escaped_offset(s: &str, target: usize) -> usize {
     i
 }
 
+/// [`escaped_offset`] for many targets at once, in one pass: `targets` must
+/// be in increasing order; returns their offsets in `s` in the same order.
+pub fn escaped_offsets(s: &str, targets: &[usize]) -> Vec<usize> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(targets.len());
+    let (mut produced, mut i) = (0usize, 0usize);
+    for &target in targets {
+        while i < b.len() && produced < target {
+            // Runs without references map one to one.
+            let run = b[i..].iter().position(|&c| c == b'&').unwrap_or(b.len() - i).min(target - produced);
+            if run > 0 {
+                produced += run;
+                i += run;
+                continue;
+            }
+            match entity_at(&s[i..]) {
+                Some((c, len)) => {
+                    produced += c.len_utf8();
+                    i += len;
+                }
+                None => {
+                    produced += 1;
+                    i += 1;
+                }
+            }
+        }
+        out.push(i);
+    }
+    out
+}
+
 /// Replaces characters XML 1.0 cannot hold with `#xNN`, as pytest's junitxml
 /// does.
 pub fn xml_legal(s: &str) -> String {
@@ -435,6 +466,10 @@ mod tests {
         assert_eq!(u, "a\"b&c<é");
         assert_eq!(escaped_offset(s, 2), 6);
         assert_eq!(escaped_offset(s, u.len()), s.len());
+        assert_eq!(escaped_offsets(s, &[0, 2, 3, u.len()]), [0, 6, 7, s.len()]);
+        let all: Vec<usize> = (0..=u.len()).filter(|&t| u.is_char_boundary(t)).collect();
+        let one: Vec<usize> = all.iter().map(|&t| escaped_offset(s, t)).collect();
+        assert_eq!(escaped_offsets(s, &all), one);
         assert_eq!(html_unescape("x & y &bogus;"), "x & y &bogus;");
     }
 }
