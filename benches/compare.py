@@ -89,14 +89,31 @@ def measure(cmd, env=None, cwd=None, timeout=None):
     full_env = dict(os.environ)
     full_env.update(env or {})
     log = open(WORK / "last-run.log", "wb")
+    # GNU time reports its child's ru_maxrss. wait4's own figure would be
+    # wrong here: Python starts children with vfork, so the child's peak
+    # starts at this Python process's RSS.
+    rss_file = WORK / "last-run.rss"
+    timer = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file)] if os.path.exists("/usr/bin/time") else []
     t0 = time.perf_counter()
-    p = subprocess.Popen([str(c) for c in cmd], env=full_env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+    p = subprocess.Popen(timer + [str(c) for c in cmd], env=full_env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
     hwm = [0]
     stop = threading.Event()
 
+    def target():
+        # Under GNU time the command is time's child.
+        if not timer:
+            return p.pid
+        try:
+            with open(f"/proc/{p.pid}/task/{p.pid}/children") as f:
+                kids = f.read().split()
+            return int(kids[0]) if kids else None
+        except (OSError, ValueError):
+            return None
+
     def poll():
         while not stop.is_set():
-            v = _vm_hwm_kb(p.pid)
+            pid = target()
+            v = _vm_hwm_kb(pid) if pid else None
             if v:
                 hwm[0] = max(hwm[0], v)
             stop.wait(0.005)
@@ -118,7 +135,13 @@ def measure(cmd, env=None, cwd=None, timeout=None):
     th.join()
     p.returncode = os.waitstatus_to_exitcode(status)
     log.close()
-    return Result(wall, p.returncode, ru.ru_maxrss, hwm[0], (WORK / "last-run.log").read_text(errors="replace"))
+    tree_rss = ru.ru_maxrss
+    if timer:
+        try:
+            tree_rss = int(rss_file.read_text().strip().splitlines()[-1])
+        except (OSError, ValueError, IndexError):
+            pass
+    return Result(wall, p.returncode, tree_rss, hwm[0], (WORK / "last-run.log").read_text(errors="replace"))
 
 
 SECTION = [""]

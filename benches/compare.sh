@@ -15,6 +15,11 @@ PYTHON=${PYTHON:-python3}
 VENV=bench-out/venv-orig
 PKGS=(pytest-abort==0.1.0.post2 pytest pytest-xdist pytest-html pytest-json-report pytest-csv)
 
+if ! [ -x /usr/bin/time ] && command -v apt-get >/dev/null 2>&1; then
+  echo "== installing GNU time (peak RSS of each command)" >&2
+  apt-get install -y -qq time >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq time >/dev/null) || true
+fi
+
 echo "== building release binaries" >&2
 cargo build --release --quiet --bins
 
