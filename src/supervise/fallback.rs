@@ -16,6 +16,19 @@ use nix::unistd::Pid;
 use super::spawn::Child;
 use super::{forward, Leftover, Mode, Observer, Options, Outcome, ProcessEnd, Supervised};
 
+/// How long processes still running when the command ended get to exit
+/// before they count as leftovers.
+pub const LEFTOVER_GRACE: Duration = Duration::from_millis(300);
+
+/// Reaps descendants orphaned to us (we are their subreaper).
+fn reap_orphans() {
+    while let Ok(s) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+        if s == WaitStatus::StillAlive {
+            break;
+        }
+    }
+}
+
 /// How often watched processes are checked.
 pub const SCAN_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -65,24 +78,24 @@ pub fn supervise(
             bail!("cannot execute the command: {e}");
         }
     }
-    // Whatever is still in the process group, or was orphaned to us, is a leftover.
-    std::thread::sleep(Duration::from_millis(100));
-    let mut leftovers: Vec<Leftover> = descendants_and_group(root.as_raw())
-        .into_iter()
-        .map(|pid| Leftover { pid, cmdline: super::cmdline_of(pid) })
-        .collect();
+    // Whatever is still in the process group, or was orphaned to us, after
+    // a short grace for processes on their way out, is a leftover.
+    let mut remaining = descendants_and_group(root.as_raw());
+    let grace_end = std::time::Instant::now() + LEFTOVER_GRACE;
+    while !remaining.is_empty() && std::time::Instant::now() < grace_end {
+        std::thread::sleep(Duration::from_millis(10));
+        reap_orphans();
+        remaining = descendants_and_group(root.as_raw());
+    }
+    let mut leftovers: Vec<Leftover> =
+        remaining.into_iter().map(|pid| Leftover { pid, cmdline: super::cmdline_of(pid) }).collect();
     leftovers.sort_by_key(|l| l.pid);
     if !opts.keep_leftovers {
         for l in &leftovers {
             let _ = kill(Pid::from_raw(l.pid), Signal::SIGKILL);
         }
     }
-    // Reap anything orphaned to us.
-    while let Ok(s) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-        if s == WaitStatus::StillAlive {
-            break;
-        }
-    }
+    reap_orphans();
     Ok(Supervised { outcome, mode: Mode::NoPtrace, ptrace_refused: refused, leftovers, interrupted })
 }
 

@@ -122,7 +122,7 @@ pub fn supervise(child: Child, opts: &Options, observer: &mut dyn Observer) -> R
         if t.root_outcome.is_some() {
             // The command is done: give the rest a moment, then treat what
             // is still running as leftovers.
-            let d = *deadline.get_or_insert_with(|| Instant::now() + Duration::from_millis(300));
+            let d = *deadline.get_or_insert_with(|| Instant::now() + super::fallback::LEFTOVER_GRACE);
             if t.live_processes().is_empty() {
                 break;
             }
