@@ -109,5 +109,46 @@ fn journal(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group! { name = benches; config = configure(); targets = crash_log, marker, journal }
+/// What the wrapper does for one crash, besides the ptrace calls: attribute
+/// the death (marker, journal head and tail of a 50k-test worker, record)
+/// and turn the instruction pointer into `library+offset` from
+/// `/proc/PID/maps`. Uses this process as the "dead" one.
+fn forensics(c: &mut Criterion) {
+    use pytest_abort::attribute::{attribute, Context};
+    use pytest_abort::supervise::{ptrace::location_of, Fault, Outcome, ProcessEnd};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().to_path_buf();
+    let pid = std::process::id() as i32;
+    let tests = common::size(50_000);
+    let mut s = format!("{{\"ev\":\"start\",\"pid\":{pid},\"worker\":\"gw0\",\"rootdir\":\"/r\"}}\n");
+    for i in 0..tests {
+        let _ = writeln!(s, "{{\"ev\":\"done\",\"nodeid\":\"tests/test_m.py::test_{i}\",\"outcome\":\"passed\",\"duration\":0.001,\"when\":\"call\"}}");
+    }
+    let jp = journal_path(&state, 1, pid);
+    std::fs::create_dir_all(jp.parent().unwrap()).expect("mkdir");
+    std::fs::write(&jp, s).expect("journal");
+    let markers = state.join("markers");
+    std::fs::create_dir_all(&markers).expect("mkdir");
+    std::fs::write(
+        markers.join("last_running_gw0.json"),
+        format!("{{\"phase\": \"call\"    , \"test_name\": \"test_x\", \"nodeid\": \"tests/test_m.py::test_x\", \"start_time\": \"2026-01-01T00:00:00.000000\", \"status\": \"running\", \"pid\": {pid}, \"gpu_id\": \"0\", \"worker\": \"gw0\"}}"),
+    )
+    .expect("marker");
+    let ctx = Context { state_dir: state.clone(), marker_dir: markers, run: 1 };
+    let end = ProcessEnd {
+        pid,
+        outcome: Outcome::Signaled { signal: 11, core_dumped: false },
+        peak_rss_kb: None,
+        fault: Some(Fault { signal: 11, si_code: 1, addr: Some(0), tid: pid, ..Default::default() }),
+    };
+    let ip = forensics as fn(&mut Criterion) as usize as u64;
+    let mut g = c.benchmark_group("forensics");
+    g.bench_function(format!("attribute_crash_{tests}test_worker"), |b| {
+        b.iter(|| assert!(attribute(black_box(&ctx), black_box(&end), None).record.is_some()))
+    });
+    g.bench_function("location_from_proc_maps", |b| b.iter(|| assert!(location_of(pid, black_box(ip)).is_some())));
+    g.finish();
+}
+
+criterion_group! { name = benches; config = configure(); targets = crash_log, marker, journal, forensics }
 criterion_main!(benches);

@@ -33,7 +33,7 @@ pub struct Attribution {
 /// forwarded, if any: processes that die of it are not crashes.
 pub fn attribute(ctx: &Context, end: &ProcessEnd, interrupted: Option<i32>) -> Attribution {
     let mut out = Attribution::default();
-    let Some(journal) = ProcessJournal::read(&ctx.state_dir, ctx.run, end.pid) else {
+    let Some(journal) = ProcessJournal::read_head_and_tail(&ctx.state_dir, ctx.run, end.pid) else {
         return out; // not a pytest process
     };
     let marker_file = marker::marker_path(&ctx.marker_dir, &journal.worker);

@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// How much of a journal's end [`ProcessJournal::read_head_and_tail`] reads.
+pub const TAIL_BYTES: u64 = 256 * 1024;
+
 /// Folder of the journals inside the state dir.
 pub fn journal_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("journal")
@@ -151,6 +154,32 @@ impl ProcessJournal {
         Some(Self::from_events(pid, parse_journal(&String::from_utf8_lossy(&text))))
     }
 
+    /// Reads only what attribution needs, in bounded time however long the
+    /// process ran: the first event (worker, rootdir) and the events in the
+    /// last [`TAIL_BYTES`] of the file (the stage it stopped in).
+    pub fn read_head_and_tail(state_dir: &Path, run: u32, pid: i32) -> Option<Self> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = std::fs::File::open(journal_path(state_dir, run, pid)).ok()?;
+        let len = file.metadata().ok()?.len();
+        if len <= 2 * TAIL_BYTES {
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes).ok()?;
+            return Some(Self::from_events(pid, parse_journal(&String::from_utf8_lossy(&bytes))));
+        }
+        let mut head = vec![0u8; 64 * 1024];
+        let n = file.read(&mut head).ok()?;
+        head.truncate(n);
+        let first_line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+        let mut events = parse_journal(&String::from_utf8_lossy(first_line));
+        let mut tail = Vec::new();
+        file.seek(SeekFrom::Start(len - TAIL_BYTES)).ok()?;
+        file.read_to_end(&mut tail).ok()?;
+        // The window starts inside a line: drop that partial line.
+        let from = tail.iter().position(|b| *b == b'\n').map_or(tail.len(), |i| i + 1);
+        events.extend(parse_journal(&String::from_utf8_lossy(&tail[from..])));
+        Some(Self::from_events(pid, events))
+    }
+
     /// Builds from parsed events.
     pub fn from_events(pid: i32, events: Vec<Event>) -> Self {
         let mut j = ProcessJournal { pid, worker: "main".into(), ..Default::default() };
@@ -288,6 +317,26 @@ impl RunJournal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn head_and_tail_of_a_long_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = journal_path(dir.path(), 1, 42);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut text = String::from("{\"ev\":\"start\",\"pid\":42,\"worker\":\"gw3\",\"rootdir\":\"/r\"}\n");
+        for i in 0..20000 {
+            text.push_str(&format!("{{\"ev\":\"done\",\"nodeid\":\"t.py::test_{i}\",\"outcome\":\"passed\"}}\n"));
+        }
+        text.push_str("{\"ev\":\"finish\",\"exitstatus\":0}\n");
+        std::fs::write(&path, &text).unwrap();
+        assert!(text.len() as u64 > 2 * TAIL_BYTES);
+        let pj = ProcessJournal::read_head_and_tail(dir.path(), 1, 42).unwrap();
+        assert_eq!(pj.worker, "gw3");
+        assert_eq!(pj.rootdir, "/r");
+        assert_eq!(pj.stage(), "session-finish");
+        assert!(!pj.ended_normally());
+        assert!(pj.events.len() < 20000);
+    }
 
     #[test]
     fn parses_events_and_stage() {
