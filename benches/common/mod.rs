@@ -74,61 +74,7 @@ pub fn nodeid(i: usize) -> String {
 
 /// Python's `json.dumps` (default separators, `ensure_ascii=True`).
 pub fn py_dumps(v: &Value) -> String {
-    let mut out = String::new();
-    dump(v, &mut out);
-    out
-}
-
-fn dump(v: &Value, out: &mut String) {
-    match v {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => out.push_str(&n.to_string()),
-        Value::String(s) => dump_str(s, out),
-        Value::Array(a) => {
-            out.push('[');
-            for (k, x) in a.iter().enumerate() {
-                if k > 0 {
-                    out.push_str(", ");
-                }
-                dump(x, out);
-            }
-            out.push(']');
-        }
-        Value::Object(m) => {
-            out.push('{');
-            for (k, (key, x)) in m.iter().enumerate() {
-                if k > 0 {
-                    out.push_str(", ");
-                }
-                dump_str(key, out);
-                out.push_str(": ");
-                dump(x, out);
-            }
-            out.push('}');
-        }
-    }
-}
-
-fn dump_str(s: &str, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
-                let mut buf = [0u16; 2];
-                for u in c.encode_utf16(&mut buf) {
-                    let _ = write!(out, "\\u{u:04x}");
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    pytest_abort::reports::text::py_dumps(v, true)
 }
 
 /// Jinja/markupsafe attribute escaping, as pytest-html writes its blob.
