@@ -2,10 +2,10 @@
 //! becomes a crash record naming the test (or the collection file, or the
 //! session stage) it died in. Knows nothing of report formats.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::journal::ProcessJournal;
-use crate::marker::{self, Marker, MarkerError};
+use crate::marker::{self, Marker};
 use crate::record::{self, CrashKind, CrashRecord};
 use crate::supervise::{signals, Outcome, ProcessEnd};
 
@@ -136,27 +136,6 @@ pub fn reason(rec: &CrashRecord, timeout: Option<TimeoutCause>) -> String {
     };
     let oom = if rec.oom_suspected == Some(true) { " (the cgroup's OOM killer fired)" } else { "" };
     format!("{how} {where_}{oom}")
-}
-
-/// Reads every marker in `dir` whose writer is gone while it says
-/// `running`: the crashes a no-ptrace scan may have missed.
-pub fn orphaned_markers(dir: &Path) -> Vec<(PathBuf, Result<Marker, MarkerError>)> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !(name.starts_with("last_running_") && name.ends_with(".json")) {
-            continue;
-        }
-        match marker::read_marker(&e.path()) {
-            Ok(Some(m)) if m.is_running() && m.pid.is_some_and(|p| !pid_alive(p)) => out.push((e.path(), Ok(m))),
-            Ok(_) => {}
-            Err(err) => out.push((e.path(), Err(err))),
-        }
-    }
-    out
 }
 
 /// True when a process with this pid exists (and is not a zombie).
