@@ -368,3 +368,15 @@ def test_after(): pass
     assert!(r.records().is_empty(), "{:?}", r.records());
     assert!(r.stderr().contains("2 passed, 0 failed, 0 crashed, 0 not run; runs used 1/5"), "{}", r.dump());
 }
+
+#[test]
+fn xdist_stopping_early_is_not_a_crash_and_leaves_clean_markers() {
+    let s = suite_with(
+        "import time\ndef test_fail(): assert False\ndef test_s1(): time.sleep(0.5)\ndef test_s2(): time.sleep(0.5)\ndef test_s3(): time.sleep(0.5)\ndef test_s4(): time.sleep(0.5)\n",
+    );
+    let r = s.wrap(&[], &["-n", "2", "-x", "test_suite.py"]);
+    assert_eq!(r.code(), 1, "{}", r.dump());
+    assert!(r.records().is_empty(), "{:?}", r.records());
+    assert!(!r.stderr().contains("warning"), "{}", r.dump());
+    assert!(r.stderr().contains("runs used 1/5"), "no rerun after -x: {}", r.dump());
+}

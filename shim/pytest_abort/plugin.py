@@ -292,6 +292,9 @@ class _AbortSession:
         self.run = os.environ.get(ENV_WRAP_RUN, "1")
         self.fault_file = None
         self.pending: Optional[List[Any]] = None
+        # True while this process runs a test's protocol (an xdist
+        # controller also gets logreport calls, for its workers' tests).
+        self.in_protocol = False
         self.quoted_paths: Dict[str, str] = {}
         # Only under the wrapper's watchdog do markers carry the test's own
         # timeout mark (looking it up costs a walk over the node chain).
@@ -420,7 +423,9 @@ class _AbortSession:
             )
         if self.journal is not None:
             self.pending = []
+        self.in_protocol = True
         result = yield
+        self.in_protocol = False
         reports, self.pending = self.pending, None
         # Journal only a protocol that ran to its end (not one cut short by
         # KeyboardInterrupt or an internal error).
@@ -435,7 +440,7 @@ class _AbortSession:
         if self.pending is not None:
             self.pending.append(report)
         when = report.when
-        if self.marker is not None and when != "teardown":
+        if self.in_protocol and self.marker is not None and when != "teardown":
             # The next phase starts now (teardown straight after a setup
             # that did not pass).
             self.marker.phase("call" if when == "setup" and report.outcome == "passed" else "teardown")
