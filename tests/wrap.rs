@@ -380,3 +380,11 @@ fn xdist_stopping_early_is_not_a_crash_and_leaves_clean_markers() {
     assert!(!r.stderr().contains("warning"), "{}", r.dump());
     assert!(r.stderr().contains("runs used 1/5"), "no rerun after -x: {}", r.dump());
 }
+
+#[test]
+fn a_disabled_plugin_is_named_not_silently_ignored() {
+    let s = suite_with(MIXED);
+    let r = s.wrap(&[], &["-p", "no:pytest_abort", "test_suite.py"]);
+    assert_eq!(r.code(), 1, "a death by signal still fails the job: {}", r.dump());
+    assert!(r.stderr().contains("no pytest process loaded the pytest-abort plugin in run 1"), "{}", r.dump());
+}

@@ -215,6 +215,17 @@ pub fn run(cfg: &Config) -> Result<Session> {
         session.io_error |= one.io_error;
 
         let journal = &one.journal;
+        if journal.processes.is_empty() && session.interrupted.is_none() {
+            // Nothing loaded the plugin: deaths cannot be named.
+            let w = format!(
+                "no pytest process loaded the pytest-abort plugin in run {number} (disabled with \
+                 `-p no:pytest_abort`, or the command did not run pytest?): crashes cannot be attributed to tests"
+            );
+            if cfg.verbose {
+                eprintln!("pytest-abort: warning: {w}");
+            }
+            session.warnings.push(w);
+        }
         let before_done = session.done.len();
         for n in &journal.collected {
             if selected_seen.insert(n.clone()) {
