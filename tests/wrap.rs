@@ -239,7 +239,7 @@ fn no_ptrace_fallback_still_attributes_serial_and_worker_crashes() {
 #[test]
 fn a_crashing_subprocess_of_a_test_is_not_a_crash() {
     let s = suite_with(
-        "import subprocess, sys\ndef test_child():\n    p = subprocess.run([sys.executable, '-c', 'import os; os.abort()'])\n    assert p.returncode < 0\n",
+        "import subprocess, sys\ndef test_child():\n    p = subprocess.run([sys.executable, '-c', 'import os; os.abort()'])\n    assert p.returncode < 0\ndef test_shell_child():\n    p = subprocess.run(['sh', '-c', 'kill -SEGV $$'])\n    assert p.returncode < 0\n",
     );
     let r = s.wrap(&[], &["test_suite.py"]);
     assert_eq!(r.code(), 0, "{}", r.dump());

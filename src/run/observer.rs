@@ -99,6 +99,10 @@ impl Observer for RunObserver<'_> {
         self.records.push(rec);
     }
 
+    fn is_pytest_process(&mut self, pid: i32) -> bool {
+        crate::journal::journal_path(&self.ctx.state_dir, self.ctx.run, pid).exists()
+    }
+
     fn watched_pids(&mut self) -> Vec<i32> {
         let prefix = format!("r{}-", self.ctx.run);
         std::fs::read_dir(crate::journal::journal_dir(&self.ctx.state_dir))

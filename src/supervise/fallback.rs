@@ -20,6 +20,30 @@ use super::{forward, Leftover, Mode, Observer, Options, Outcome, ProcessEnd, Sup
 /// before they count as leftovers.
 pub const LEFTOVER_GRACE: Duration = Duration::from_millis(300);
 
+/// Processes still in the command's process group, or orphaned to us (we
+/// are their subreaper), once the command ended: after a short grace for
+/// processes on their way out, they are listed and, unless `keep`, killed.
+pub(super) fn collect_leftovers(root: i32, keep: bool) -> Vec<Leftover> {
+    let mut remaining = descendants_and_group(root);
+    let grace_end = std::time::Instant::now() + LEFTOVER_GRACE;
+    while !remaining.is_empty() && std::time::Instant::now() < grace_end {
+        std::thread::sleep(Duration::from_millis(10));
+        reap_orphans();
+        remaining = descendants_and_group(root);
+    }
+    let mut leftovers: Vec<Leftover> =
+        remaining.into_iter().map(|pid| Leftover { pid, cmdline: super::cmdline_of(pid) }).collect();
+    leftovers.sort_by_key(|l| l.pid);
+    if !keep {
+        for l in &leftovers {
+            let _ = kill(Pid::from_raw(l.pid), Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    reap_orphans();
+    leftovers
+}
+
 /// Reaps descendants orphaned to us (we are their subreaper).
 fn reap_orphans() {
     while let Ok(s) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
@@ -78,24 +102,7 @@ pub fn supervise(
             bail!("cannot execute the command: {e}");
         }
     }
-    // Whatever is still in the process group, or was orphaned to us, after
-    // a short grace for processes on their way out, is a leftover.
-    let mut remaining = descendants_and_group(root.as_raw());
-    let grace_end = std::time::Instant::now() + LEFTOVER_GRACE;
-    while !remaining.is_empty() && std::time::Instant::now() < grace_end {
-        std::thread::sleep(Duration::from_millis(10));
-        reap_orphans();
-        remaining = descendants_and_group(root.as_raw());
-    }
-    let mut leftovers: Vec<Leftover> =
-        remaining.into_iter().map(|pid| Leftover { pid, cmdline: super::cmdline_of(pid) }).collect();
-    leftovers.sort_by_key(|l| l.pid);
-    if !opts.keep_leftovers {
-        for l in &leftovers {
-            let _ = kill(Pid::from_raw(l.pid), Signal::SIGKILL);
-        }
-    }
-    reap_orphans();
+    let leftovers = collect_leftovers(root.as_raw(), opts.keep_leftovers);
     Ok(Supervised { outcome, mode: Mode::NoPtrace, ptrace_refused: refused, leftovers, interrupted })
 }
 

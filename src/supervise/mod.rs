@@ -123,6 +123,13 @@ pub trait Observer {
     /// (its parent has not seen it die yet) while this runs.
     fn process_ended(&mut self, end: &ProcessEnd);
 
+    /// True when `pid` is a pytest process of this run (it loaded the
+    /// plugin). ptrace mode stops following the non-Python subprocesses
+    /// such processes start.
+    fn is_pytest_process(&mut self, _pid: i32) -> bool {
+        false
+    }
+
     /// In fallback mode: pids worth watching (the pytest processes).
     fn watched_pids(&mut self) -> Vec<i32> {
         Vec::new()

@@ -72,6 +72,8 @@ fn cont(pid: i32, sig: i32) {
 struct Tracee {
     /// Thread-group id, once known.
     tgid: Option<i32>,
+    /// The process that forked it (fork/vfork children).
+    parent: Option<i32>,
 }
 
 struct Tracer<'a> {
@@ -93,6 +95,9 @@ struct Tracer<'a> {
 pub fn supervise(child: Child, opts: &Options, observer: &mut dyn Observer) -> Result<Supervised> {
     let tick = observer.tick_interval();
     forward::set_ticker(tick);
+    // Orphans (of detached subprocesses, say) become ours, to be found and reaped.
+    // SAFETY: prctl with constant arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
     let mut t = Tracer {
         root: child.pid,
         observer,
@@ -103,7 +108,7 @@ pub fn supervise(child: Child, opts: &Options, observer: &mut dyn Observer) -> R
         root_outcome: None,
         interrupted: None,
     };
-    t.tracees.insert(child.pid.as_raw(), Tracee { tgid: Some(child.pid.as_raw()) });
+    t.tracees.insert(child.pid.as_raw(), Tracee { tgid: Some(child.pid.as_raw()), parent: None });
     let mut last_tick = Instant::now();
     let mut leftovers = Vec::new();
     let mut deadline: Option<Instant> = None;
@@ -156,6 +161,15 @@ pub fn supervise(child: Child, opts: &Options, observer: &mut dyn Observer) -> R
     }
     forward::set_ticker(None);
     child.restore_terminal();
+    // Untraced processes left behind (children of detached subprocesses).
+    if t.root_outcome.is_some() {
+        let traced: HashSet<i32> = leftovers.iter().map(|l: &Leftover| l.pid).collect();
+        leftovers.extend(
+            super::fallback::collect_leftovers(t.root.as_raw(), opts.keep_leftovers)
+                .into_iter()
+                .filter(|l| !traced.contains(&l.pid)),
+        );
+    }
     let outcome = t.root_outcome.unwrap_or(Outcome::Unknown);
     if outcome == Outcome::Exited(127) {
         if let Some(e) = child.exec_error() {
@@ -249,11 +263,12 @@ impl Tracer<'_> {
                 if let Ok(new) = ptrace::getevent(pid) {
                     let parent_tgid = self.tgid_of(tid);
                     let entry = self.tracees.entry(new as i32).or_default();
-                    entry.tgid = Some(if event == libc::PTRACE_EVENT_CLONE {
-                        read_tgid(new as i32).unwrap_or(parent_tgid)
+                    if event == libc::PTRACE_EVENT_CLONE {
+                        entry.tgid = Some(read_tgid(new as i32).unwrap_or(parent_tgid));
                     } else {
-                        new as i32
-                    });
+                        entry.tgid = Some(new as i32);
+                        entry.parent = Some(parent_tgid);
+                    }
                 }
                 cont(tid, 0);
             }
@@ -276,6 +291,21 @@ impl Tracer<'_> {
                         }
                     };
                     self.observer.process_ended(&ProcessEnd { pid: tid, outcome, peak_rss_kb: peak, fault });
+                }
+                cont(tid, 0);
+            }
+            libc::PTRACE_EVENT_EXEC => {
+                // A test's own subprocess that is not Python (a compiler, a
+                // shell tool) can never be a pytest process: stop following
+                // it, so it costs no further stops. Leftovers among such
+                // processes are still found through /proc at the end.
+                let parent = self.tracees.get(&tid).and_then(|t| t.parent);
+                if parent.is_some_and(|p| self.observer.is_pytest_process(p)) && !runs_python(tid) {
+                    if ptrace::detach(pid, None).is_ok() {
+                        self.tracees.remove(&tid);
+                        self.running.remove(&tid);
+                        return;
+                    }
                 }
                 cont(tid, 0);
             }
@@ -345,6 +375,15 @@ fn is_possibly_fatal(sig: i32) -> bool {
             | libc::SIGTTIN
             | libc::SIGTTOU
     )
+}
+
+/// True when the process runs a Python interpreter (`python3.11`, `pypy3`),
+/// which may become a pytest process (an xdist worker) later.
+fn runs_python(pid: i32) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .is_none_or(|n| n.starts_with("python") || n.starts_with("pypy"))
 }
 
 /// Thread-group id of a thread, from `/proc/TID/status`.
