@@ -300,12 +300,13 @@ impl Tracer<'_> {
                 // it, so it costs no further stops. Leftovers among such
                 // processes are still found through /proc at the end.
                 let parent = self.tracees.get(&tid).and_then(|t| t.parent);
-                if parent.is_some_and(|p| self.observer.is_pytest_process(p)) && !runs_python(tid) {
-                    if ptrace::detach(pid, None).is_ok() {
-                        self.tracees.remove(&tid);
-                        self.running.remove(&tid);
-                        return;
-                    }
+                if parent.is_some_and(|p| self.observer.is_pytest_process(p))
+                    && !runs_python(tid)
+                    && ptrace::detach(pid, None).is_ok()
+                {
+                    self.tracees.remove(&tid);
+                    self.running.remove(&tid);
+                    return;
                 }
                 cont(tid, 0);
             }
