@@ -384,7 +384,7 @@ fn runs_python(pid: i32) -> bool {
     std::fs::read_link(format!("/proc/{pid}/exe"))
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .is_none_or(|n| n.starts_with("python") || n.starts_with("pypy"))
+        .map_or(true, |n| n.starts_with("python") || n.starts_with("pypy"))
 }
 
 /// Thread-group id of a thread, from `/proc/TID/status`.
