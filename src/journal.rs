@@ -36,6 +36,9 @@ pub enum Event {
         /// pytest's rootdir.
         #[serde(default)]
         rootdir: String,
+        /// True for an xdist controller (it starts the workers).
+        #[serde(default)]
+        xdist_controller: bool,
     },
     /// Collection of a file started.
     Collect {
@@ -235,6 +238,17 @@ pub struct RunReports {
     pub requested: BTreeMap<String, String>,
     /// Kind to this run's copy.
     pub redirected: BTreeMap<String, String>,
+}
+
+/// The first event of the journal of `pid` in `run`, when that process
+/// loaded the plugin.
+pub fn read_start(state_dir: &Path, run: u32, pid: i32) -> Option<Event> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(journal_path(state_dir, run, pid)).ok()?;
+    let mut head = vec![0u8; 16 * 1024];
+    let n = file.read(&mut head).ok()?;
+    let line = head[..n].split(|b| *b == b'\n').next()?;
+    serde_json::from_slice(line).ok().filter(|e| matches!(e, Event::Start { .. }))
 }
 
 /// Everything the journals of one run say.

@@ -313,7 +313,16 @@ class _AbortSession:
         run = self.run
         self.journal = _Journal(os.path.join(state, "journal", f"r{run}-{self.pid}.jsonl"))
         self.journal.write(
-            {"ev": "start", "pid": self.pid, "worker": self.worker, "rootdir": str(self.config.rootpath)}
+            {
+                "ev": "start",
+                "pid": self.pid,
+                "worker": self.worker,
+                "rootdir": str(self.config.rootpath),
+                # An xdist controller starts the workers; every other pytest
+                # process only starts a test's own subprocesses.
+                "xdist_controller": not self.is_worker
+                and bool(getattr(self.config.option, "numprocesses", None) or getattr(self.config.option, "tx", None)),
+            }
         )
         try:
             with open(os.path.join(state, "plan.json"), encoding="utf-8") as f:

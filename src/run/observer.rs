@@ -26,6 +26,8 @@ pub(super) struct RunObserver<'a> {
     /// The run's timeouts.
     pub watchdog: Watchdog,
     oom: OomWatch,
+    /// Per pid: whether that pytest process runs tests itself.
+    runs_tests: std::collections::HashMap<i32, bool>,
 }
 
 impl<'a> RunObserver<'a> {
@@ -41,6 +43,7 @@ impl<'a> RunObserver<'a> {
             io_error: false,
             watchdog,
             oom: OomWatch::new(),
+            runs_tests: std::collections::HashMap::new(),
         }
     }
 
@@ -97,6 +100,19 @@ impl Observer for RunObserver<'_> {
             }
         }
         self.records.push(rec);
+    }
+
+    fn runs_tests(&mut self, pid: i32) -> bool {
+        if let Some(known) = self.runs_tests.get(&pid) {
+            return *known;
+        }
+        match crate::journal::read_start(&self.ctx.state_dir, self.ctx.run, pid) {
+            Some(crate::journal::Event::Start { xdist_controller, .. }) => {
+                self.runs_tests.insert(pid, !xdist_controller);
+                !xdist_controller
+            }
+            _ => false,
+        }
     }
 
     fn is_pytest_process(&mut self, pid: i32) -> bool {

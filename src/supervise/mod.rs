@@ -130,6 +130,13 @@ pub trait Observer {
         false
     }
 
+    /// True when `pid` is a pytest process that runs tests itself (serial,
+    /// or an xdist worker): whatever it starts is a test's own subprocess,
+    /// so ptrace need not follow its forks.
+    fn runs_tests(&mut self, _pid: i32) -> bool {
+        false
+    }
+
     /// In fallback mode: pids worth watching (the pytest processes).
     fn watched_pids(&mut self) -> Vec<i32> {
         Vec::new()

@@ -87,6 +87,9 @@ struct Tracer<'a> {
     /// Threads seen past their first stop (so a later event-stop with a
     /// stop signal is a group-stop, not the auto-attach stop).
     running: HashSet<i32>,
+    /// Threads of test-running pytest processes whose forks are no longer
+    /// followed.
+    unfollowed: HashSet<i32>,
     root_outcome: Option<Outcome>,
     interrupted: Option<i32>,
 }
@@ -105,6 +108,7 @@ pub fn supervise(child: Child, opts: &Options, observer: &mut dyn Observer) -> R
         faults: HashMap::new(),
         ended: HashSet::new(),
         running: HashSet::new(),
+        unfollowed: HashSet::new(),
         root_outcome: None,
         interrupted: None,
     };
@@ -268,6 +272,14 @@ impl Tracer<'_> {
                     } else {
                         entry.tgid = Some(new as i32);
                         entry.parent = Some(parent_tgid);
+                        // A pytest process that runs tests starts nothing
+                        // but tests' own subprocesses: stop following this
+                        // thread's forks (the one just made is still
+                        // followed up to its exec), so they cost no stops.
+                        if !self.unfollowed.contains(&tid) && self.observer.runs_tests(parent_tgid) {
+                            self.unfollowed.insert(tid);
+                            let _ = ptrace::setoptions(pid, follow_no_forks());
+                        }
                     }
                 }
                 cont(tid, 0);
@@ -376,6 +388,11 @@ fn is_possibly_fatal(sig: i32) -> bool {
             | libc::SIGTTIN
             | libc::SIGTTOU
     )
+}
+
+/// The trace options without fork and vfork following.
+fn follow_no_forks() -> ptrace::Options {
+    super::spawn::trace_options() - ptrace::Options::PTRACE_O_TRACEFORK - ptrace::Options::PTRACE_O_TRACEVFORK
 }
 
 /// True when the process runs a Python interpreter (`python3.11`, `pypy3`),
