@@ -34,7 +34,7 @@ pub(super) fn collect_leftovers(root: i32, keep: bool) -> Vec<Leftover> {
     let mut leftovers: Vec<Leftover> =
         remaining.into_iter().map(|pid| Leftover { pid, cmdline: super::cmdline_of(pid) }).collect();
     leftovers.sort_by_key(|l| l.pid);
-    if !keep {
+    if !keep && !leftovers.is_empty() {
         for l in &leftovers {
             let _ = kill(Pid::from_raw(l.pid), Signal::SIGKILL);
         }

@@ -90,6 +90,8 @@ struct Tracer<'a> {
     /// Threads of test-running pytest processes whose forks are no longer
     /// followed.
     unfollowed: HashSet<i32>,
+    /// Whether a subprocess was detached at its exec.
+    detached_any: bool,
     root_outcome: Option<Outcome>,
     interrupted: Option<i32>,
 }
@@ -109,6 +111,7 @@ pub fn supervise(child: Child, opts: &Options, observer: &mut dyn Observer) -> R
         ended: HashSet::new(),
         running: HashSet::new(),
         unfollowed: HashSet::new(),
+        detached_any: false,
         root_outcome: None,
         interrupted: None,
     };
@@ -165,8 +168,9 @@ pub fn supervise(child: Child, opts: &Options, observer: &mut dyn Observer) -> R
     }
     forward::set_ticker(None);
     child.restore_terminal();
-    // Untraced processes left behind (children of detached subprocesses).
-    if t.root_outcome.is_some() {
+    // Untraced processes left behind (by subprocesses no longer followed):
+    // only possible when something stopped being followed.
+    if t.root_outcome.is_some() && (t.detached_any || !t.unfollowed.is_empty()) {
         let traced: HashSet<i32> = leftovers.iter().map(|l: &Leftover| l.pid).collect();
         leftovers.extend(
             super::fallback::collect_leftovers(t.root.as_raw(), opts.keep_leftovers)
@@ -318,6 +322,7 @@ impl Tracer<'_> {
                 {
                     self.tracees.remove(&tid);
                     self.running.remove(&tid);
+                    self.detached_any = true;
                     return;
                 }
                 cont(tid, 0);
