@@ -80,16 +80,7 @@ pub fn py_dumps(v: &Value) -> String {
 /// Jinja/markupsafe attribute escaping, as pytest-html writes its blob.
 fn attr_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + s.len() / 4);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&#34;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
+    pytest_abort::reports::text::attr_escape_into(s, &mut out);
     out
 }
 
