@@ -10,15 +10,13 @@ use super::csv::CsvDoc;
 use super::html::HtmlDoc;
 use super::json::JsonDoc;
 use super::junit::JunitDoc;
-use super::{read_report, Doc, Entry, Kind, Patched};
-use crate::record;
+use super::{add_crashes, read_report, Doc, Entry, Kind, Patched};
 use crate::run::Session;
 
 /// Merges `sources` (in order; missing or unreadable ones are skipped, as
 /// the run that should have written them died), then adds every finished
 /// test of `done` and every crash the merged report lacks.
 pub(crate) fn merge_into<D: Doc>(
-    path: &Path,
     sources: &[PathBuf],
     done: &[crate::journal::Done],
     records: &[crate::record::CrashRecord],
@@ -40,14 +38,8 @@ pub(crate) fn merge_into<D: Doc>(
             added += 1;
         }
     }
-    for r in record::dedupe_by_nodeid(records) {
-        if !doc.has(r.key()) {
-            doc.add(&Entry::from_crash(r));
-            added += 1;
-        }
-    }
+    added += add_crashes(&mut doc, records);
     let text = doc.render().unwrap_or_else(|| doc.original().to_string());
-    let _ = path;
     Ok((text, added))
 }
 
@@ -82,14 +74,14 @@ fn complete_one(kind: Kind, dest: &Path, session: &Session) -> Result<Patched> {
         session.reports.iter().filter_map(|rr| rr.redirected.get(kind.as_str())).map(PathBuf::from).collect();
     let created = !dest.exists();
     let (text, added) = match kind {
-        Kind::Json => merge_into::<JsonDoc>(dest, &sources, &session.done, &session.records)?,
+        Kind::Json => merge_into::<JsonDoc>(&sources, &session.done, &session.records)?,
         Kind::Html => {
-            let (t, n) = merge_into::<HtmlDoc>(dest, &sources, &session.done, &session.records)?;
+            let (t, n) = merge_into::<HtmlDoc>(&sources, &session.done, &session.records)?;
             copy_assets(&sources, dest)?;
             (retitle(t, dest), n)
         }
-        Kind::Csv => merge_into::<CsvDoc>(dest, &sources, &session.done, &session.records)?,
-        Kind::Junit => merge_into::<JunitDoc>(dest, &sources, &session.done, &session.records)?,
+        Kind::Csv => merge_into::<CsvDoc>(&sources, &session.done, &session.records)?,
+        Kind::Junit => merge_into::<JunitDoc>(&sources, &session.done, &session.records)?,
     };
     if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).with_context(|| format!("{}: cannot create its folder", dest.display()))?;

@@ -278,13 +278,9 @@ fn read_report(path: &Path) -> Result<Option<String>> {
     }
 }
 
-fn patch_doc<D: Doc>(path: &Path, records: &[CrashRecord]) -> Result<Patched> {
-    let existing = read_report(path)?;
-    let created = existing.is_none();
-    let mut doc = match existing {
-        Some(t) => D::parse(t).with_context(|| format!("{}: not a valid report of its format", path.display()))?,
-        None => D::create(),
-    };
+/// Adds one failed entry per crashed test the report lacks (records
+/// deduplicated by trimmed node id, first wins); returns how many.
+fn add_crashes<D: Doc>(doc: &mut D, records: &[CrashRecord]) -> usize {
     let mut added = 0;
     for r in record::dedupe_by_nodeid(records) {
         if !doc.has(r.key()) {
@@ -292,6 +288,17 @@ fn patch_doc<D: Doc>(path: &Path, records: &[CrashRecord]) -> Result<Patched> {
             added += 1;
         }
     }
+    added
+}
+
+fn patch_doc<D: Doc>(path: &Path, records: &[CrashRecord]) -> Result<Patched> {
+    let existing = read_report(path)?;
+    let created = existing.is_none();
+    let mut doc = match existing {
+        Some(t) => D::parse(t).with_context(|| format!("{}: not a valid report of its format", path.display()))?,
+        None => D::create(),
+    };
+    let added = add_crashes(&mut doc, records);
     if let Some(parts) = doc.render_parts() {
         let bytes: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
         crate::fsutil::atomic_write_parts(path, &bytes)?;
