@@ -169,11 +169,7 @@ impl ProcessJournal {
             file.read_to_end(&mut bytes).ok()?;
             return Some(Self::from_events(pid, parse_journal(&String::from_utf8_lossy(&bytes))));
         }
-        let mut head = vec![0u8; 64 * 1024];
-        let n = file.read(&mut head).ok()?;
-        head.truncate(n);
-        let first_line = head.split(|b| *b == b'\n').next().unwrap_or_default();
-        let mut events = parse_journal(&String::from_utf8_lossy(first_line));
+        let mut events: Vec<Event> = read_start(state_dir, run, pid).into_iter().collect();
         let mut tail = Vec::new();
         file.seek(SeekFrom::Start(len - TAIL_BYTES)).ok()?;
         file.read_to_end(&mut tail).ok()?;
