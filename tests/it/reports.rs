@@ -3,13 +3,11 @@
 //! patching, creation, idempotency, invalid files, pytest_html_merger,
 //! headless Chromium, and the wrapper's end-to-end merge across runs.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{python, Suite};
+use crate::util::{python, Suite};
 use pytest_abort::record::CrashRecord;
 use pytest_abort::reports::{self, Kind};
 use serde_json::Value;

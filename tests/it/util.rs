@@ -1,7 +1,6 @@
 //! Integration-test harness: builds pytest suites in temp folders, runs the
 //! real binaries on them with the project's venv Python, and reads back the
 //! crash log and the per-test run counts.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -3,13 +3,11 @@
 //! and an installed plugin (loaded every way pytest allows) never gives two
 //! marker writers or "Plugin already registered".
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Suite;
+use crate::util::Suite;
 
 fn alive(pid: i32) -> bool {
     pytest_abort::attribute::pid_alive(pid)
@@ -33,7 +31,7 @@ def test_sleep():
 
 fn start_wrapper(s: &Suite, pytest_args: &[&str]) -> std::process::Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pytest-abort-wrap"));
-    cmd.arg("--crash-log").arg(s.crash_log()).arg("--").arg(common::python());
+    cmd.arg("--crash-log").arg(s.crash_log()).arg("--").arg(crate::util::python());
     cmd.args(["-m", "pytest", "-p", "no:cacheprovider"]).args(pytest_args);
     cmd.current_dir(s.path()).stdout(Stdio::null()).stderr(Stdio::piped());
     cmd.spawn().unwrap()
@@ -149,7 +147,7 @@ fn installed_plugin_loaded_every_way_gives_exactly_one_writer() {
             let site = s.path().join("site");
             fake_installed_plugin(&site);
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_pytest-abort-wrap"));
-            cmd.arg("--crash-log").arg(s.crash_log()).arg("--").arg(common::python());
+            cmd.arg("--crash-log").arg(s.crash_log()).arg("--").arg(crate::util::python());
             cmd.args(["-m", "pytest", "-p", "no:cacheprovider"]).args(extra).arg("test_w.py");
             cmd.env("PYTHONPATH", &site);
             if autoload_off {

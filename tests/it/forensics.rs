@@ -2,9 +2,7 @@
 //! location, Python stacks, peak memory, per-test and session timeouts,
 //! xdist's own crash report, reproduction, rechecks and leftovers.
 
-mod common;
-
-use common::Suite;
+use crate::util::Suite;
 use pytest_abort::record::CrashKind;
 
 const FIXTURES: &str = r#"
@@ -19,7 +17,7 @@ def test_big():
 def test_ok(): pass
 "#;
 
-fn check_fixture_records(r: &common::Run) {
+fn check_fixture_records(r: &crate::util::Run) {
     let null = r.record("::test_null");
     assert_eq!(null.si_code.as_deref(), Some("SEGV_MAPERR"), "{null:?}");
     assert_eq!(null.fault_addr.as_deref(), Some("0x0"));
@@ -86,7 +84,7 @@ def test_marked(): time.sleep(60)
 def test_ok(): pass
 "#;
 
-fn check_hangs(r: &common::Run) {
+fn check_hangs(r: &crate::util::Run) {
     for (name, limit) in [("test_py_sleep", "3s"), ("test_c_sleep", "3s"), ("test_marked", "0.5s")] {
         let rec = r.record(&format!("::{name}"));
         assert_eq!(rec.kind, CrashKind::Timeout, "{rec:?}");

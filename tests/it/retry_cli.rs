@@ -1,11 +1,9 @@
 //! `pytest-abort-retry`: the original's command line, run by the wrapper in
 //! deselect mode, so a serial run's crash is recorded and retried.
 
-mod common;
-
 use std::process::Command;
 
-use common::{python, Suite};
+use crate::util::{python, Suite};
 
 const CRASHY: &str = r#"
 import ctypes
@@ -20,7 +18,7 @@ def test_after():
     pass
 "#;
 
-fn retry(suite: &Suite, args: &[&str], pytest_args: &[&str]) -> common::Run {
+fn retry(suite: &Suite, args: &[&str], pytest_args: &[&str]) -> crate::util::Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pytest-abort-retry"));
     cmd.args(args).arg("--").arg(python()).args(["-m", "pytest", "-q", "-p", "no:cacheprovider"]).args(pytest_args);
     suite.run_cmd(cmd)

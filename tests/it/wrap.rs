@@ -2,9 +2,7 @@
 //! really segfault, abort, exit and get killed: each checks the crash
 //! records, how many times each test started, and the exit status.
 
-mod common;
-
-use common::Suite;
+use crate::util::Suite;
 use pytest_abort::record::CrashKind;
 
 const SEGV: &str = "import ctypes\n\ndef segv():\n    ctypes.string_at(0)\n";
@@ -266,7 +264,7 @@ fn bare_pytest_runs_with_its_own_interpreter() {
     cmd.args(["--", "pytest", "-s", "test_suite.py"]);
     let r = s.run_cmd(cmd);
     assert_eq!(r.code(), 0, "{}", r.dump());
-    assert!(r.stdout().contains(&common::python().display().to_string()), "{}", r.dump());
+    assert!(r.stdout().contains(&crate::util::python().display().to_string()), "{}", r.dump());
 }
 
 #[test]
@@ -276,7 +274,7 @@ fn crash_at_session_finish_is_reported() {
         "conftest.py",
         &format!(
             "{}\nimport ctypes\ndef pytest_sessionfinish(session): ctypes.string_at(0)\n",
-            common::COUNTING_CONFTEST
+            crate::util::COUNTING_CONFTEST
         ),
     );
     let r = s.wrap(&[], &["test_suite.py"]);
@@ -302,7 +300,7 @@ fn command_not_found_is_one_clear_line() {
 fn unwritable_crash_log_is_an_error_but_nothing_is_lost() {
     let s = suite_with(MIXED);
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pytest-abort-wrap"));
-    cmd.args(["--crash-log", "/proc/no/such/crashes.jsonl", "--"]).arg(common::python());
+    cmd.args(["--crash-log", "/proc/no/such/crashes.jsonl", "--"]).arg(crate::util::python());
     cmd.args(["-m", "pytest", "test_suite.py"]);
     let r = s.run_cmd(cmd);
     assert_eq!(r.code(), 74, "{}", r.dump());

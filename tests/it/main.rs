@@ -1,0 +1,13 @@
+//! The integration tests: one test binary, one harness ([`util`]).
+//!
+//! Every test builds a pytest suite in a temp folder, runs the real
+//! binaries on it with the project's venv Python (real processes that really
+//! segfault, abort, hang and get killed), and checks what comes back: crash
+//! records, reports read by their real consumers, exit statuses.
+
+mod forensics;
+mod reports;
+mod retry_cli;
+mod util;
+mod wrap;
+mod wrap_process;
