@@ -140,8 +140,5 @@ pub fn reason(rec: &CrashRecord, timeout: Option<TimeoutCause>) -> String {
 
 /// True when a process with this pid exists (and is not a zombie).
 pub fn pid_alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !matches!(s.rsplit_once(')').and_then(|r| r.1.split_whitespace().next()), Some("Z") | Some("X")),
-        Err(_) => false,
-    }
+    crate::supervise::proc::alive(pid)
 }

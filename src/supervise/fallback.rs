@@ -13,6 +13,7 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use super::proc;
 use super::spawn::Child;
 use super::{forward, Leftover, Mode, Observer, Options, Outcome, ProcessEnd, Supervised};
 
@@ -32,7 +33,7 @@ pub(super) fn collect_leftovers(root: i32, keep: bool) -> Vec<Leftover> {
         remaining = descendants_and_group(root);
     }
     let mut leftovers: Vec<Leftover> =
-        remaining.into_iter().map(|pid| Leftover { pid, cmdline: super::cmdline_of(pid) }).collect();
+        remaining.into_iter().map(|pid| Leftover { pid, cmdline: super::proc::cmdline(pid) }).collect();
     leftovers.sort_by_key(|l| l.pid);
     if !keep && !leftovers.is_empty() {
         for l in &leftovers {
@@ -120,46 +121,19 @@ fn scan(observer: &mut dyn Observer, ended: &mut HashSet<i32>, root: i32) {
 
 /// `None` while the process runs; its outcome once it is a zombie or gone.
 fn state_of(pid: i32) -> Option<Outcome> {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return Some(Outcome::Unknown);
-    };
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // fields[0] is the state; exit_code is field 52 of stat (index 49 here).
-    match fields.first() {
-        Some(&"Z") | Some(&"X") => {
-            Some(fields.get(49).and_then(|c| c.parse::<i32>().ok()).map_or(Outcome::Unknown, Outcome::from_wait_status))
-        }
-        _ => None,
+    match proc::stat(pid) {
+        None => Some(Outcome::Unknown),
+        Some(st) if st.is_dead() => Some(st.exit_code.map_or(Outcome::Unknown, Outcome::from_wait_status)),
+        Some(_) => None,
     }
 }
 
 /// Live processes in the root's process group or with us as their parent.
 fn descendants_and_group(root: i32) -> Vec<i32> {
     let me = std::process::id() as i32;
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rsplit_once(')').map(|r| r.1) else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if f.len() < 4 || f[0] == "Z" || f[0] == "X" {
-            continue;
-        }
-        let ppid: i32 = f[1].parse().unwrap_or(0);
-        let pgrp: i32 = f[2].parse().unwrap_or(0);
-        if pid != me && (pgrp == root || ppid == me) {
-            out.push(pid);
-        }
-    }
-    out
+    proc::all_pids()
+        .into_iter()
+        .filter(|&pid| pid != me)
+        .filter(|&pid| proc::stat(pid).is_some_and(|st| !st.is_dead() && (st.pgrp == root || st.ppid == me)))
+        .collect()
 }

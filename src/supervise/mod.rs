@@ -9,6 +9,7 @@
 
 pub mod fallback;
 pub mod forward;
+pub mod proc;
 pub mod ptrace;
 pub mod signals;
 pub mod spawn;
@@ -221,22 +222,4 @@ pub fn run(cmd: &spawn::Command, opts: &Options, observer: &mut dyn Observer) ->
             fallback::supervise(child, opts, observer, None)
         }
     }
-}
-
-/// Reads `/proc/PID/cmdline` as one line.
-pub fn cmdline_of(pid: i32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| {
-            b.split(|c| *c == 0)
-                .filter(|s| !s.is_empty())
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default()
-}
-
-/// Peak resident memory (VmHWM) of a live process, KiB.
-pub fn peak_rss_kb(pid: i32) -> Option<u64> {
-    procfs::process::Process::new(pid).ok()?.status().ok()?.vmhwm
 }

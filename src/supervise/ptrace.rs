@@ -142,7 +142,7 @@ pub fn supervise(child: Child, opts: &Options, observer: &mut dyn Observer) -> R
                 leftovers = t
                     .live_processes()
                     .into_iter()
-                    .map(|pid| Leftover { pid, cmdline: super::cmdline_of(pid) })
+                    .map(|pid| Leftover { pid, cmdline: super::proc::cmdline(pid) })
                     .collect();
                 if opts.keep_leftovers {
                     t.detach_all();
@@ -192,7 +192,7 @@ impl Tracer<'_> {
         if let Some(g) = self.tracees.get(&tid).and_then(|t| t.tgid) {
             return g;
         }
-        let g = read_tgid(tid).unwrap_or(tid);
+        let g = super::proc::tgid(tid).unwrap_or(tid);
         self.tracees.entry(tid).or_default().tgid = Some(g);
         g
     }
@@ -272,7 +272,7 @@ impl Tracer<'_> {
                     let parent_tgid = self.tgid_of(tid);
                     let entry = self.tracees.entry(new as i32).or_default();
                     if event == libc::PTRACE_EVENT_CLONE {
-                        entry.tgid = Some(read_tgid(new as i32).unwrap_or(parent_tgid));
+                        entry.tgid = Some(super::proc::tgid(new as i32).unwrap_or(parent_tgid));
                     } else {
                         entry.tgid = Some(new as i32);
                         entry.parent = Some(parent_tgid);
@@ -294,7 +294,7 @@ impl Tracer<'_> {
                 if tgid == tid && !self.ended.contains(&tid) {
                     self.ended.insert(tid);
                     let outcome = Outcome::from_wait_status(status);
-                    let peak = super::peak_rss_kb(tid);
+                    let peak = super::proc::peak_rss_kb(tid);
                     let fault = match outcome {
                         Outcome::Signaled { signal, .. } => self
                             .faults
@@ -403,16 +403,7 @@ fn follow_no_forks() -> ptrace::Options {
 /// True when the process runs a Python interpreter (`python3.11`, `pypy3`),
 /// which may become a pytest process (an xdist worker) later.
 fn runs_python(pid: i32) -> bool {
-    std::fs::read_link(format!("/proc/{pid}/exe"))
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .map_or(true, |n| n.starts_with("python") || n.starts_with("pypy"))
-}
-
-/// Thread-group id of a thread, from `/proc/TID/status`.
-fn read_tgid(tid: i32) -> Option<i32> {
-    let text = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    text.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok())
+    super::proc::exe_name(pid).map_or(true, |n| n.starts_with("python") || n.starts_with("pypy"))
 }
 
 #[cfg(target_arch = "x86_64")]
