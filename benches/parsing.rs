@@ -144,7 +144,7 @@ fn forensics(c: &mut Criterion) {
     let ip = forensics as fn(&mut Criterion) as usize as u64;
     let mut g = c.benchmark_group("forensics");
     g.bench_function(format!("attribute_crash_{tests}test_worker"), |b| {
-        b.iter(|| assert!(attribute(black_box(&ctx), black_box(&end), None).record.is_some()))
+        b.iter(|| assert!(attribute(black_box(&ctx), black_box(&end), None).crash.is_some()))
     });
     g.bench_function("location_from_proc_maps", |b| b.iter(|| assert!(location_of(pid, black_box(ip)).is_some())));
     g.finish();

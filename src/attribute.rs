@@ -1,12 +1,13 @@
 //! Attribution: a process end, plus the marker and journal of that process,
-//! becomes a crash record naming the test (or the collection file, or the
+//! becomes a typed [`Crash`] naming the test (or the collection file, or the
 //! session stage) it died in. Knows nothing of report formats.
 
 use std::path::PathBuf;
 
 use crate::journal::ProcessJournal;
 use crate::marker::{self, Marker};
-use crate::record::{self, CrashKind, CrashRecord};
+use crate::model::{Crash, Death, Phase, Worker};
+use crate::record;
 use crate::supervise::{signals, Outcome, ProcessEnd};
 
 /// Where one run's files are.
@@ -23,8 +24,8 @@ pub struct Context {
 /// What attribution concluded about one process end.
 #[derive(Debug, Default)]
 pub struct Attribution {
-    /// The record, when the end was a crash.
-    pub record: Option<CrashRecord>,
+    /// The crash, when the end was one.
+    pub crash: Option<Crash>,
     /// Problems worth one line each (a garbage marker, say).
     pub warnings: Vec<String>,
 }
@@ -57,85 +58,37 @@ pub fn attribute(ctx: &Context, end: &ProcessEnd, interrupted: Option<i32>) -> A
     if !is_crash {
         return out;
     }
-    out.record = Some(build(ctx, end, &journal, marker.as_ref()));
+    out.crash = Some(build(ctx, end, &journal, marker.as_ref()));
     out
 }
 
-fn build(ctx: &Context, end: &ProcessEnd, journal: &ProcessJournal, marker: Option<&Marker>) -> CrashRecord {
-    let now = record::now_iso();
-    let (kind, signal, exit_code, core) = match end.outcome {
-        Outcome::Signaled { signal, core_dumped } => (CrashKind::Crash, Some(signal), None, core_dumped),
-        Outcome::Exited(code) => (CrashKind::Exit, None, Some(code), false),
-        Outcome::Unknown => (CrashKind::Crash, None, None, false),
-    };
+fn build(ctx: &Context, end: &ProcessEnd, journal: &ProcessJournal, marker: Option<&Marker>) -> Crash {
     let (nodeid, test_name, phase) = match marker {
-        Some(m) => (m.nodeid.clone(), m.test_name.clone(), m.phase.clone().unwrap_or_else(|| "call".into())),
+        Some(m) => {
+            let phase = m.phase.as_deref().and_then(|p| p.parse().ok()).unwrap_or(Phase::Call);
+            (m.nodeid.clone(), m.test_name.clone(), phase)
+        }
         None => match journal.stage() {
-            "collection" => (journal.collecting().unwrap_or("").to_string(), String::new(), "collection".into()),
-            "session-start" => (String::new(), String::new(), "session-start".into()),
-            "session-finish" => (String::new(), String::new(), "session-finish".into()),
-            _ => (String::new(), String::new(), "between-tests".into()),
+            Phase::Collection => (journal.collecting().unwrap_or("").to_string(), String::new(), Phase::Collection),
+            stage => (String::new(), String::new(), stage),
         },
     };
-    let fault = end.fault.as_ref();
-    let mut rec = CrashRecord {
-        test_class: record::test_class_of(&nodeid),
+    Crash {
+        nodeid,
         test_name,
-        crash_time: now.clone(),
+        phase,
+        death: Death::from_end(end.outcome, end.fault.as_ref()),
+        pid: end.pid,
+        worker: Worker::from_id(&journal.worker),
+        run: ctx.run,
         duration: marker.and_then(Marker::elapsed_secs).unwrap_or(0.0),
         gpu_id: marker.map(|m| m.gpu_id.clone()).filter(|g| !g.is_empty()).unwrap_or_else(record::gpu_id_from_env),
-        pid: end.pid.to_string(),
-        source: if journal.worker == "main" { "runner".into() } else { format!("xdist:{}", journal.worker) },
-        logged_at: now,
-        signal,
-        signal_name: signal.map(signals::name),
-        exit_code,
-        core_dumped: core,
-        kind,
-        worker: journal.worker.clone(),
-        run: ctx.run,
-        phase,
-        si_code: fault
-            .filter(|f| f.si_code != 0 || f.sender_pid.is_some())
-            .map(|f| signals::si_code_name(f.signal, f.si_code)),
-        fault_addr: fault.and_then(|f| f.addr).map(|a| format!("{a:#x}")),
-        fault_tid: fault.filter(|f| f.tid != 0).map(|f| f.tid),
-        sender_pid: fault.and_then(|f| f.sender_pid),
-        location: fault.and_then(|f| f.location.clone()),
+        crash_time: record::now_iso(),
+        traceback: None,
         peak_rss_kb: end.peak_rss_kb,
-        nodeid,
-        ..Default::default()
-    };
-    rec.reason = reason(&rec, None);
-    rec
-}
-
-/// Why the watchdog killed a process: the limit in seconds and `test` or
-/// `session`.
-pub type TimeoutCause<'a> = (f64, &'a str);
-
-/// The record's `reason` in words, from its fields: "crashed with SIGSEGV
-/// (segmentation fault) during call", "exited with code 3 during collection
-/// of t.py", "timed out after 5s (per-test limit): ...".
-pub fn reason(rec: &CrashRecord, timeout: Option<TimeoutCause>) -> String {
-    let how = match (timeout, rec.signal, rec.exit_code) {
-        (Some((limit, scope)), _, _) => {
-            let flag = if scope == "test" { "per-test limit" } else { "--timeout for the session" };
-            format!("timed out after {limit}s ({flag}): Python stacks dumped, then killed")
-        }
-        (None, Some(s), _) => format!("crashed with {} ({})", signals::name(s), signals::describe(s)),
-        (None, None, Some(c)) => format!("exited with code {c}"),
-        _ => "died (how is unknown without ptrace)".to_string(),
-    };
-    let where_ = match rec.phase.as_str() {
-        "collection" => format!("during collection of {}", rec.nodeid),
-        "session-start" => "at session start".to_string(),
-        "session-finish" => "at session finish".to_string(),
-        "between-tests" => "between tests".to_string(),
-        phase => format!("during {phase}"),
-    };
-    let oom = if rec.oom_suspected == Some(true) { " (the cgroup's OOM killer fired)" } else { "" };
-    format!("{how} {where_}{oom}")
+        oom_suspected: false,
+        recheck: None,
+    }
 }
 
 /// True when a process with this pid exists (and is not a zombie).

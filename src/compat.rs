@@ -14,6 +14,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use serde_json::{Map, Value};
 
+use crate::model::Death;
 use crate::record::{self, CrashRecord};
 use crate::reports::{self, Kind};
 use crate::run::{self, RetryMode};
@@ -164,11 +165,7 @@ pub fn retry_main(args: &RetryArgs) -> i32 {
     };
     eprint!("{}", summary::render(&session, max_runs, Some(&crash_log)));
     for info in &session.runs {
-        let shown = match info.outcome {
-            Outcome::Exited(c) => format!("exit {c}"),
-            Outcome::Signaled { signal, .. } => format!("killed by signal {signal}"),
-            Outcome::Unknown => "ended (status unknown)".to_string(),
-        };
+        let shown = format!("{:#}", Death::from_end(info.outcome, None));
         print_out(&format!(
             "pytest-abort-retry: run {}/{max_runs}: {shown}, {} tests selected, {} crashed\n",
             info.number, info.selected, info.crashes

@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::Phase;
+use crate::reports::Kind;
+
 /// How much of a journal's end [`ProcessJournal::read_head_and_tail`] reads.
 pub const TAIL_BYTES: u64 = 256 * 1024;
 
@@ -208,15 +211,15 @@ impl ProcessJournal {
         current
     }
 
-    /// Where in the session the journal stops: `session-start`,
-    /// `collection`, `tests` or `session-finish`.
-    pub fn stage(&self) -> &'static str {
-        let mut stage = "session-start";
+    /// Where in the session the journal stops: session start, collection,
+    /// between tests or session finish (a marker names a test's own phase).
+    pub fn stage(&self) -> Phase {
+        let mut stage = Phase::SessionStart;
         for e in &self.events {
             match e {
-                Event::Collect { .. } | Event::CollectEnd { .. } => stage = "collection",
-                Event::Collected { .. } | Event::Done(_) => stage = "tests",
-                Event::Finish { .. } | Event::End => stage = "session-finish",
+                Event::Collect { .. } | Event::CollectEnd { .. } => stage = Phase::Collection,
+                Event::Collected { .. } | Event::Done(_) => stage = Phase::BetweenTests,
+                Event::Finish { .. } | Event::End => stage = Phase::SessionFinish,
                 _ => {}
             }
         }
@@ -225,15 +228,21 @@ impl ProcessJournal {
 }
 
 /// The report files of one run: what the user asked pytest for, and where
-/// the shim sent this run's copies (keys `json`, `html`, `csv`, `junit`).
+/// the shim sent this run's copies, by report format.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunReports {
     /// 1-based run number.
     pub run: u32,
-    /// Kind to the user's path.
-    pub requested: BTreeMap<String, String>,
-    /// Kind to this run's copy.
-    pub redirected: BTreeMap<String, String>,
+    /// Format to the user's path.
+    pub requested: BTreeMap<Kind, PathBuf>,
+    /// Format to this run's copy.
+    pub redirected: BTreeMap<Kind, PathBuf>,
+}
+
+/// The journal's string-keyed report map, typed; formats this version does
+/// not know are left out.
+fn by_kind(map: &BTreeMap<String, String>) -> BTreeMap<Kind, PathBuf> {
+    map.iter().filter_map(|(k, p)| Some((k.parse::<Kind>().ok()?, PathBuf::from(p)))).collect()
 }
 
 /// The first event of the journal of `pid` in `run`, when that process
@@ -304,7 +313,7 @@ impl RunJournal {
     pub fn reports(&self, run: u32) -> Option<RunReports> {
         self.processes.values().flat_map(|p| p.events.iter()).find_map(|e| match e {
             Event::Reports { requested, redirected } => {
-                Some(RunReports { run, requested: requested.clone(), redirected: redirected.clone() })
+                Some(RunReports { run, requested: by_kind(requested), redirected: by_kind(redirected) })
             }
             _ => None,
         })
@@ -343,7 +352,7 @@ mod tests {
         let pj = ProcessJournal::read_head_and_tail(dir.path(), 1, 42).unwrap();
         assert_eq!(pj.worker, "gw3");
         assert_eq!(pj.rootdir, "/r");
-        assert_eq!(pj.stage(), "session-finish");
+        assert_eq!(pj.stage(), Phase::SessionFinish);
         assert!(!pj.ended_normally());
         assert!(pj.events.len() < 20000);
     }
@@ -360,7 +369,7 @@ mod tests {
         let pj = ProcessJournal::from_events(5, parse_journal(text));
         assert_eq!(pj.worker, "gw1");
         assert_eq!(pj.collecting(), Some("t/b.py"));
-        assert_eq!(pj.stage(), "collection");
+        assert_eq!(pj.stage(), Phase::Collection);
         assert!(!pj.ended_normally());
         assert!(pj.events.contains(&Event::Unknown));
     }

@@ -4,10 +4,11 @@
 //!
 //! The modules read in the order data flows:
 //! [`supervise`] (spawn, follow, decode each death) ->
-//! [`attribute`] (death + marker + journal -> [`record::CrashRecord`]) ->
+//! [`attribute`] (death + marker + journal -> a typed [`model::Crash`]) ->
 //! [`record`] (crash log) -> [`run`] (the retry loop) -> [`summary`].
 //! [`marker`], [`journal`] and [`shim`] are the contract with the pytest
-//! plugin; [`fsutil`] holds the atomic-write and locked-append helpers.
+//! plugin; [`model`] holds the typed values (phase, death, outcome) that
+//! [`record::CrashRecord`] turns into the crash log's strings; [`fsutil`] holds the atomic-write and locked-append helpers.
 
 pub mod attribute;
 pub mod cli;
@@ -16,6 +17,7 @@ pub mod forensics;
 pub mod fsutil;
 pub mod journal;
 pub mod marker;
+pub mod model;
 pub mod record;
 /// Test reports (pytest-json-report, pytest-html, pytest-csv, JUnit XML): patch, create and merge.
 pub mod reports;

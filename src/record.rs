@@ -12,19 +12,10 @@ use anyhow::Result;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::fsutil;
+use crate::model::{Crash, Death, Phase, SignalDetail};
+use crate::supervise::signals;
 
-/// How a process ended while it was running a test (or outside any test).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum CrashKind {
-    /// Killed by a signal.
-    #[default]
-    Crash,
-    /// Exited (for example `os._exit(3)`) in the middle of a test.
-    Exit,
-    /// Killed by the wrapper after a timeout.
-    Timeout,
-}
+pub use crate::model::CrashKind;
 
 /// One crash, as written to the crash log (one JSON object a line).
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
@@ -121,12 +112,40 @@ impl CrashRecord {
 
     /// A short label for how it died: `SIGSEGV`, `exit 3`, `timeout`.
     pub fn how(&self) -> String {
-        match (self.kind, &self.signal_name, self.exit_code) {
-            (CrashKind::Timeout, _, _) => "timeout".to_string(),
-            (_, Some(name), _) => name.clone(),
-            (_, None, Some(code)) => format!("exit {code}"),
-            _ => "died".to_string(),
+        format!("{:#}", self.death())
+    }
+
+    /// How it died, typed, from the record's fields (a record of the
+    /// original, which has none of them, died in an unknown way). The
+    /// timeout's limit is not a field of its own: only its kind is known.
+    pub fn death(&self) -> Death {
+        let end = match (self.signal, self.exit_code) {
+            (Some(signal), _) => Death::Signal { signal, core_dumped: self.core_dumped, detail: self.detail() },
+            (None, Some(code)) => Death::Exit(code),
+            (None, None) => Death::Unknown,
+        };
+        match self.kind {
+            CrashKind::Timeout => Death::Timeout { limit: None, scope: None, end: Box::new(end) },
+            _ => end,
         }
+    }
+
+    /// The phase, when the record names a known one.
+    pub fn phase(&self) -> Option<Phase> {
+        self.phase.parse().ok()
+    }
+
+    fn detail(&self) -> Option<SignalDetail> {
+        let addr =
+            self.fault_addr.as_deref().and_then(|a| u64::from_str_radix(a.trim().trim_start_matches("0x"), 16).ok());
+        let d = SignalDetail {
+            si_code: self.si_code.clone(),
+            addr,
+            tid: self.fault_tid,
+            sender_pid: self.sender_pid,
+            location: self.location.clone(),
+        };
+        (!d.is_empty()).then_some(d)
     }
 
     /// One-line JSON for the crash log.
@@ -134,6 +153,44 @@ impl CrashRecord {
         let mut s = serde_json::to_string(self).expect("a crash record always serializes");
         s.push('\n');
         s
+    }
+}
+
+impl From<&Crash> for CrashRecord {
+    /// The wire form of a typed crash: every string the crash log holds is
+    /// made here.
+    fn from(c: &Crash) -> CrashRecord {
+        let detail = c.death.detail();
+        let signal = c.death.signal();
+        CrashRecord {
+            test_name: c.test_name.clone(),
+            test_class: test_class_of(&c.nodeid),
+            nodeid: c.nodeid.clone(),
+            reason: c.reason(),
+            crash_time: c.crash_time.clone(),
+            duration: c.duration,
+            gpu_id: c.gpu_id.clone(),
+            pid: c.pid.to_string(),
+            source: c.worker.source(),
+            logged_at: c.crash_time.clone(),
+            signal,
+            signal_name: signal.map(signals::name),
+            exit_code: c.death.exit_code(),
+            core_dumped: c.death.core_dumped(),
+            kind: c.death.kind(),
+            worker: c.worker.to_string(),
+            run: c.run,
+            phase: c.phase.to_string(),
+            si_code: detail.and_then(|d| d.si_code.clone()),
+            fault_addr: detail.and_then(|d| d.addr).map(|a| format!("{a:#x}")),
+            fault_tid: detail.and_then(|d| d.tid),
+            sender_pid: detail.and_then(|d| d.sender_pid),
+            location: detail.and_then(|d| d.location.clone()),
+            traceback: c.traceback.clone(),
+            peak_rss_kb: c.peak_rss_kb,
+            oom_suspected: c.oom_suspected.then_some(true),
+            recheck: c.recheck.map(|v| v.to_string()),
+        }
     }
 }
 

@@ -2,28 +2,30 @@
 
 use std::fmt::Write;
 
+use crate::model::{Crash, TestOutcome};
 use crate::run::Session;
+use crate::supervise::signals;
 
 /// Renders the summary (without colors).
 pub fn render(session: &Session, max_runs: u32, crash_log: Option<&std::path::Path>) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "\n=== pytest-abort summary ===");
-    for r in &session.records {
-        let id = if r.nodeid.is_empty() { format!("<{}>", r.phase) } else { r.nodeid.clone() };
+    for c in &session.crashes {
         let mut line = format!(
-            "CRASHED {id}  {how}  worker={w}  {dur:.3}s  run {run}",
-            how = r.how(),
-            w = r.worker,
-            dur = r.duration,
-            run = r.run
+            "CRASHED {id}  {how:#}  worker={w}  {dur:.3}s  run {run}",
+            id = c.label(),
+            how = c.death,
+            w = c.worker,
+            dur = c.duration,
+            run = c.run
         );
-        if let Some(loc) = &r.location {
+        if let Some(loc) = c.death.detail().and_then(|d| d.location.as_ref()) {
             let _ = write!(line, "  at {loc}");
         }
-        if r.oom_suspected == Some(true) {
+        if c.oom_suspected {
             line.push_str("  (OOM killer)");
         }
-        if let Some(rc) = &r.recheck {
+        if let Some(rc) = &c.recheck {
             let _ = write!(line, "  crash: {rc}");
         }
         let _ = writeln!(s, "{line}");
@@ -33,14 +35,14 @@ pub fn render(session: &Session, max_runs: u32, crash_log: Option<&std::path::Pa
     }
     let not_run = session.not_run().len();
     let mut totals = vec![
-        format!("{} passed", session.count("passed")),
-        format!("{} failed", session.count("failed") + session.count("error")),
-        format!("{} crashed", session.records.len()),
+        format!("{} passed", session.count(TestOutcome::Passed)),
+        format!("{} failed", session.count(TestOutcome::Failed) + session.count(TestOutcome::Error)),
+        format!("{} crashed", session.crashes.len()),
     ];
-    for (label, key) in [("skipped", "skipped"), ("xfailed", "xfailed"), ("xpassed", "xpassed")] {
-        let n = session.count(key);
+    for outcome in [TestOutcome::Skipped, TestOutcome::Xfailed, TestOutcome::Xpassed] {
+        let n = session.count(outcome);
         if n > 0 {
-            totals.push(format!("{n} {label}"));
+            totals.push(format!("{n} {outcome}"));
         }
     }
     totals.push(format!("{not_run} not run"));
@@ -49,8 +51,8 @@ pub fn render(session: &Session, max_runs: u32, crash_log: Option<&std::path::Pa
     if let Some(why) = &session.ptrace_refused {
         let _ = writeln!(s, "({why})");
     }
-    if let Some(p) = crash_log {
-        if !session.records.is_empty() {
+    if let Some(p) = crash_log.filter(|_| !session.crash_log_failed) {
+        if !session.crashes.is_empty() {
             let _ = writeln!(s, "crash log: {}", p.display());
         }
     }
@@ -58,25 +60,26 @@ pub fn render(session: &Session, max_runs: u32, crash_log: Option<&std::path::Pa
 }
 
 /// A crash's forensics, one field a line (for `--reproduce`).
-pub fn forensics(r: &crate::record::CrashRecord) -> String {
+pub fn forensics(c: &Crash) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "first crash: {} {}", r.nodeid, r.reason);
+    let _ = writeln!(s, "first crash: {} {}", c.nodeid, c.reason());
+    let d = c.death.detail();
     let fields: [(&str, Option<String>); 8] = [
-        ("signal", r.signal_name.clone()),
-        ("exit code", r.exit_code.map(|c| c.to_string())),
-        ("si_code", r.si_code.clone()),
-        ("fault address", r.fault_addr.clone()),
-        ("sender pid", r.sender_pid.map(|p| p.to_string())),
-        ("location", r.location.clone()),
-        ("peak RSS", r.peak_rss_kb.map(|k| format!("{k} KiB"))),
-        ("duration", Some(format!("{:.3}s", r.duration))),
+        ("signal", c.death.signal().map(signals::name)),
+        ("exit code", c.death.exit_code().map(|c| c.to_string())),
+        ("si_code", d.and_then(|d| d.si_code.clone())),
+        ("fault address", d.and_then(|d| d.addr).map(|a| format!("{a:#x}"))),
+        ("sender pid", d.and_then(|d| d.sender_pid).map(|p| p.to_string())),
+        ("location", d.and_then(|d| d.location.clone())),
+        ("peak RSS", c.peak_rss_kb.map(|k| format!("{k} KiB"))),
+        ("duration", Some(format!("{:.3}s", c.duration))),
     ];
     for (label, value) in fields {
         if let Some(v) = value {
             let _ = writeln!(s, "  {label}: {v}");
         }
     }
-    if let Some(tb) = &r.traceback {
+    if let Some(tb) = &c.traceback {
         let _ = writeln!(s, "  Python stacks:\n{tb}");
     }
     s

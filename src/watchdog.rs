@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::marker;
+use crate::model::TimeoutScope;
 
 /// Time between the stack dump and the SIGKILL.
 pub const GRACE: Duration = Duration::from_millis(1000);
@@ -23,8 +24,8 @@ pub fn dump_signal() -> i32 {
 pub struct Expiry {
     /// The limit in seconds.
     pub limit: f64,
-    /// `test` or `session`.
-    pub scope: &'static str,
+    /// Which limit.
+    pub scope: TimeoutScope,
 }
 
 /// The per-run watchdog.
@@ -83,7 +84,7 @@ impl Watchdog {
         let due: Vec<i32> = self.dumped.iter().filter(|(_, (t, _))| now >= *t + GRACE).map(|(p, _)| *p).collect();
         for pid in due {
             let (_, why) = self.dumped.remove(&pid).unwrap();
-            if why.scope == "session" {
+            if why.scope == TimeoutScope::Session {
                 if let Some(root) = self.root {
                     // SAFETY: signalling the command's process group.
                     unsafe { libc::kill(-root, libc::SIGKILL) };
@@ -96,7 +97,7 @@ impl Watchdog {
         if let Some((deadline, limit)) = self.session_deadline {
             if now >= deadline && !self.session_expired {
                 self.session_expired = true;
-                let why = Expiry { limit, scope: "session" };
+                let why = Expiry { limit, scope: TimeoutScope::Session };
                 let mut targets: Vec<i32> = pytest_pids.to_vec();
                 if targets.is_empty() {
                     targets.extend(self.root);
@@ -119,7 +120,7 @@ impl Watchdog {
             }
             let limit = m.timeout.filter(|t| *t > 0.0).unwrap_or(default);
             if m.elapsed_secs().is_some_and(|e| e > limit) {
-                self.dump(pid, Expiry { limit, scope: "test" }, now);
+                self.dump(pid, Expiry { limit, scope: TimeoutScope::Test }, now);
             }
         }
     }

@@ -10,8 +10,7 @@ use super::csv::CsvDoc;
 use super::html::HtmlDoc;
 use super::json::JsonDoc;
 use super::junit::JunitDoc;
-use super::{add_crashes, read_report, Doc, Entry, Kind, Patched};
-use crate::run::Session;
+use super::{add_crashes, read_report, Doc, Entry, Kind, Patched, RunOutput};
 
 /// Merges `sources` (in order; missing or unreadable ones are skipped, as
 /// the run that should have written them died), then adds every finished
@@ -69,19 +68,18 @@ fn retitle(text: String, dest: &Path) -> String {
         .replacen("<h1 id=\"title\">report.html</h1>", &format!("<h1 id=\"title\">{esc}</h1>"), 1)
 }
 
-fn complete_one(kind: Kind, dest: &Path, session: &Session) -> Result<Patched> {
-    let sources: Vec<PathBuf> =
-        session.reports.iter().filter_map(|rr| rr.redirected.get(kind.as_str())).map(PathBuf::from).collect();
+fn complete_one(kind: Kind, dest: &Path, session: &RunOutput) -> Result<Patched> {
+    let sources: Vec<PathBuf> = session.runs.iter().filter_map(|rr| rr.redirected.get(&kind)).cloned().collect();
     let created = !dest.exists();
     let (text, added) = match kind {
-        Kind::Json => merge_into::<JsonDoc>(&sources, &session.done, &session.records)?,
+        Kind::Json => merge_into::<JsonDoc>(&sources, session.done, session.records)?,
         Kind::Html => {
-            let (t, n) = merge_into::<HtmlDoc>(&sources, &session.done, &session.records)?;
+            let (t, n) = merge_into::<HtmlDoc>(&sources, session.done, session.records)?;
             copy_assets(&sources, dest)?;
             (retitle(t, dest), n)
         }
-        Kind::Csv => merge_into::<CsvDoc>(&sources, &session.done, &session.records)?,
-        Kind::Junit => merge_into::<JunitDoc>(&sources, &session.done, &session.records)?,
+        Kind::Csv => merge_into::<CsvDoc>(&sources, session.done, session.records)?,
+        Kind::Junit => merge_into::<JunitDoc>(&sources, session.done, session.records)?,
     };
     if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).with_context(|| format!("{}: cannot create its folder", dest.display()))?;
@@ -91,21 +89,19 @@ fn complete_one(kind: Kind, dest: &Path, session: &Session) -> Result<Patched> {
 }
 
 /// The wrapper's end step: for each report kind the user asked pytest for
-/// (session.reports: requested/redirected paths per run, see
+/// (`session.runs`: requested/redirected paths per run, see
 /// journal::RunReports) and each extra target (wrapper flags), write ONE
 /// report holding every test of every run exactly once plus each crashed
 /// test as failed. Runs whose process died before writing its report are
 /// filled from the journal `Done` entries (session.done has outcome,
 /// duration, longrepr, location, sections, start). Creates JUnit from
 /// journals when asked only via the wrapper flag.
-pub fn complete(session: &Session, extra: &[(Kind, PathBuf)]) -> Vec<Result<Patched>> {
+pub fn complete(session: &RunOutput, extra: &[(Kind, PathBuf)]) -> Vec<Result<Patched>> {
     let mut targets: Vec<(Kind, PathBuf)> = Vec::new();
-    for rr in &session.reports {
-        for (k, p) in &rr.requested {
-            let Ok(kind) = k.parse::<Kind>() else { continue };
-            let p = PathBuf::from(p);
-            if !targets.iter().any(|(tk, tp)| *tk == kind && *tp == p) {
-                targets.push((kind, p));
+    for rr in session.runs {
+        for (kind, p) in &rr.requested {
+            if !targets.iter().any(|(tk, tp)| tk == kind && tp == p) {
+                targets.push((*kind, p.clone()));
             }
         }
     }
@@ -128,18 +124,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let r2 = dir.path().join("r2.json");
         std::fs::write(&r2, r#"{"created": 1.0, "duration": 1.0, "exitcode": 0, "root": "/", "environment": {}, "summary": {"passed": 1, "total": 1, "collected": 1}, "collectors": [], "tests": [{"nodeid": "t.py::c", "outcome": "passed"}]}"#).unwrap();
-        let mut session = Session::default();
+        let mut runs = Vec::new();
         for (run, red) in [(1, dir.path().join("missing.json")), (2, r2.clone())] {
             let mut rr = RunReports { run, ..Default::default() };
-            rr.requested.insert("json".into(), dir.path().join("out.json").display().to_string());
-            rr.redirected.insert("json".into(), red.display().to_string());
-            session.reports.push(rr);
+            rr.requested.insert(Kind::Json, dir.path().join("out.json"));
+            rr.redirected.insert(Kind::Json, red);
+            runs.push(rr);
         }
-        session.done = vec![
+        let done = vec![
             Done { nodeid: "t.py::a".into(), outcome: "passed".into(), ..Default::default() },
             Done { nodeid: "t.py::c".into(), outcome: "passed".into(), ..Default::default() },
         ];
-        session.records = vec![CrashRecord { nodeid: "t.py::b".into(), signal: Some(11), ..Default::default() }];
+        let records = vec![CrashRecord { nodeid: "t.py::b".into(), signal: Some(11), ..Default::default() }];
+        let session = RunOutput { records: &records, done: &done, runs: &runs };
         let junit = dir.path().join("j.xml");
         let res = complete(&session, &[(Kind::Junit, junit.clone())]);
         assert_eq!(res.len(), 2);

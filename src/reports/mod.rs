@@ -27,7 +27,7 @@ use std::str::FromStr;
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::journal::Done;
+use crate::journal::{Done, RunReports};
 use crate::record::{self, CrashRecord};
 
 pub use merge::complete;
@@ -79,6 +79,19 @@ impl FromStr for Kind {
             other => bail!("unknown report kind {other:?} (json, html, csv, junit)"),
         })
     }
+}
+
+/// What the wrapper's end step ([`complete`]) merges, built by the run loop
+/// from its session: every crash, every finished test, and per run the
+/// report files pytest was asked for and where that run's copies went.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOutput<'a> {
+    /// Every crash record, in order.
+    pub records: &'a [CrashRecord],
+    /// Every finished test, first finish wins.
+    pub done: &'a [Done],
+    /// The report files of each run.
+    pub runs: &'a [RunReports],
 }
 
 /// What a report write did.
@@ -187,17 +200,7 @@ fn one_line(s: &str) -> String {
 /// The first line of a crash's text: `Crashed: SIGSEGV (signal 11, core
 /// dumped)`, `Exited with code 3 during a test`, `Timed out`.
 pub fn crash_headline(r: &CrashRecord) -> String {
-    match (r.kind, &r.signal_name, r.signal, r.exit_code) {
-        (record::CrashKind::Timeout, _, _, _) => "Timed out: killed by pytest-abort".to_string(),
-        (_, name, Some(sig), _) => format!(
-            "Crashed: {} (signal {sig}{})",
-            name.clone().unwrap_or_else(|| format!("signal {sig}")),
-            if r.core_dumped { ", core dumped" } else { "" }
-        ),
-        (_, Some(name), None, _) => format!("Crashed: {name}"),
-        (_, None, None, Some(code)) => format!("Exited with code {code} during the test"),
-        _ => "Crashed: the test process died".to_string(),
-    }
+    r.death().headline()
 }
 
 /// The full text of a crash as reports show it: how it died, the reason,

@@ -18,11 +18,12 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::journal::{Done, RunReports};
+use crate::journal::{Done, RunJournal, RunReports};
+use crate::model::{Crash, Phase, TestOutcome};
 use crate::record::CrashRecord;
 use crate::supervise::{Leftover, Mode, Outcome};
 
-use once::{prepare, run_once, Plan};
+use once::{prepare, run_once, OneRun, Plan};
 pub use repro::{reproduce, Reproduction};
 /// What to rerun after a run that left tests behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -97,15 +98,15 @@ pub struct RunInfo {
     pub selected: usize,
     /// Tests that finished in this run.
     pub finished: usize,
-    /// Crash records of this run.
+    /// Crashes of this run.
     pub crashes: usize,
 }
 
 /// The result of the whole loop.
 #[derive(Debug, Clone, Default)]
 pub struct Session {
-    /// Every crash record, in order.
-    pub records: Vec<CrashRecord>,
+    /// Every crash, in order.
+    pub crashes: Vec<Crash>,
     /// Every finished test, first finish wins, in order.
     pub done: Vec<Done>,
     /// Every selected test, in first-seen order.
@@ -124,16 +125,23 @@ pub struct Session {
     pub warnings: Vec<String>,
     /// True when a record could not be written to the crash log.
     pub io_error: bool,
+    /// True when the crash log could not be written at all (the summary
+    /// then does not point to it).
+    pub crash_log_failed: bool,
     /// User-requested report paths to this run's copies, per run.
     pub reports: Vec<RunReports>,
     /// The state folder (gone unless kept).
     pub state_dir: PathBuf,
+    /// Files whose collection crashed (skipped in later runs), as node ids.
+    pub skipped_files: Vec<String>,
+    /// Whether the last run's collection finished.
+    pub collection_finished: bool,
 }
 
 impl Session {
     /// Node ids of crashed tests (non-empty, unique).
     pub fn crashed_nodeids(&self) -> HashSet<&str> {
-        self.records.iter().map(|r| r.key()).filter(|k| !k.is_empty()).collect()
+        self.crashes.iter().map(Crash::key).filter(|k| !k.is_empty()).collect()
     }
 
     /// Selected tests that neither finished nor crashed.
@@ -144,8 +152,13 @@ impl Session {
     }
 
     /// Count of finished tests with this outcome.
-    pub fn count(&self, outcome: &str) -> usize {
-        self.done.iter().filter(|d| d.outcome == outcome).count()
+    pub fn count(&self, outcome: TestOutcome) -> usize {
+        self.done.iter().filter(|d| TestOutcome::parse(&d.outcome) == Some(outcome)).count()
+    }
+
+    /// The crash records (wire form) of every crash.
+    pub fn records(&self) -> Vec<CrashRecord> {
+        self.crashes.iter().map(CrashRecord::from).collect()
     }
 
     /// The wrapper's exit status (see `--help`).
@@ -157,7 +170,7 @@ impl Session {
             return EXIT_IO;
         }
         let failed = self.done.iter().any(Done::is_failure);
-        if !self.records.is_empty() || failed {
+        if !self.crashes.is_empty() || failed {
             return 1;
         }
         let last = self.runs.last().map(|r| r.outcome);
@@ -168,113 +181,68 @@ impl Session {
             Some(_) => 1,
         }
     }
+
+    /// The tests the next run leaves out.
+    fn deselect(&self, mode: RetryMode) -> Vec<String> {
+        let crashed = self.crashed_nodeids().into_iter().map(String::from);
+        match mode {
+            RetryMode::Resume => self.done.iter().map(|d| d.nodeid.clone()).chain(crashed).collect(),
+            RetryMode::Deselect => crashed.collect(),
+        }
+    }
+
+    /// What run `number` (a rerun) is for, in words.
+    fn rerun_purpose(&self, mode: RetryMode) -> String {
+        match mode {
+            RetryMode::Resume if !self.collection_finished => {
+                let left = self.not_run().len();
+                let known = if left > 0 { format!(", then the {left} tests not yet run") } else { String::new() };
+                format!(
+                    "collecting the files not yet collected (skipping {}, whose collection crashed){known}",
+                    self.skipped_files.join(", ")
+                )
+            }
+            RetryMode::Resume => format!("resuming the {} tests not yet run", self.not_run().len()),
+            RetryMode::Deselect => {
+                format!("rerunning the command without the {} crashed tests", self.crashed_nodeids().len())
+            }
+        }
+    }
 }
 
 /// Exit status when a record or report could not be written.
 pub const EXIT_IO: i32 = 74;
+
+/// What one run added, for deciding whether to run again.
+struct Step {
+    new_crashes: usize,
+    new_crashed_ids: usize,
+    finished: usize,
+    stop: bool,
+}
 
 /// Runs the whole loop (and the rechecks, when asked).
 pub fn run(cfg: &Config) -> Result<Session> {
     let prep = prepare(cfg)?;
     let mut session = Session { state_dir: prep.state_dir.clone(), ..Default::default() };
     let mut ignore: Vec<String> = Vec::new();
-    let mut selected_seen: HashSet<String> = HashSet::new();
-    let mut done_seen: HashSet<String> = HashSet::new();
-
     for number in 1..=cfg.max_runs.max(1) {
-        let deselect: Vec<String> = match cfg.retry_mode {
-            RetryMode::Resume => session
-                .done
-                .iter()
-                .map(|d| d.nodeid.clone())
-                .chain(session.crashed_nodeids().into_iter().map(String::from))
-                .collect(),
-            RetryMode::Deselect => session.crashed_nodeids().into_iter().map(String::from).collect(),
-        };
         if number > 1 && cfg.verbose {
-            let what = match cfg.retry_mode {
-                RetryMode::Resume => format!("resuming the {} tests not yet run", session.not_run().len()),
-                RetryMode::Deselect => {
-                    format!("rerunning the command without the {} crashed tests", session.crashed_nodeids().len())
-                }
-            };
-            eprintln!("\npytest-abort: run {number}/{}: {what}", cfg.max_runs);
+            eprintln!("\npytest-abort: run {number}/{}: {}", cfg.max_runs, session.rerun_purpose(cfg.retry_mode));
         }
-        let plan = Plan { run: number, deselect, ignore: ignore.clone(), only: None };
+        let plan = Plan { run: number, deselect: session.deselect(cfg.retry_mode), ignore: ignore.clone(), only: None };
         let one = run_once(cfg, &prep, &plan, cfg.crash_log.as_deref())?;
-        if let Some(why) = &one.sup.ptrace_refused {
-            if session.ptrace_refused.is_none() && cfg.verbose {
-                eprintln!("pytest-abort: {why}; supervising without ptrace");
-            }
-            session.ptrace_refused = Some(why.clone());
-        }
-        session.mode = Some(one.sup.mode);
-        session.leftovers.extend(one.sup.leftovers.iter().cloned());
-        session.interrupted = one.sup.interrupted;
-        session.warnings.extend(one.warnings.iter().cloned());
-        session.io_error |= one.io_error;
-
-        let journal = &one.journal;
-        if journal.processes.is_empty() && session.interrupted.is_none() {
-            // Nothing loaded the plugin: deaths cannot be named.
-            let w = format!(
-                "no pytest process loaded the pytest-abort plugin in run {number} (disabled with \
-                 `-p no:pytest_abort`, or the command did not run pytest?): crashes cannot be attributed to tests"
-            );
-            if cfg.verbose {
-                eprintln!("pytest-abort: warning: {w}");
-            }
-            session.warnings.push(w);
-        }
-        let before_done = session.done.len();
-        for n in &journal.collected {
-            if selected_seen.insert(n.clone()) {
-                session.selected.push(n.clone());
-            }
-        }
-        for d in &journal.done {
-            if done_seen.insert(d.nodeid.clone()) {
-                session.done.push(d.clone());
-            }
-        }
-        if let Some(r) = journal.reports(number) {
-            session.reports.push(r);
-        }
-        // Files whose collection crashed are skipped from now on.
-        for rec in one.records.iter().filter(|r| r.phase == "collection" && !r.nodeid.is_empty()) {
-            if let Some(pj) = journal.processes.get(&rec.pid.parse().unwrap_or(0)) {
-                ignore.push(Path::new(&pj.rootdir).join(&rec.nodeid).display().to_string());
-            }
-        }
-        let new_crashes = one.records.len();
-        let previously_crashed = session.crashed_nodeids().into_iter().map(String::from).collect::<HashSet<_>>();
-        let new_crashed_ids =
-            one.records.iter().filter(|r| !r.key().is_empty() && !previously_crashed.contains(r.key())).count();
-        let collection_finished = journal.collection_finished;
-        session.records.extend(one.records);
-        let finished = session.done.len() - before_done;
-        session.runs.push(RunInfo {
-            number,
-            outcome: one.sup.outcome,
-            selected: one.journal.collected.len(),
-            finished,
-            crashes: new_crashes,
-        });
-
-        if session.interrupted.is_some() || one.session_expired {
-            break;
-        }
-        let left_behind = !session.not_run().is_empty() || !collection_finished;
+        let step = absorb(cfg, &mut session, number, one, &mut ignore);
+        let left_behind = !session.not_run().is_empty() || !session.collection_finished;
         let again = match cfg.retry_mode {
-            RetryMode::Resume => new_crashes > 0 && left_behind,
-            RetryMode::Deselect => new_crashed_ids > 0,
+            RetryMode::Resume => step.new_crashes > 0 && left_behind,
+            RetryMode::Deselect => step.new_crashed_ids > 0,
         };
-        let progress = finished > 0 || new_crashed_ids > 0;
-        if !again || !progress {
+        let progress = step.finished > 0 || step.new_crashed_ids > 0;
+        if step.stop || !again || !progress {
             break;
         }
     }
-
     if cfg.recheck_crashed > 0 && session.interrupted.is_none() {
         repro::recheck(cfg, &prep, &mut session)?;
     }
@@ -283,10 +251,91 @@ pub fn run(cfg: &Config) -> Result<Session> {
     Ok(session)
 }
 
+/// Takes one run's results into the session.
+fn absorb(cfg: &Config, session: &mut Session, number: u32, one: OneRun, ignore: &mut Vec<String>) -> Step {
+    if let Some(why) = &one.sup.ptrace_refused {
+        if session.ptrace_refused.is_none() && cfg.verbose {
+            eprintln!("pytest-abort: {why}; supervising without ptrace");
+        }
+        session.ptrace_refused = Some(why.clone());
+    }
+    session.mode = Some(one.sup.mode);
+    session.leftovers.extend(one.sup.leftovers.iter().cloned());
+    session.interrupted = one.sup.interrupted;
+    session.warnings.extend(one.warnings.iter().cloned());
+    session.io_error |= one.io_error;
+    session.crash_log_failed |= one.io_error;
+    let journal = &one.journal;
+    if journal.processes.is_empty() && session.interrupted.is_none() {
+        // Nothing loaded the plugin: deaths cannot be named.
+        let w = format!(
+            "no pytest process loaded the pytest-abort plugin in run {number} (disabled with \
+             `-p no:pytest_abort`, or the command did not run pytest?): crashes cannot be attributed to tests"
+        );
+        if cfg.verbose {
+            eprintln!("pytest-abort: warning: {w}");
+        }
+        session.warnings.push(w);
+    }
+    let finished = merge_journal(session, journal, number);
+    // Files whose collection crashed are skipped from now on.
+    for c in one.crashes.iter().filter(|c| c.phase == Phase::Collection && !c.nodeid.is_empty()) {
+        if let Some(pj) = journal.processes.get(&c.pid) {
+            ignore.push(Path::new(&pj.rootdir).join(&c.nodeid).display().to_string());
+            session.skipped_files.push(c.nodeid.clone());
+        }
+    }
+    let previously_crashed: HashSet<String> = session.crashed_nodeids().into_iter().map(String::from).collect();
+    let step = Step {
+        new_crashes: one.crashes.len(),
+        new_crashed_ids: one
+            .crashes
+            .iter()
+            .filter(|c| !c.key().is_empty() && !previously_crashed.contains(c.key()))
+            .count(),
+        finished,
+        stop: session.interrupted.is_some() || one.session_expired,
+    };
+    session.collection_finished = journal.collection_finished;
+    session.crashes.extend(one.crashes);
+    session.runs.push(RunInfo {
+        number,
+        outcome: one.sup.outcome,
+        selected: one.journal.collected.len(),
+        finished,
+        crashes: step.new_crashes,
+    });
+    step
+}
+
+/// Adds a run's selected and finished tests (first seen wins) and its
+/// report paths; returns how many tests finished in it.
+fn merge_journal(session: &mut Session, journal: &RunJournal, number: u32) -> usize {
+    let before = session.done.len();
+    let selected_seen: HashSet<String> = session.selected.iter().cloned().collect();
+    for n in &journal.collected {
+        if !selected_seen.contains(n) {
+            session.selected.push(n.clone());
+        }
+    }
+    let done_seen: HashSet<String> = session.done.iter().map(|d| d.nodeid.clone()).collect();
+    for d in &journal.done {
+        if !done_seen.contains(&d.nodeid) {
+            session.done.push(d.clone());
+        }
+    }
+    if let Some(r) = journal.reports(number) {
+        session.reports.push(r);
+    }
+    session.done.len() - before
+}
+
 /// Writes the final reports while the per-run copies still exist in the
 /// state folder; failures become warnings and set `io_error`.
 fn write_reports(cfg: &Config, session: &mut Session) {
-    for res in crate::reports::complete(session, &cfg.reports) {
+    let records = session.records();
+    let input = crate::reports::RunOutput { records: &records, done: &session.done, runs: &session.reports };
+    for res in crate::reports::complete(&input, &cfg.reports) {
         match res {
             Ok(p) if cfg.verbose && p.added > 0 => {
                 eprintln!("pytest-abort: report {}: {} entries merged or added", p.path.display(), p.added)

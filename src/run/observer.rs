@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use crate::attribute::{self, Attribution};
 use crate::forensics::{self, OomWatch};
-use crate::record::{self, CrashKind, CrashRecord};
-use crate::supervise::{self, Observer, ProcessEnd};
+use crate::model::{Crash, Death, Worker};
+use crate::record::{self, CrashRecord};
+use crate::supervise::{Observer, ProcessEnd};
 use crate::watchdog::Watchdog;
 
 /// Collects the records of one run.
@@ -17,8 +18,8 @@ pub(super) struct RunObserver<'a> {
     crash_log: Option<&'a Path>,
     verbose: bool,
     interrupted: Option<i32>,
-    /// The run's crash records, in order.
-    pub records: Vec<CrashRecord>,
+    /// The run's crashes, in order.
+    pub crashes: Vec<Crash>,
     /// Problems that did not stop the run.
     pub warnings: Vec<String>,
     /// True when a record could not be appended to the crash log.
@@ -38,7 +39,7 @@ impl<'a> RunObserver<'a> {
             crash_log,
             verbose,
             interrupted: None,
-            records: Vec::new(),
+            crashes: Vec::new(),
             warnings: Vec::new(),
             io_error: false,
             watchdog,
@@ -47,35 +48,36 @@ impl<'a> RunObserver<'a> {
         }
     }
 
-    /// Adds what forensics know to a fresh record.
-    fn enrich(&mut self, rec: &mut CrashRecord, end: &ProcessEnd) {
-        rec.traceback = forensics::read_traceback(&self.ctx.state_dir, self.ctx.run, end.pid);
-        if rec.signal.is_none() && rec.exit_code.is_none() {
+    /// Adds what forensics know to a fresh crash.
+    fn enrich(&mut self, crash: &mut Crash, end: &ProcessEnd) {
+        crash.traceback = forensics::read_traceback(&self.ctx.state_dir, self.ctx.run, end.pid);
+        if crash.death == Death::Unknown {
             // Without ptrace the wait status may be unknown: faulthandler's
             // dump still names the fatal signal.
-            rec.signal = rec.traceback.as_deref().and_then(forensics::signal_from_traceback);
-            rec.signal_name = rec.signal.map(supervise::signals::name);
+            if let Some(signal) = crash.traceback.as_deref().and_then(forensics::signal_from_traceback) {
+                crash.death = Death::Signal { signal, core_dumped: false, detail: None };
+            }
         }
-        let timeout = self.watchdog.expiry_of(end.pid).map(|e| (e.limit, e.scope));
-        if timeout.is_some() {
-            rec.kind = CrashKind::Timeout;
-        } else if rec.signal == Some(libc::SIGKILL) && self.oom.fired(end.pid) {
-            rec.oom_suspected = Some(true);
+        if let Some(e) = self.watchdog.expiry_of(end.pid) {
+            let end = Box::new(std::mem::replace(&mut crash.death, Death::Unknown));
+            crash.death = Death::Timeout { limit: Some(e.limit), scope: Some(e.scope), end };
+        } else if crash.death.signal() == Some(libc::SIGKILL) && self.oom.fired(end.pid) {
+            crash.oom_suspected = true;
         }
-        rec.reason = attribute::reason(rec, timeout);
     }
 }
 
 impl Observer for RunObserver<'_> {
     fn process_ended(&mut self, end: &ProcessEnd) {
-        let Attribution { record, warnings } = attribute::attribute(&self.ctx, end, self.interrupted);
+        let Attribution { crash, warnings } = attribute::attribute(&self.ctx, end, self.interrupted);
         for w in warnings {
             eprintln!("pytest-abort: warning: {w}");
             self.warnings.push(w);
         }
-        let Some(mut rec) = record else { return };
-        self.enrich(&mut rec, end);
-        if rec.worker != "main" {
+        let Some(mut crash) = crash else { return };
+        self.enrich(&mut crash, end);
+        let rec = CrashRecord::from(&crash);
+        if crash.worker != Worker::Main {
             forensics::write_crashinfo(&self.ctx.state_dir, self.ctx.run, &rec);
         }
         if let Some(tb) = &rec.traceback {
@@ -85,10 +87,10 @@ impl Observer for RunObserver<'_> {
         if self.verbose {
             eprintln!(
                 "\npytest-abort: {} {} [{}, pid {}]",
-                if rec.nodeid.is_empty() { "pytest" } else { &rec.nodeid },
+                if crash.nodeid.is_empty() { "pytest" } else { &crash.nodeid },
                 rec.reason,
-                rec.worker,
-                rec.pid
+                crash.worker,
+                crash.pid
             );
         }
         if let Some(log) = self.crash_log {
@@ -99,7 +101,7 @@ impl Observer for RunObserver<'_> {
                 self.io_error = true;
             }
         }
-        self.records.push(rec);
+        self.crashes.push(crash);
     }
 
     fn runs_tests(&mut self, pid: i32) -> bool {

@@ -12,7 +12,7 @@ use super::Config;
 use crate::attribute;
 use crate::fsutil;
 use crate::journal::RunJournal;
-use crate::record::CrashRecord;
+use crate::model::Crash;
 use crate::shim;
 use crate::supervise::{self, spawn::Command};
 use crate::watchdog::{self, Watchdog};
@@ -91,7 +91,7 @@ impl Prepared {
 /// One supervised pytest run and what came of it.
 pub(super) struct OneRun {
     pub sup: supervise::Supervised,
-    pub records: Vec<CrashRecord>,
+    pub crashes: Vec<Crash>,
     pub warnings: Vec<String>,
     pub io_error: bool,
     pub journal: RunJournal,
@@ -122,7 +122,7 @@ pub(super) fn run_once(cfg: &Config, prep: &Prepared, plan: &Plan, crash_log: Op
     Ok(OneRun {
         sup,
         session_expired: obs.watchdog.session_expired(),
-        records: obs.records,
+        crashes: obs.crashes,
         warnings: obs.warnings,
         io_error: obs.io_error,
         journal: RunJournal::read(&prep.state_dir, plan.run),

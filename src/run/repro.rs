@@ -5,6 +5,7 @@ use anyhow::Result;
 
 use super::once::{prepare, run_once, Plan, Prepared};
 use super::{Config, Session};
+use crate::model::{Crash, Verdict};
 use crate::record::{self, CrashRecord};
 
 /// Reruns each crashed test alone `cfg.recheck_crashed` times and labels
@@ -13,8 +14,12 @@ use crate::record::{self, CrashRecord};
 pub(super) fn recheck(cfg: &Config, prep: &Prepared, session: &mut Session) -> Result<()> {
     let n = cfg.recheck_crashed;
     let mut number = session.runs.len() as u32;
-    let ids: Vec<String> =
-        crate::record::dedupe_by_nodeid(&session.records).iter().map(|r| r.key().to_string()).collect();
+    let mut ids: Vec<String> = Vec::new();
+    for c in &session.crashes {
+        if !c.key().is_empty() && !ids.iter().any(|i| i == c.key()) {
+            ids.push(c.key().to_string());
+        }
+    }
     for id in ids {
         let mut crashed = 0;
         for _ in 0..n {
@@ -22,7 +27,7 @@ pub(super) fn recheck(cfg: &Config, prep: &Prepared, session: &mut Session) -> R
             let plan = Plan { run: number, deselect: vec![], ignore: vec![], only: Some(vec![id.clone()]) };
             let quiet = Config { verbose: false, ..cfg.clone() };
             let one = run_once(&quiet, prep, &plan, None)?;
-            if one.records.iter().any(|r| r.key() == id) {
+            if one.crashes.iter().any(|c| c.key() == id) {
                 crashed += 1;
             }
             if one.sup.interrupted.is_some() {
@@ -30,19 +35,20 @@ pub(super) fn recheck(cfg: &Config, prep: &Prepared, session: &mut Session) -> R
                 return Ok(());
             }
         }
-        let label = if crashed == n { "deterministic".to_string() } else { format!("flaky ({crashed}/{n})") };
+        let verdict = Verdict::of(crashed, n);
         if cfg.verbose {
-            eprintln!("pytest-abort: recheck {id}: crash: {label}");
+            eprintln!("pytest-abort: recheck {id}: crash: {verdict}");
         }
         let mut labelled = Vec::new();
-        for r in session.records.iter_mut().filter(|r| r.key() == id) {
-            r.recheck = Some(label.clone());
-            labelled.push(r.clone());
+        for c in session.crashes.iter_mut().filter(|c| c.key() == id) {
+            c.recheck = Some(verdict);
+            labelled.push(CrashRecord::from(&*c));
         }
         if let Some(log) = &cfg.crash_log {
             if let Err(e) = record::append_records(log, &labelled[..labelled.len().min(1)]) {
                 session.warnings.push(format!("{e:#}"));
                 session.io_error = true;
+                session.crash_log_failed = true;
             }
         }
     }
@@ -56,8 +62,8 @@ pub struct Reproduction {
     pub runs: u32,
     /// Runs that crashed.
     pub crashed: u32,
-    /// The first crash's record.
-    pub first: Option<CrashRecord>,
+    /// The first crash.
+    pub first: Option<Crash>,
     /// The signal the wrapper was stopped with.
     pub interrupted: Option<i32>,
     /// Whether the test ran at all (it was collected).
@@ -77,7 +83,7 @@ pub fn reproduce(cfg: &Config, nodeid: &str, repeat: u32) -> Result<Reproduction
         let one = run_once(cfg, &prep, &plan, cfg.crash_log.as_deref())?;
         out.runs = number;
         out.found |= one.journal.collected.iter().any(|n| n == nodeid);
-        if let Some(r) = one.records.into_iter().next() {
+        if let Some(r) = one.crashes.into_iter().next() {
             out.crashed += 1;
             out.first = Some(r);
             break;

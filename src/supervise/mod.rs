@@ -63,17 +63,8 @@ impl Outcome {
 
 impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match *self {
-            Outcome::Exited(c) => write!(f, "exited with code {c}"),
-            Outcome::Signaled { signal, core_dumped } => write!(
-                f,
-                "killed by {} ({}){}",
-                signals::name(signal),
-                signals::describe(signal),
-                if core_dumped { ", core dumped" } else { "" }
-            ),
-            Outcome::Unknown => write!(f, "ended (how is unknown)"),
-        }
+        // One rendering of "how it died" for the whole crate.
+        std::fmt::Display::fmt(&crate::model::Death::from_end(*self, None), f)
     }
 }
 
