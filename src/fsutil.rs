@@ -6,20 +6,51 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-/// Writes `bytes` to `path` atomically: see [`atomic_write_parts`].
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+/// What an atomic write did besides writing the bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Written {
+    /// The file that was written: the path asked for, or, when that is a
+    /// symbolic link, the file it points to.
+    pub target: PathBuf,
+    /// The mode of the file that was replaced when nobody could write to it
+    /// (e.g. 0444): the caller says so. The new file keeps that mode.
+    pub replaced_read_only: Option<u32>,
+}
+
+impl Written {
+    /// One line for the user when the write replaced a read-only file.
+    pub fn read_only_note(&self) -> Option<String> {
+        self.replaced_read_only.map(|mode| {
+            format!("{}: was read-only (mode {mode:04o}); replaced it, keeping the mode", self.target.display())
+        })
+    }
+}
+
+/// Writes `bytes` to `path` atomically: see [`atomic_write_with`].
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<Written> {
     atomic_write_parts(path, &[bytes])
 }
 
-/// Writes the concatenation of `parts` to `path` atomically: a temp file in
-/// the same folder is written, flushed and renamed over `path`, so a report
-/// can be written from slices of the text it was read from without first
-/// joining them into one copy.
+/// Writes the concatenation of `parts` to `path` atomically (a report
+/// written from slices of the text it was read from needs no joined copy):
+/// see [`atomic_write_with`].
+pub fn atomic_write_parts(path: &Path, parts: &[&[u8]]) -> Result<Written> {
+    atomic_write_with(path, |w| parts.iter().try_for_each(|p| w.write_all(p)))
+}
+
+/// Writes what `fill` writes to `path` atomically: a temp file in the
+/// target's folder is written through a buffer (so an output larger than
+/// memory can be produced in pieces), flushed and renamed over the target.
+///
+/// The target is `path`, or when `path` is a symbolic link (dangling ones
+/// included) the file it finally points to, as pytest writes through a
+/// link: the link stays a link. A target that was read-only is replaced
+/// and reported in [`Written::replaced_read_only`].
 ///
 /// What is guaranteed: a crash or kill of this process, or a write error
 /// such as a full disk (the error is returned, naming the file), leaves
@@ -28,36 +59,60 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
 /// kernel crash. The data is not fsynced (the kernel writes it back later),
 /// so after a power cut the file may be the old one, or on some file
 /// systems empty. The new file keeps the old file's permissions when there
-/// was one.
-pub fn atomic_write_parts(path: &Path, parts: &[&[u8]]) -> Result<()> {
-    let dir = match path.parent() {
+/// was one, else 0644.
+pub fn atomic_write_with(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<Written> {
+    let target = resolve_links(path)?;
+    let dir = match target.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{}.", path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()))
+        .prefix(&format!(".{name}."))
         .suffix(".tmp")
         .tempfile_in(dir)
         .with_context(|| format!("{}: cannot create a temp file in {}", path.display(), dir.display()))?;
-    // Unbuffered: each part is one write(2) loop, and write_all surfaces
-    // ENOSPC/EIO of any of them. Nothing is buffered in user space, so there
-    // is nothing left to flush that could fail later.
-    let mut f = tmp.as_file();
-    parts
-        .iter()
-        .try_for_each(|p| f.write_all(p))
-        .and_then(|_| f.flush())
-        .with_context(|| format!("{}: cannot write", path.display()))?;
-    if let Ok(meta) = fs::metadata(path) {
-        let _ = fs::set_permissions(tmp.path(), meta.permissions());
-    } else {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644));
+    {
+        // write_all of each buffered piece surfaces ENOSPC/EIO; the final
+        // flush surfaces the rest (nothing stays buffered after it).
+        let mut w = std::io::BufWriter::with_capacity(1 << 18, tmp.as_file());
+        fill(&mut w).and_then(|_| w.flush()).with_context(|| format!("{}: cannot write", path.display()))?;
     }
-    tmp.persist(path)
+    let old_mode = fs::metadata(&target).ok().map(|m| m.permissions().mode() & 0o7777);
+    let _ = fs::set_permissions(tmp.path(), fs::Permissions::from_mode(old_mode.unwrap_or(0o644)));
+    tmp.persist(&target)
         .map_err(|e| e.error)
         .with_context(|| format!("{}: cannot rename the temp file into place", path.display()))?;
-    Ok(())
+    Ok(Written { replaced_read_only: old_mode.filter(|m| m & 0o222 == 0), target })
+}
+
+/// The file `path` finally names: symbolic links followed (relative
+/// targets against the link's folder), the last one even when dangling.
+fn resolve_links(path: &Path) -> Result<PathBuf> {
+    let mut p = path.to_path_buf();
+    // The kernel's own limit on links in one lookup.
+    for _ in 0..40 {
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let to = fs::read_link(&p).with_context(|| format!("{}: cannot read the link", p.display()))?;
+                p = match p.parent() {
+                    Some(dir) if to.is_relative() => dir.join(to),
+                    _ => to,
+                };
+            }
+            _ => return Ok(p),
+        }
+    }
+    anyhow::bail!("{}: too many levels of symbolic links", path.display())
+}
+
+/// Creates the folder `path` goes in (and its parents) when missing.
+pub fn create_parent(path: &Path) -> Result<()> {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => fs::create_dir_all(parent)
+            .with_context(|| format!("{}: cannot create the folder {}", path.display(), parent.display())),
+        _ => Ok(()),
+    }
 }
 
 /// Appends `bytes` to `path` under an exclusive `flock`, creating the file
@@ -66,12 +121,7 @@ pub fn atomic_write_parts(path: &Path, parts: &[&[u8]]) -> Result<()> {
 /// Used for the crash log, which several processes (the wrapper, the shim in
 /// an xdist controller, the original plugin) may append to at once.
 pub fn append_locked(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        if !parent.as_os_str().is_empty() {
-            fs::create_dir_all(parent)
-                .with_context(|| format!("{}: cannot create folder {}", path.display(), parent.display()))?;
-        }
-    }
+    create_parent(path)?;
     let file = OpenOptions::new()
         .create(true)
         .append(true)

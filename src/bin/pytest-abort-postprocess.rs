@@ -41,6 +41,11 @@ fn main() {
         );
         std::process::exit(2);
     };
+    if !log.exists() {
+        // Nothing to add: no report is created or touched from nothing.
+        eprintln!("pytest-abort-postprocess: warning: {}: no such crash log; no report written", log.display());
+        std::process::exit(0);
+    }
     let records = match record::read_crash_log(&log) {
         Ok(r) => r,
         Err(e) => {
@@ -60,17 +65,23 @@ fn main() {
     let unique = record::dedupe_by_nodeid(&records).len();
     println!("pytest-abort-postprocess: {unique} crashed tests in {}", log.display());
     let mut failed = false;
-    for ((kind, path), res) in targets.iter().zip(reports::postprocess(&records, &targets)) {
+    for ((kind, _), res) in targets.iter().zip(reports::postprocess(&records, &targets)) {
         match res {
-            Ok(p) => println!(
-                "{kind} {}: {} {} added",
-                p.path.display(),
-                if p.created { "created," } else { "patched," },
-                p.added
-            ),
+            Ok(p) => {
+                if let Some(note) = p.read_only_note() {
+                    eprintln!("pytest-abort-postprocess: warning: {note}");
+                }
+                println!(
+                    "{kind} {}: {} {} added",
+                    p.path.display(),
+                    if p.created { "created," } else { "patched," },
+                    p.added
+                )
+            }
             Err(e) => {
                 failed = true;
-                eprintln!("pytest-abort-postprocess: error: {kind} {}: {e:#}", path.display());
+                // Every report error starts with the report's path.
+                eprintln!("pytest-abort-postprocess: error: {kind} report {e:#}");
             }
         }
     }

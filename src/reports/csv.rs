@@ -39,6 +39,11 @@ impl CsvDoc {
         if header.iter().all(|h| h.trim().is_empty()) {
             bail!("the CSV header is empty");
         }
+        if !header.iter().any(|h| h == "id" || h == "name") {
+            // Without them the file's tests cannot be told from the crashed
+            // ones, and no crash could be written into a known column.
+            bail!("not a pytest-csv report: its header ({}) has neither an id nor a name column", header.join(","));
+        }
         let mut rows = Vec::new();
         for (i, rec) in rd.records().enumerate() {
             let rec = rec.with_context(|| format!("invalid CSV row {}", i + 2))?;
@@ -166,6 +171,7 @@ mod tests {
         d.add(&Entry::from_crash(&sample_record()));
         let out = d.render().unwrap();
         assert!(out.starts_with("status,id\nfailed,x\nfailed,tests/test_gpu.py::TestK::"), "{out}");
-        assert!(CsvDoc::parse("a,b\n1\n".into()).is_err());
+        assert!(CsvDoc::parse("id,b\n1\n".into()).is_err());
+        assert!(CsvDoc::parse("foo,bar\n1,2\n".into()).is_err());
     }
 }

@@ -131,7 +131,7 @@ const DEFAULT_COLUMNS: [&str; 4] = ["col-result", "col-testId", "col-duration", 
 
 fn static_row(e: &Entry) -> String {
     let result = result_word(&e.outcome);
-    format!(
+    let row = format!(
         "<tbody class=\"results-table-row {cls}\"><tr class=\"collapsible\"><td class=\"col-result\">{result}</td>\
 <td class=\"col-testId\">{id}</td><td class=\"col-duration\">{dur}</td><td class=\"col-links\"></td></tr>\
 <tr class=\"extras-row\"><td class=\"extra\" colspan=\"4\"><div class=\"log\">{log}</div></td></tr></tbody>\n",
@@ -139,7 +139,8 @@ fn static_row(e: &Entry) -> String {
         id = html_escape(&e.nodeid),
         dur = format_duration(e.duration),
         log = log_text(e),
-    )
+    );
+    text::visible_controls(&row).into_owned()
 }
 
 fn created_page() -> String {
@@ -380,6 +381,8 @@ type BlobScan = (Vec<text::Member>, Vec<Vec<String>>, Vec<String>, Vec<usize>);
 
 /// Validates a decoded blob and finds what patching needs.
 fn scan_blob(blob: &str) -> Result<BlobScan> {
+    // Offsets found in the fixed text hold in `blob`.
+    let blob = &*text::replace_lone_surrogates(blob);
     let BlobInfo(info) = serde_json::from_str(blob).context("the data-jsonblob attribute is not valid JSON")?;
     let Some((results, columns)) = info else { bail!("the data-jsonblob has no \"tests\" object") };
     let open = blob.find('{').context("empty blob")?;
@@ -593,7 +596,7 @@ impl Doc for HtmlDoc {
         for (s, e, results) in &other.members {
             let fragment = html_unescape(&other.text[*s..*e]);
             let key: String = match skip_value(fragment.as_bytes(), 0) {
-                Ok(end) => serde_json::from_str(&fragment[..end]).unwrap_or_default(),
+                Ok(end) => serde_json::from_str(&text::replace_lone_surrogates(&fragment[..end])).unwrap_or_default(),
                 Err(_) => String::new(),
             };
             if !self.has(&key) {

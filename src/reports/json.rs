@@ -9,7 +9,7 @@ use anyhow::{bail, Context as _, Result};
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{json, Map, Value};
 
-use super::text::{array_elements, object_members, py_dumps, py_float, separator};
+use super::text::{array_elements, object_members, py_dumps, py_float, replace_lone_surrogates, separator};
 use super::{Doc, Entry};
 
 /// A parsed pytest-json-report file.
@@ -197,8 +197,10 @@ impl<'de> Deserialize<'de> for TestIds {
 
 impl JsonDoc {
     fn from_text(text: String, created: bool) -> Result<Self> {
-        // Validates the whole file and keeps only what the patch needs.
-        let top: Top = serde_json::from_str(&text).context("invalid JSON")?;
+        // Validates the whole file and keeps only what the patch needs;
+        // spans found in `scan` hold in `text`.
+        let scan = replace_lone_surrogates(&text);
+        let top: Top = serde_json::from_str(&scan).context("invalid JSON")?;
         if !top.object {
             bail!("not a pytest-json-report file: the top level is not an object")
         }
@@ -207,13 +209,13 @@ impl JsonDoc {
             Some(Value::Object(m)) => m,
             _ => bail!("not a pytest-json-report file: no \"summary\" object"),
         };
-        let open = text.find('{').context("no JSON object")?;
-        let (members, _) = object_members(&text, open)?;
+        let open = scan.find('{').context("no JSON object")?;
+        let (members, _) = object_members(&scan, open)?;
         // The last of repeated keys, as the parse above kept.
         let span = |k: &str| members.iter().rev().find(|m| m.key == k).map(|m| (m.start, m.end));
         let (tests_open, _) = span("tests").context("no tests member")?;
         let summary = span("summary").context("no summary member")?;
-        let (el_spans, tests_close) = array_elements(&text, tests_open)?;
+        let (el_spans, tests_close) = array_elements(&scan, tests_open)?;
         if el_spans.len() != tests.len() {
             bail!("tests array could not be scanned");
         }
@@ -229,7 +231,8 @@ impl JsonDoc {
         }
         let exitcode = span("exitcode").and_then(|(s, e)| top.exitcode?.as_i64().map(|v| (s, e, v)));
         let duration = span("duration").and_then(|(s, e)| top.duration?.as_f64().map(|v| (s, e, v)));
-        let sep = separator(&text, tests_open, el_spans.first().map(|x| x.0));
+        let sep = separator(&scan, tests_open, el_spans.first().map(|x| x.0));
+        drop(scan);
         Ok(JsonDoc {
             summary,
             summary_value,

@@ -81,11 +81,9 @@ fn complete_one(kind: Kind, dest: &Path, session: &RunOutput) -> Result<Patched>
         Kind::Csv => merge_into::<CsvDoc>(&sources, session.done, session.records)?,
         Kind::Junit => merge_into::<JunitDoc>(&sources, session.done, session.records)?,
     };
-    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).with_context(|| format!("{}: cannot create its folder", dest.display()))?;
-    }
-    crate::fsutil::atomic_write(dest, text.as_bytes())?;
-    Ok(Patched { path: dest.to_path_buf(), added, created })
+    crate::fsutil::create_parent(dest)?;
+    let written = crate::fsutil::atomic_write(dest, text.as_bytes())?;
+    Ok(Patched { path: dest.to_path_buf(), added, created, replaced_read_only: written.replaced_read_only })
 }
 
 /// The wrapper's end step: for each report kind the user asked pytest for

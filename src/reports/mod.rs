@@ -103,6 +103,17 @@ pub struct Patched {
     pub added: usize,
     /// True when the file did not exist before.
     pub created: bool,
+    /// The mode of the report when it was read-only and was replaced
+    /// (see [`crate::fsutil::Written`]): callers say so.
+    pub replaced_read_only: Option<u32>,
+}
+
+impl Patched {
+    /// One line for the user when a read-only report was replaced.
+    pub fn read_only_note(&self) -> Option<String> {
+        let written = crate::fsutil::Written { target: self.path.clone(), replaced_read_only: self.replaced_read_only };
+        written.read_only_note()
+    }
 }
 
 /// One test result to put into a report, from a crash record or a journal
@@ -272,10 +283,28 @@ pub(crate) trait Doc: Sized {
     }
 }
 
-/// Reads a report: `Ok(None)` when missing.
+/// The UTF-8 byte order mark some editors and tools put first.
+const BOM: &str = "\u{feff}";
+
+/// Reads a report: `Ok(None)` when missing; a UTF-8 BOM at the start is
+/// dropped (see [`read_report_bom`]).
 fn read_report(path: &Path) -> Result<Option<String>> {
+    Ok(read_report_bom(path)?.map(|(_, text)| text))
+}
+
+/// Reads a report: `Ok(None)` when missing, else whether it started with a
+/// UTF-8 BOM and its text without it (every format's parser sees the same
+/// text with or without one; a patched file keeps its BOM).
+fn read_report_bom(path: &Path) -> Result<Option<(bool, String)>> {
     match std::fs::read(path) {
-        Ok(b) => String::from_utf8(b).map(Some).with_context(|| format!("{}: not UTF-8 text", path.display())),
+        Ok(b) => {
+            let mut text = String::from_utf8(b).with_context(|| format!("{}: not UTF-8 text", path.display()))?;
+            let bom = text.starts_with(BOM);
+            if bom {
+                text.drain(..BOM.len());
+            }
+            Ok(Some((bom, text)))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(anyhow::Error::new(e).context(format!("{}: cannot read", path.display()))),
     }
@@ -295,18 +324,22 @@ fn add_crashes<D: Doc>(doc: &mut D, records: &[CrashRecord]) -> usize {
 }
 
 fn patch_doc<D: Doc>(path: &Path, records: &[CrashRecord]) -> Result<Patched> {
-    let existing = read_report(path)?;
+    let existing = read_report_bom(path)?;
     let created = existing.is_none();
-    let mut doc = match existing {
-        Some(t) => D::parse(t).with_context(|| format!("{}: not a valid report of its format", path.display()))?,
-        None => D::create(),
+    let (bom, mut doc) = match existing {
+        Some((bom, t)) => {
+            (bom, D::parse(t).with_context(|| format!("{}: not a valid report of its format", path.display()))?)
+        }
+        None => (false, D::create()),
     };
     let added = add_crashes(&mut doc, records);
+    let mut replaced_read_only = None;
     if let Some(parts) = doc.render_parts() {
-        let bytes: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
-        crate::fsutil::atomic_write_parts(path, &bytes)?;
+        let bom = if bom { BOM.as_bytes() } else { b"" };
+        let bytes: Vec<&[u8]> = std::iter::once(bom).chain(parts.iter().map(|p| p.as_bytes())).collect();
+        replaced_read_only = crate::fsutil::atomic_write_parts(path, &bytes)?.replaced_read_only;
     }
-    Ok(Patched { path: path.to_path_buf(), added, created })
+    Ok(Patched { path: path.to_path_buf(), added, created, replaced_read_only })
 }
 
 /// Add one failed entry per crash record (dedupe by trimmed nodeid, first

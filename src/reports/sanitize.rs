@@ -109,7 +109,8 @@ fn find_blob(text: &str) -> Option<(usize, usize)> {
 /// The reference semantics, on a parsed tree: `Ok(None)` when the original
 /// would not touch the file.
 fn slow_sanitize(path: &Path, raw: &str) -> Result<Option<String>> {
-    let json = html_unescape(raw);
+    // A lone surrogate (which Python's json reads) is read as U+FFFD.
+    let json = super::text::replace_lone_surrogates(&html_unescape(raw)).into_owned();
     let maybe =
         json.contains(['\n', '\r', '\t']) || ["\\n", "\\r", "\\t", "\\u000", "\\u001"].iter().any(|p| json.contains(p));
     if !maybe {

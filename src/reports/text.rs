@@ -2,6 +2,8 @@
 //! span-finding JSON scanner (to splice into a file without re-formatting
 //! it), and HTML escaping for the places untrusted text lands in.
 
+use std::borrow::Cow;
+
 use anyhow::{bail, Result};
 use serde_json::Value;
 
@@ -103,6 +105,69 @@ pub fn py_float(f: f64) -> String {
         let sign = if exp < 0 { '-' } else { '+' };
         format!("{mant}e{sign}{:02}", exp.abs())
     }
+}
+
+/// JSON text with every `\uD800`-`\uDFFF` escape that is not half of a
+/// valid pair replaced by `\uFFFD`. Python's json writes such lone
+/// surrogates (a node id can hold one once pytest's id escaping is off);
+/// strict readers such as serde_json reject the whole file. The
+/// replacement has the same length, so offsets found in the result hold
+/// in the original text. Borrowed when there is nothing to replace.
+pub fn replace_lone_surrogates(json: &str) -> Cow<'_, str> {
+    let b = json.as_bytes();
+    let hex4 = |at: usize| -> Option<u32> {
+        let h = b.get(at..at + 4)?;
+        u32::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()
+    };
+    let mut lone = Vec::new();
+    let mut i = 0;
+    while let Some(off) = memchr::memchr(b'\\', &b[i..]) {
+        let at = i + off;
+        i = at + 2;
+        if b.get(at + 1) != Some(&b'u') {
+            continue;
+        }
+        match hex4(at + 2) {
+            Some(0xD800..=0xDBFF)
+                if b.get(at + 6..at + 8) == Some(b"\\u") && matches!(hex4(at + 8), Some(0xDC00..=0xDFFF)) =>
+            {
+                i = at + 12
+            }
+            Some(0xD800..=0xDFFF) => {
+                lone.push(at);
+                i = at + 6;
+            }
+            _ => i = at + 6,
+        }
+    }
+    if lone.is_empty() {
+        return Cow::Borrowed(json);
+    }
+    let mut out = json.as_bytes().to_vec();
+    for at in lone {
+        out[at..at + 6].copy_from_slice(b"\\ufffd");
+    }
+    Cow::Owned(String::from_utf8(out).expect("ASCII replaced by ASCII"))
+}
+
+/// `s` with the control characters a page must not hold raw (all of C0
+/// but tab, newline and CR, and DEL) shown as their Unicode control
+/// pictures (U+2400 NUL ... U+2421 DEL): browsers drop or replace a raw NUL
+/// and XML-based readers reject the page.
+pub fn visible_controls(s: &str) -> Cow<'_, str> {
+    let hidden = |c: char| matches!(c, '\0'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{7f}');
+    if !s.contains(hidden) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(
+        s.chars()
+            .map(|c| match c {
+                '\u{7f}' => '\u{2421}',
+                c if hidden(c) => char::from_u32(0x2400 + c as u32).expect("a control picture"),
+                c => c,
+            })
+            .collect(),
+    )
 }
 
 /// Index of the first non-whitespace byte at or after `i`.
@@ -457,6 +522,17 @@ mod tests {
         assert_eq!(&t[m[1].start..m[1].end], r#""d\"""#);
         let (els, _) = array_elements(t, m[0].start).unwrap();
         assert_eq!(els.len(), 3);
+    }
+
+    #[test]
+    fn lone_surrogates_and_controls() {
+        let t = r#"["a\ud800b", "\ud83d\ude00", "\\ud800", "\udc00\ud800"]"#;
+        let fixed = replace_lone_surrogates(t);
+        assert_eq!(fixed, r#"["a\ufffdb", "\ud83d\ude00", "\\ud800", "\ufffd\ufffd"]"#);
+        assert_eq!(fixed.len(), t.len());
+        serde_json::from_str::<Value>(&fixed).unwrap();
+        assert!(matches!(replace_lone_surrogates(r#"["\n\u00e9"]"#), Cow::Borrowed(_)));
+        assert_eq!(visible_controls("a\0b\tc\u{1b}[\u{7f}"), "a\u{2400}b\tc\u{241b}[\u{2421}");
     }
 
     #[test]

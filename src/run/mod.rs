@@ -336,6 +336,9 @@ fn write_reports(cfg: &Config, session: &mut Session) {
     let records = session.records();
     let input = crate::reports::RunOutput { records: &records, done: &session.done, runs: &session.reports };
     for res in crate::reports::complete(&input, &cfg.reports) {
+        if let Some(note) = res.as_ref().ok().and_then(|p| p.read_only_note()) {
+            eprintln!("pytest-abort: warning: {note}");
+        }
         match res {
             Ok(p) if cfg.verbose && p.added > 0 => {
                 eprintln!("pytest-abort: report {}: {} entries merged or added", p.path.display(), p.added)

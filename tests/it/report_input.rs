@@ -13,8 +13,7 @@ use crate::util::{python, Run, Suite};
 use pytest_abort::record::CrashRecord;
 
 /// Node ids are free text once pytest's id escaping is turned off.
-const NO_ESCAPING_INI: &str =
-    "[pytest]\ndisable_test_id_escaping_and_forfeit_all_rights_to_community_support = true\n";
+const NO_ESCAPING_INI: &str = "[pytest]\ndisable_test_id_escaping_and_forfeit_all_rights_to_community_support = true\n";
 
 fn crash(nodeid: &str) -> CrashRecord {
     CrashRecord {
@@ -81,7 +80,8 @@ fn nul_and_lone_surrogate_ids_stay_in_every_report_and_no_raw_nul_lands_in_html(
 @pytest.mark.parametrize('p', ['sur\\ud800y'])\ndef test_sur(p):\n    assert 0\n\n\
 @pytest.mark.parametrize('p', ['nul\\x00x'])\ndef test_nul(p):\n    ctypes.string_at(0)\n",
     );
-    let run = s.wrap(&[], &["-q", "--json-report", "--json-report-file", "r.json", "--html", "r.html", "--junitxml", "r.xml"]);
+    let run = s
+        .wrap(&[], &["-q", "--json-report", "--json-report-file", "r.json", "--html", "r.html", "--junitxml", "r.xml"]);
     assert_eq!(run.code(), 1, "{}", run.dump());
     let p = |n: &str| s.path().join(n);
     let ids = py(READ_IDS, &[&p("r.json"), &p("r.html"), &p("r.xml")]);
@@ -131,8 +131,10 @@ fn symlinked_reports_are_written_through_to_their_targets() {
     symlink(real.join("new.json"), links.join("new.json")).unwrap();
 
     write_log(&log, &[crash("t.py::test_a"), crash("t.py::test_b")]);
-    let run =
-        postprocess(&s, &[&"--crash-log", &log, &"--junit-xml", &links.join("r.xml"), &"--json-report", &links.join("new.json")]);
+    let run = postprocess(
+        &s,
+        &[&"--crash-log", &log, &"--junit-xml", &links.join("r.xml"), &"--json-report", &links.join("new.json")],
+    );
     assert_eq!(run.code(), 0, "{}", run.dump());
     for (link, target) in [(links.join("r.xml"), real.join("r.xml")), (links.join("new.json"), real.join("new.json"))] {
         let meta = std::fs::symlink_metadata(&link).unwrap();
@@ -212,10 +214,9 @@ fn reports_starting_with_a_utf8_bom_are_patched_in_all_four_formats() {
     );
     assert_eq!(run.code(), 0, "{}", run.dump());
     // Python's readers with utf-8-sig (what a BOM file needs) see both tests.
-    let code = READ_IDS.replace("encoding=\"utf-8\"", "encoding=\"utf-8-sig\"").replace(
-        "json.load(open(path))",
-        "json.load(open(path, encoding=\"utf-8-sig\"))",
-    );
+    let code = READ_IDS
+        .replace("encoding=\"utf-8\"", "encoding=\"utf-8-sig\"")
+        .replace("json.load(open(path))", "json.load(open(path, encoding=\"utf-8-sig\"))");
     let ids = py(&code, &paths.iter().map(PathBuf::as_path).collect::<Vec<_>>());
     for fmt in ["json", "html", "csv"] {
         for t in ["test_ok", "test_crash"] {
