@@ -22,6 +22,7 @@ pub mod record;
 /// Test reports (pytest-json-report, pytest-html, pytest-csv, JUnit XML): patch, create and merge.
 pub mod reports;
 pub mod run;
+pub mod shard;
 pub mod shim;
 pub mod summary;
 pub mod supervise;
