@@ -60,7 +60,8 @@ fn slurm_arrays_based_anywhere() {
 
 #[test]
 fn ci_sources_and_their_bases() {
-    let cases: [(&[(&str, &str)], Source, u32, u32); 8] = [
+    type Case<'a> = (&'a [(&'a str, &'a str)], Source, u32, u32);
+    let cases: [Case; 8] = [
         (&[("TEST_SHARD_INDEX", "0"), ("TEST_TOTAL_SHARDS", "4")], Source::Bazel, 1, 4),
         (&[("TEST_SHARD_INDEX", "3"), ("TEST_TOTAL_SHARDS", "4")], Source::Bazel, 4, 4),
         (&[("CI_NODE_INDEX", "1"), ("CI_NODE_TOTAL", "2")], Source::Gitlab, 1, 2),
