@@ -12,6 +12,10 @@ use anyhow::{Context, Result};
 pub const FILES: &[(&str, &str)] = &[
     ("__init__.py", include_str!("../shim/pytest_abort/__init__.py")),
     ("plugin.py", include_str!("../shim/pytest_abort/plugin.py")),
+    ("_common.py", include_str!("../shim/pytest_abort/_common.py")),
+    ("_marker.py", include_str!("../shim/pytest_abort/_marker.py")),
+    ("_journal.py", include_str!("../shim/pytest_abort/_journal.py")),
+    ("_controller.py", include_str!("../shim/pytest_abort/_controller.py")),
     ("crash_file.py", include_str!("../shim/pytest_abort/crash_file.py")),
     ("abort_handling.py", include_str!("../shim/pytest_abort/abort_handling.py")),
     ("_exec.py", include_str!("../shim/pytest_abort/_exec.py")),

@@ -112,7 +112,7 @@ def test_inert_without_a_path(suite):
         import pytest_abort.plugin as p
 
         def test_inert(request):
-            assert not request.config.pluginmanager.has_plugin(p._PLUGIN_NAME)
+            assert not any(request.config.pluginmanager.has_plugin(n) for n in p._PLUGIN_NAMES)
         """,
     )
     r = suite.pytest("test_i.py")
@@ -120,13 +120,26 @@ def test_inert_without_a_path(suite):
     assert not list(suite.root.rglob("last_running*"))
 
 
-def test_unwritable_marker_never_fails_the_run(suite):
-    suite.write("test_u.py", "def test_a():\n    pass\n")
+def test_unwritable_marker_never_fails_the_run_and_is_said_once(suite):
+    suite.write("test_u.py", "def test_a():\n    pass\ndef test_b():\n    pass\n")
     blocker = suite.root / "file"
     blocker.write_text("x")
     r = suite.pytest("test_u.py", env=clean_env(PYTEST_ABORT_LAST_RUNNING_FILE=str(blocker / "sub" / "m.json")))
     assert r.returncode == 0, r.stdout
+    assert "2 passed" in r.stdout
+    assert r.stdout.count("pytest-abort: cannot write the marker") == 1, r.stdout
+
+
+def test_unwritable_marker_under_w_error_goes_to_stderr(suite):
+    suite.write("test_u.py", "def test_a():\n    pass\n")
+    blocker = suite.root / "file"
+    blocker.write_text("x")
+    r = suite.pytest(
+        "-W", "error", "test_u.py", env=clean_env(PYTEST_ABORT_LAST_RUNNING_FILE=str(blocker / "sub" / "m.json"))
+    )
+    assert r.returncode == 0, r.stdout
     assert "1 passed" in r.stdout
+    assert "pytest-abort: cannot write the marker" in r.stdout, r.stdout
 
 
 def test_serial_crash_leaves_the_marker(suite):
@@ -205,14 +218,15 @@ def test_xdist_option_dir_and_unwritable_crash_log(suite):
 COUNT_PLUGIN = """
 import sys
 import pytest_abort.plugin as plugin
+from pytest_abort._marker import MarkerWriter
 
 def test_count(request):
     pm = request.config.pluginmanager
-    sessions = [p for p in pm.get_plugins() if isinstance(p, plugin._AbortSession)]
+    sessions = [p for p in pm.get_plugins() if isinstance(p, MarkerWriter)]
     modules = [p for p in pm.get_plugins() if p is plugin]
     writers = [
         impl for impl in request.config.hook.pytest_runtest_protocol.get_hookimpls()
-        if type(impl.plugin).__module__ == "pytest_abort.plugin"
+        if type(impl.plugin).__module__.startswith("pytest_abort.")
     ]
     print("COUNTS", len(sessions), len(modules), len(writers))
 """

@@ -131,7 +131,7 @@ const COUNT_WRITERS: &str = r#"
 import ctypes
 def test_one_writer(request):
     pm = request.config.pluginmanager
-    sessions = [p for p in pm.get_plugins() if type(p).__name__ == "_AbortSession"]
+    sessions = [p for p in pm.get_plugins() if type(p).__name__ == "MarkerWriter"]
     modules = [p for p in pm.get_plugins() if getattr(p, "__name__", "") == "pytest_abort.plugin"]
     assert len(sessions) == 1 and len(modules) == 1, pm.list_name_plugin()
 def test_crash(): ctypes.string_at(0)

@@ -1,0 +1,132 @@
+"""The xdist controller's part: gives each worker its marker path (and the
+wrapper's state), and when a worker dies, says which test it took down."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+import pytest
+
+from ._common import ENV_CRASHED_TESTS_LOG, OPT_LAST_RUNNING_FILE, WORKERINPUT_WRAP, Problems, marker_dir
+from ._journal import Journal
+from .crash_file import append_crash_to_jsonl, check_for_crash_file
+
+#: What the wrapper's crash info adds to xdist's crash report, in order.
+_CRASH_INFO_LINES = (
+    ("signal_name", "signal"),
+    ("si_code", "si_code"),
+    ("fault_addr", "fault address"),
+    ("location", "location"),
+    ("peak_rss_kb", "peak RSS (KiB)"),
+)
+
+
+class XdistController:
+    """Plugin object of a pytest process that may start xdist workers.
+
+    Without the wrapper, a dead worker's surviving marker goes to the crash
+    log (``PYTEST_ABORT_CRASHED_TESTS_LOG``), as the original does. Under the
+    wrapper, the worker's death is journaled, and the wrapper's crash info
+    (signal, fault address, stack) goes into the report xdist makes."""
+
+    def __init__(
+        self,
+        config: pytest.Config,
+        wrap_state: Optional[str],
+        run: str,
+        journal: Optional[Journal],
+        problems: Problems,
+    ) -> None:
+        self.config = config
+        self.wrap_state = wrap_state
+        self.run = run
+        self.journal = journal
+        self.problems = problems
+
+    @pytest.hookimpl(tryfirst=True, optionalhook=True)
+    def pytest_configure_node(self, node) -> None:
+        """Passes the wrapper's state and the worker's marker path to a new
+        worker (in ``workerinput``)."""
+        if self.wrap_state is not None:
+            node.workerinput[WORKERINPUT_WRAP] = self.wrap_state
+        folder = marker_dir(self.config)
+        if not folder:
+            return
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            self.problems.report("marker-dir", f"cannot create the marker folder {folder}: {e}")
+            return
+        node.workerinput[OPT_LAST_RUNNING_FILE] = os.path.join(folder, f"last_running_{node.gateway.id}.json")
+
+    @pytest.hookimpl(tryfirst=True, optionalhook=True)
+    def pytest_testnodedown(self, node, error) -> None:
+        """A worker went down: journal it (wrapper) or log its marker's test
+        as crashed (no wrapper)."""
+        if not error:
+            return
+        workerinput = getattr(node, "workerinput", None)
+        path = workerinput.get(OPT_LAST_RUNNING_FILE) if isinstance(workerinput, dict) else None
+        worker = node.gateway.id
+        if self.journal is not None:
+            self.journal.write(
+                {"ev": "worker_down", "worker": worker, "error": str(error)[:2000], "marker": self._read_marker(path)}
+            )
+            return
+        crash_log = os.environ.get(ENV_CRASHED_TESTS_LOG)
+        if not crash_log or not path:
+            return
+        info = check_for_crash_file(path, min_duration=0.0)
+        if info:
+            info["worker"] = worker
+            try:
+                append_crash_to_jsonl(crash_log, info, source=f"xdist:{worker}")
+            except OSError as e:
+                self.problems.report("crash-log", f"cannot append to the crash log {crash_log}: {e}")
+
+    def _read_marker(self, path: Optional[str]):
+        if not path:
+            return None
+        try:
+            with open(path, encoding="utf-8") as f:
+                return json.loads(f.read().strip(" \0\n"))
+        except FileNotFoundError:
+            return None  # the worker died before its first test
+        except (OSError, ValueError) as e:
+            self.problems.report("marker-read", f"cannot read the marker {path} of a dead worker: {e}")
+            return None
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_handlecrashitem(self, crashitem, report, sched) -> None:
+        """Adds the wrapper's crash info to the report of the test a worker's
+        crash took down.
+
+        The wrapper saw the worker die (ptrace exit stop) before this
+        controller did, and left what it knows; it goes into the report that
+        xdist and the controller's report plugins show."""
+        if self.wrap_state is None:
+            return
+        node = getattr(report, "node", None)
+        worker = getattr(getattr(node, "gateway", None), "id", None)
+        if not worker:
+            return
+        path = os.path.join(self.wrap_state, "crashinfo", f"r{self.run}-{worker}.json")
+        try:
+            with open(path, encoding="utf-8") as f:
+                info = json.load(f)
+        except FileNotFoundError:
+            return  # the wrapper has nothing to add (e.g. --no-ptrace)
+        except (OSError, ValueError) as e:
+            self.problems.report("crashinfo", f"cannot read the wrapper's crash info {path}: {e}")
+            return
+        if info.get("nodeid") != crashitem:
+            return
+        lines = [str(report.longrepr), "", "pytest-abort: " + str(info.get("reason", ""))]
+        for key, label in _CRASH_INFO_LINES:
+            if info.get(key) not in (None, ""):
+                lines.append(f"  {label}: {info[key]}")
+        if info.get("traceback"):
+            lines += ["", info["traceback"].rstrip()]
+        report.longrepr = "\n".join(lines)

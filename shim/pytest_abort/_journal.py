@@ -1,0 +1,300 @@
+"""The wrapper journal: what a pytest process under ``pytest-abort-wrap``
+tells the wrapper (collected files and tests, finished tests, where its
+reports went), and the wrapper's run plan it applies.
+
+Two plugin objects share one :class:`Journal` file:
+:class:`WrapSession` (session, collection, plan, reports, fatal-error dumps)
+and :class:`TestJournal` (one ``done`` line per finished test), which only a
+process that runs tests registers."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Dict, List, Optional
+
+import pytest
+
+from ._common import ENV_DUMP_SIGNAL, Problems, q, worker_id
+
+_TEXT_LIMIT = 65536
+
+#: The report files the wrapper takes over, one row per format: the kind
+#: (the journal's key), the pytest option holding the path, and the file
+#: extension. JSON also needs its ``--json-report`` switch.
+_REPORT_FORMATS = (
+    ("json", "json_report_file", "json"),
+    ("html", "htmlpath", "html"),
+    ("csv", "csv_path", "csv"),
+    ("junit", "xmlpath", "xml"),
+)
+
+
+class Journal:
+    """Append-only JSONL journal of one pytest process, one ``write`` per
+    event, so that a process killed between events leaves whole lines."""
+
+    def __init__(self, path: str, problems: Problems) -> None:
+        self.path = path
+        self.problems = problems
+        self.fd: Optional[int] = None
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            self._failed(e)
+
+    def _failed(self, e: Exception) -> None:
+        self.problems.report(
+            "journal", f"cannot write the journal {self.path}: {e}; the wrapper will miss this process's results"
+        )
+
+    def write(self, event: Dict[str, Any]) -> None:
+        """Appends one event (not on the per-test path: ``json.dumps``)."""
+        try:
+            self.write_line(json.dumps(event, separators=(",", ":"), default=str) + "\n")
+        except (ValueError, TypeError) as e:
+            self._failed(e)
+
+    def write_line(self, line: str) -> None:
+        """Appends one ready-made JSON line (ASCII, newline-terminated)."""
+        if self.fd is None:
+            return
+        try:
+            os.write(self.fd, line.encode("ascii", "backslashreplace"))
+        except OSError as e:
+            self._failed(e)
+
+    def close(self) -> None:
+        """Closes the file."""
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            except OSError as e:
+                self._failed(e)
+            self.fd = None
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _TEXT_LIMIT else text[:_TEXT_LIMIT] + "\n[... truncated by pytest-abort]"
+
+
+class WrapSession:
+    """Plugin object of a pytest process under the wrapper: the journal's
+    session and collection events, the run plan (tests to deselect or keep,
+    files to skip), report files sent to the state folder, and fatal-error
+    dumps sent to a file the wrapper reads."""
+
+    def __init__(
+        self, config: pytest.Config, state: str, run: str, journal: Journal, problems: Problems, controller: bool
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.run = run
+        self.journal = journal
+        self.problems = problems
+        self.is_worker = isinstance(getattr(config, "workerinput", None), dict)
+        self.deselect: set = set()
+        self.only: Optional[set] = None
+        self.ignore: set = set()
+        self.fault_file = None
+        journal.write(
+            {
+                "ev": "start",
+                "pid": os.getpid(),
+                "worker": worker_id(config),
+                "rootdir": str(config.rootpath),
+                # An xdist controller starts the workers; every other pytest
+                # process only starts a test's own subprocesses.
+                "xdist_controller": controller,
+            }
+        )
+        self._read_plan()
+        if not self.is_worker:
+            self._redirect_reports()
+
+    def _read_plan(self) -> None:
+        path = os.path.join(self.state, "plan.json")
+        try:
+            with open(path, encoding="utf-8") as f:
+                plan = json.load(f)
+        except (OSError, ValueError) as e:
+            self.problems.report("plan", f"cannot read the run plan {path}: {e}; running every test")
+            return
+        self.deselect = set(plan.get("deselect") or ())
+        self.ignore = set(plan.get("ignore") or ())
+        if plan.get("only") is not None:
+            self.only = set(plan["only"])
+
+    def _redirect_reports(self) -> None:
+        opt = self.config.option
+        requested, redirected = {}, {}
+        folder = os.path.join(self.state, "reports", f"r{self.run}")
+        for kind, attr, ext in _REPORT_FORMATS:
+            path = getattr(opt, attr, None)
+            if not path or (kind == "json" and not getattr(opt, "json_report", False)):
+                continue
+            requested[kind] = os.path.abspath(os.path.expanduser(str(path)))
+            redirected[kind] = os.path.join(folder, f"report.{ext}")
+            setattr(opt, attr, redirected[kind])
+        if requested:
+            os.makedirs(folder, exist_ok=True)
+            self.journal.write({"ev": "reports", "requested": requested, "redirected": redirected})
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionstart(self, session) -> None:
+        """After pytest's own faulthandler setup: sends fatal-error dumps (and
+        the wrapper's dump signal) to this process's file in the state
+        folder; the wrapper attaches it to the crash record and echoes it."""
+        import faulthandler
+
+        path = os.path.join(self.state, "faulthandler", f"r{self.run}-{os.getpid()}.txt")
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            self.fault_file = open(path, "w")
+            faulthandler.enable(file=self.fault_file, all_threads=True)
+            signum = int(os.environ.get(ENV_DUMP_SIGNAL) or 0)
+            if signum:
+                # chain=True: after the dump the signal's default action
+                # (terminate) runs, so a test stuck in C cannot go on to
+                # the next test once its stacks are dumped.
+                faulthandler.register(signum, file=self.fault_file, all_threads=True, chain=True)
+        except (OSError, ValueError, RuntimeError, AttributeError) as e:
+            self.problems.report("faulthandler", f"cannot send fatal-error stacks to {path}: {e}")
+
+    def pytest_ignore_collect(self, collection_path, config):
+        """Skips the files the run plan says to skip."""
+        if self.ignore and str(collection_path) in self.ignore:
+            return True
+        return None
+
+    def pytest_collectstart(self, collector) -> None:
+        """Journals the start of a file's collection (a crash inside it is
+        then a collection crash of that file)."""
+        if isinstance(collector, pytest.File):
+            self.journal.write({"ev": "collect", "nodeid": collector.nodeid, "path": str(collector.path)})
+
+    def pytest_collectreport(self, report) -> None:
+        """Journals the end of a file's collection."""
+        if report.fspath and "::" not in report.nodeid:
+            self.journal.write({"ev": "collect_end", "nodeid": report.nodeid})
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, session, config, items) -> None:
+        """Deselects what the run plan says (after every other plugin chose)."""
+        if not self.deselect and self.only is None:
+            return
+        keep, dropped = [], []
+        for item in items:
+            drop = item.nodeid in self.deselect or (self.only is not None and item.nodeid not in self.only)
+            (dropped if drop else keep).append(item)
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = keep
+
+    def pytest_collection_finish(self, session) -> None:
+        """Journals the tests this process will run."""
+        self.journal.write({"ev": "collected", "nodeids": [i.nodeid for i in session.items]})
+
+    def pytest_sessionfinish(self, session, exitstatus) -> None:
+        """Journals pytest's exit status."""
+        self.journal.write({"ev": "finish", "exitstatus": int(exitstatus)})
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_unconfigure(self, config) -> None:
+        """Journals the clean end, closes the journal and the dump file."""
+        self.journal.write({"ev": "end"})
+        self.journal.close()
+        if self.fault_file is not None:
+            import faulthandler
+
+            try:
+                if os.environ.get(ENV_DUMP_SIGNAL):
+                    faulthandler.unregister(int(os.environ[ENV_DUMP_SIGNAL]))
+                self.fault_file.close()
+            except (OSError, ValueError, RuntimeError) as e:
+                self.problems.report("faulthandler-close", f"cannot close {self.fault_file.name}: {e}")
+            self.fault_file = None
+
+
+class TestJournal:
+    """Plugin object: one ``done`` line per finished test, with its outcome,
+    duration, location and (when it did not pass) its longrepr and output
+    sections. Registered in a process that runs tests (serial, or an xdist
+    worker; an xdist controller's reports are its workers', journaled
+    there)."""
+
+    __test__ = False  # not a test class, whatever pytest's python_classes say
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.reports: List[Any] = []
+        self.quoted_paths: Dict[str, str] = {}
+
+    def pytest_runtest_logreport(self, report) -> None:
+        """Gathers a test's phase reports; journals the test after its
+        teardown (so one cut short by KeyboardInterrupt or an internal
+        error is not journaled)."""
+        when = report.when
+        if when == "setup":
+            self.reports = [report]
+        elif when == "teardown":
+            self.reports.append(report)
+            reports, self.reports = self.reports, []
+            self._journal_done(report.nodeid, reports)
+        else:
+            self.reports.append(report)
+
+    def _journal_done(self, nodeid: str, reports: list) -> None:
+        outcome, decided_by, duration, longrepr, sections, location = "passed", "call", 0.0, None, None, None
+        for report in reports:
+            duration += report.duration
+            location = report.location
+            when, result = report.when, report.outcome
+            new = None
+            if when == "call":
+                xfail = hasattr(report, "wasxfail")
+                if result == "passed":
+                    new = "xpassed" if xfail else "passed"
+                elif result == "skipped":
+                    new = "xfailed" if xfail else "skipped"
+                else:
+                    new = "failed"
+            elif result == "failed":
+                new = "error" if when == "setup" or outcome in ("passed", "xpassed") else outcome
+            elif result == "skipped" and when == "setup":
+                new = "xfailed" if hasattr(report, "wasxfail") else "skipped"
+            if new is not None:
+                outcome, decided_by = new, when
+                if result != "passed":
+                    longrepr = _clip(report.longreprtext)
+                    if result == "failed":
+                        sections = [(title, _clip(text)) for title, text in report.sections]
+        if location is None:
+            return
+        self.journal.write_line(self._done_line(nodeid, outcome, duration, decided_by, location, longrepr, sections))
+
+    def _done_line(self, nodeid, outcome, duration, decided_by, location, longrepr, sections) -> str:
+        # Per-test hot path: the line is built from constant parts and
+        # C-encoded string literals (json.dumps of a dict costs several
+        # times more); the rare failure details go through json.dumps.
+        path, lineno, domain = location
+        quoted_path = self.quoted_paths.get(path)
+        if quoted_path is None:
+            quoted_path = self.quoted_paths[path] = q(path)
+        line = '{"ev":"done","nodeid":%s,"outcome":"%s","duration":%r,"when":"%s","location":[%s,%s,%s],"start":%r' % (
+            q(nodeid),
+            outcome,
+            duration,
+            decided_by,
+            quoted_path,
+            "null" if lineno is None else int(lineno),
+            q(domain),
+            time.time() - duration,
+        )
+        if longrepr:
+            line += ',"longrepr":' + q(longrepr)
+        if sections:
+            line += ',"sections":' + json.dumps(sections)
+        return line + "}\n"
