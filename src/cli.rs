@@ -18,6 +18,7 @@ Exit status:
   64   bad usage of pytest-abort-wrap
   70   the wrapper could not work (state folder, spawn, ptrace loop)
   74   a crash record or report could not be written (the rest was)
+  126  the command was found but cannot be executed (permission denied)
   127  the command was not found
   128+N  the wrapper got signal N (SIGINT, SIGTERM, SIGHUP), forwarded it
        to pytest's process group, and wrote what had run";
@@ -152,9 +153,13 @@ impl WrapArgs {
     }
 }
 
+/// The longest time limit accepted (about 31 years): longer ones would
+/// overflow the clock arithmetic of the watchdog.
+pub const MAX_SECS: f64 = 1e9;
+
 fn positive_secs(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
-        _ => Err(format!("`{s}` is not a positive number of seconds")),
+        Ok(v) if v > 0.0 && v <= MAX_SECS => Ok(v),
+        _ => Err(format!("`{s}` is not a number of seconds above 0 and at most {MAX_SECS:.0}")),
     }
 }

@@ -43,16 +43,18 @@ pub const RETRY_SUMMARY_HEADING: &str = "=== pytest-abort-retry summary ===";
                   Drop-in for the original pytest-abort-retry. Every run is supervised by the \
                   pytest-abort wrapper, so crashes of serial (non-xdist) runs are recorded and retried too.",
     after_help = "Exit status: the exit status of the last pytest run (as the original), 2 for bad usage \
-                  (no command, no crash log), 127 when the command is not found, 70 when the wrapper \
-                  could not work."
+                  (no command, no crash log, an unknown option, --max-runs below 1: one line on stderr), \
+                  126 when the command cannot be executed, 127 when it is not found, 70 when the \
+                  wrapper could not work."
 )]
 pub struct RetryArgs {
     /// Path to crashed-tests JSONL (default: PYTEST_ABORT_CRASHED_TESTS_LOG).
     #[arg(long, value_name = "PATH")]
     pub crash_log: Option<PathBuf>,
 
-    /// Maximum number of pytest invocations.
-    #[arg(long, value_name = "N", default_value_t = 5, allow_negative_numbers = true)]
+    /// Maximum number of pytest invocations (at least 1).
+    #[arg(long, value_name = "N", default_value_t = 5, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i64).range(1..))]
     pub max_runs: i64,
 
     /// Truncate the crash log before the first run.
@@ -60,8 +62,31 @@ pub struct RetryArgs {
     pub clear_crash_log: bool,
 
     /// Pytest command to run (include 'pytest' and all args), after `--`.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "PYTEST_CMD")]
+    /// An option before it that is not one of the above is a usage error,
+    /// not the command.
+    #[arg(trailing_var_arg = true, value_name = "PYTEST_CMD")]
     pub pytest_cmd: Vec<OsString>,
+}
+
+impl RetryArgs {
+    /// Parses the command line the original's way: a usage error is one
+    /// line on stderr naming the option, and exit status 2.
+    pub fn parse_or_exit() -> RetryArgs {
+        match RetryArgs::try_parse() {
+            Ok(a) => a,
+            Err(e) if !e.use_stderr() => {
+                let _ = e.print();
+                std::process::exit(0);
+            }
+            Err(e) => {
+                let text = e.render().to_string();
+                let first = text.lines().next().unwrap_or("bad usage");
+                let msg = first.strip_prefix("error: ").unwrap_or(first);
+                let _ = writeln!(std::io::stderr(), "pytest-abort-retry: error: {msg}");
+                std::process::exit(2);
+            }
+        }
+    }
 }
 
 /// Unique, trimmed, non-empty node ids of a crash log, first-seen order; a
@@ -135,11 +160,7 @@ pub fn retry_main(args: &RetryArgs) -> i32 {
         return 1;
     }
     let start_count = crashed_nodeids(&crash_log).len();
-    if args.max_runs < 1 {
-        print_out(&retry_summary(&crash_log, start_count));
-        return 2;
-    }
-    let max_runs = u32::try_from(args.max_runs).unwrap_or(u32::MAX);
+    let max_runs = u32::try_from(args.max_runs.max(1)).unwrap_or(u32::MAX);
     print_out(&format!(
         "\n=== pytest-abort-retry: run 1/{max_runs} ===\nCommand: {}\n",
         cmd.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
@@ -160,7 +181,7 @@ pub fn retry_main(args: &RetryArgs) -> i32 {
         Ok(s) => s,
         Err(e) => {
             eprintln!("pytest-abort-retry: error: {e:#}");
-            return if format!("{e:#}").contains("command not found") { 127 } else { 70 };
+            return crate::error::exit_code(&e);
         }
     };
     eprint!("{}", summary::render(&session, max_runs, Some(&crash_log)));

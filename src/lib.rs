@@ -13,6 +13,7 @@
 pub mod attribute;
 pub mod cli;
 pub mod compat;
+pub mod error;
 pub mod forensics;
 pub mod fsutil;
 pub mod journal;

@@ -7,7 +7,7 @@ fn main() {
     let args = match WrapArgs::try_parse() {
         Ok(a) => a,
         Err(e) => {
-            let code = if e.use_stderr() { 64 } else { 0 };
+            let code = if e.use_stderr() { pytest_abort::error::EXIT_USAGE } else { 0 };
             let _ = e.print();
             std::process::exit(code);
         }
@@ -49,7 +49,6 @@ fn reproduce(cfg: &run::Config, nodeid: &str, repeat: u32) -> i32 {
 }
 
 fn fail(e: anyhow::Error) -> ! {
-    let msg = format!("{e:#}");
-    eprintln!("pytest-abort-wrap: error: {msg}");
-    std::process::exit(if msg.contains("command not found") { 127 } else { 70 });
+    eprintln!("pytest-abort-wrap: error: {e:#}");
+    std::process::exit(pytest_abort::error::exit_code(&e));
 }

@@ -210,8 +210,7 @@ impl Session {
     }
 }
 
-/// Exit status when a record or report could not be written.
-pub const EXIT_IO: i32 = 74;
+pub use crate::error::EXIT_IO;
 
 /// What one run added, for deciding whether to run again.
 struct Step {
@@ -266,12 +265,8 @@ fn absorb(cfg: &Config, session: &mut Session, number: u32, one: OneRun, ignore:
     session.io_error |= one.io_error;
     session.crash_log_failed |= one.io_error;
     let journal = &one.journal;
-    if journal.processes.is_empty() && session.interrupted.is_none() {
+    if let Some(w) = one.no_plugin.clone() {
         // Nothing loaded the plugin: deaths cannot be named.
-        let w = format!(
-            "no pytest process loaded the pytest-abort plugin in run {number} (disabled with \
-             `-p no:pytest_abort`, or the command did not run pytest?): crashes cannot be attributed to tests"
-        );
         if cfg.verbose {
             eprintln!("pytest-abort: warning: {w}");
         }

@@ -96,6 +96,8 @@ pub(super) struct OneRun {
     pub io_error: bool,
     pub journal: RunJournal,
     pub session_expired: bool,
+    /// When no pytest process loaded the plugin: what happened, in words.
+    pub no_plugin: Option<String>,
 }
 
 pub(super) fn run_once(cfg: &Config, prep: &Prepared, plan: &Plan, crash_log: Option<&Path>) -> Result<OneRun> {
@@ -119,14 +121,52 @@ pub(super) fn run_once(cfg: &Config, prep: &Prepared, plan: &Plan, crash_log: Op
     let mut obs = RunObserver::new(ctx, crash_log, cfg.verbose, watchdog);
     let opts = supervise::Options { ptrace: cfg.ptrace, keep_leftovers: cfg.keep_leftovers };
     let sup = supervise::run(&cmd, &opts, &mut obs)?;
+    let journal = RunJournal::read(&prep.state_dir, plan.run);
+    let no_plugin = (journal.processes.is_empty() && sup.interrupted.is_none())
+        .then(|| explain_no_plugin(&prep.base, sup.outcome, plan.run));
     Ok(OneRun {
         sup,
         session_expired: obs.watchdog.session_expired(),
+        no_plugin,
         crashes: obs.crashes,
         warnings: obs.warnings,
         io_error: obs.io_error,
-        journal: RunJournal::read(&prep.state_dir, plan.run),
+        journal,
     })
+}
+
+/// Why no pytest process of run `run` loaded the plugin, in words: pytest's
+/// own usage error (exit 4, before any session), a Python without pytest,
+/// or the plugin disabled / a command that is not pytest.
+fn explain_no_plugin(base: &Command, outcome: supervise::Outcome, run: u32) -> String {
+    let runs_pytest_module = base.argv.windows(2).any(|w| w[0] == "-m" && w[1] == "pytest");
+    if runs_pytest_module && outcome != supervise::Outcome::Exited(0) && !has_pytest(&base.program) {
+        return format!(
+            "run {run}: {} has no pytest (`import pytest` fails there): install pytest into that environment",
+            base.program.display()
+        );
+    }
+    match outcome {
+        supervise::Outcome::Exited(4) => format!(
+            "run {run}: pytest stopped with a usage error (exit status 4) before its session started: \
+             see pytest's message above"
+        ),
+        _ => format!(
+            "no pytest process loaded the pytest-abort plugin in run {run} (disabled with \
+             `-p no:pytest_abort`, or the command did not run pytest?): crashes cannot be attributed to tests"
+        ),
+    }
+}
+
+/// True when `python` can import pytest.
+fn has_pytest(python: &Path) -> bool {
+    std::process::Command::new(python)
+        .args(["-c", "import pytest"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Removes markers left from an earlier run, so they are not read again.

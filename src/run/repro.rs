@@ -83,6 +83,11 @@ pub fn reproduce(cfg: &Config, nodeid: &str, repeat: u32) -> Result<Reproduction
         let one = run_once(cfg, &prep, &plan, cfg.crash_log.as_deref())?;
         out.runs = number;
         out.found |= one.journal.collected.iter().any(|n| n == nodeid);
+        if !out.found && (one.journal.collection_finished || one.no_plugin.is_some()) {
+            // pytest does not collect it (or never started): another run
+            // would say the same.
+            break;
+        }
         if let Some(r) = one.crashes.into_iter().next() {
             out.crashed += 1;
             out.first = Some(r);

@@ -100,7 +100,7 @@ pub fn supervise(
     child.restore_terminal();
     if outcome == Outcome::Exited(127) {
         if let Some(e) = child.exec_error() {
-            bail!("cannot execute the command: {e}");
+            return Err(crate::error::Error::exec_failed(&child.program, e).into());
         }
     }
     let leftovers = collect_leftovers(root.as_raw(), opts.keep_leftovers);

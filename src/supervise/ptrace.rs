@@ -181,7 +181,7 @@ pub fn supervise(child: Child, opts: &Options, observer: &mut dyn Observer) -> R
     let outcome = t.root_outcome.unwrap_or(Outcome::Unknown);
     if outcome == Outcome::Exited(127) {
         if let Some(e) = child.exec_error() {
-            bail!("cannot execute the command: {e}");
+            return Err(crate::error::Error::exec_failed(&child.program, e).into());
         }
     }
     Ok(Supervised { outcome, mode: Mode::Ptrace, ptrace_refused: None, leftovers, interrupted: t.interrupted })

@@ -30,7 +30,7 @@ impl Command {
     /// the interpreter the `pytest` on PATH belongs to).
     pub fn resolve(argv: &[OsString]) -> Result<Self> {
         let Some(first) = argv.first() else { bail!("no command given: use pytest-abort-wrap -- pytest ARGS...") };
-        let program = find_program(first).with_context(|| format!("{}: command not found", first.to_string_lossy()))?;
+        let program = locate(first)?;
         let mut full: Vec<OsString> = argv.to_vec();
         if first == "pytest" {
             if let Some(python) = python_of_script(&program) {
@@ -51,6 +51,33 @@ impl Command {
 
 fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}
+
+/// Finds a program the way `execvp` would, and says why not: not found, or
+/// found (or hidden behind a folder it may not search) but not executable.
+pub fn locate(name: &OsStr) -> Result<PathBuf, crate::error::Error> {
+    use crate::error::Error;
+    let denied = |p: &Path| -> Option<std::io::Error> {
+        match std::fs::metadata(p) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => None,
+            Ok(_) => Some(std::io::Error::from_raw_os_error(libc::EACCES)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => Some(e),
+        }
+    };
+    if let Some(p) = find_program(name) {
+        return Ok(p);
+    }
+    let candidates: Vec<PathBuf> = if name.as_bytes().contains(&b'/') {
+        vec![PathBuf::from(name)]
+    } else {
+        let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+        std::env::split_paths(&path).map(|d| d.join(name)).collect()
+    };
+    match candidates.iter().find_map(|c| denied(c).map(|e| (c, e))) {
+        Some((path, source)) => Err(Error::CannotExecute { path: path.clone(), source }),
+        None => Err(Error::CommandNotFound { name: name.to_string_lossy().into_owned() }),
+    }
 }
 
 /// Finds a program the way `execvp` would.
@@ -86,6 +113,8 @@ pub struct Child {
     err_pipe: OwnedFd,
     /// Whether the child was made the terminal's foreground group.
     pub took_terminal: bool,
+    /// The program it executes.
+    pub program: PathBuf,
 }
 
 impl Child {
@@ -214,13 +243,13 @@ pub fn spawn(cmd: &Command, traced: bool) -> Result<Spawned> {
             // SAFETY: one byte to our own pipe.
             unsafe { libc::write(go_w.as_raw_fd(), b"g".as_ptr().cast(), 1) };
             drop(go_w);
-            let c = Child { pid: child, err_pipe: err_r, took_terminal: take_terminal };
+            let c = Child { pid: child, err_pipe: err_r, took_terminal: take_terminal, program: cmd.program.clone() };
             if !traced {
                 // Untraced: block until exec succeeded (pipe closes) or failed.
                 if let Some(e) = c.exec_error() {
                     reap(child);
                     c.restore_terminal();
-                    bail!("{}: cannot execute: {e}", cmd.program.display());
+                    return Err(crate::error::Error::exec_failed(&cmd.program, e).into());
                 }
                 return Ok(Spawned::Plain(c, String::new()));
             }

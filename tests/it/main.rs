@@ -6,6 +6,7 @@
 //! records, reports read by their real consumers, exit statuses.
 
 mod forensics;
+mod messages;
 mod report_input;
 mod reports;
 mod retry_cli;
