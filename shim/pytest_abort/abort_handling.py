@@ -7,9 +7,12 @@ before ``pytest_html_merger``. The names, signatures, return values and
 effects are the original's; the report handling itself is done by the Rust
 binary ``pytest-abort`` (one implementation, shared with the wrapper).
 
-The binary is ``$PYTEST_ABORT_BIN`` (the binary, or the folder holding the
-pytest-abort binaries) or ``pytest-abort`` on ``PATH``. Without it, the report
-functions raise :class:`BinaryNotFoundError`, which says how to install it.
+The binary is the one shipped in this package's own wheel (``pip install .``
+at the repository root installs the binaries into the environment's scripts
+folder), else ``$PYTEST_ABORT_BIN`` (the binary, or the folder holding the
+pytest-abort binaries), else ``pytest-abort`` on ``PATH``. Without it, the
+report functions raise :class:`BinaryNotFoundError`, which says how to
+install it.
 Arguments are passed as an argument list, never through a shell.
 
 Differences from the original, all deliberate:
@@ -42,6 +45,7 @@ __all__ = [
     "append_crash_to_jsonl",
     "check_for_crash_file",
     "find_binary",
+    "wheel_binary",
     "handle_abort",
     "postprocess_reports_from_crash_log",
     "sanitize_all_html_jsonblobs",
@@ -53,8 +57,9 @@ ENV_CRASHED_TESTS_LOG = "PYTEST_ABORT_CRASHED_TESTS_LOG"
 ENV_BIN = "PYTEST_ABORT_BIN"
 
 _INSTALL_HINT = (
-    "Install the binaries with `cargo install --path .` from a checkout of the "
-    "pytest-abort repository (they go to ~/.cargo/bin, which must be on PATH), "
+    "Install the wheel with the binaries (`pip install .` at the root of a checkout "
+    "of the pytest-abort repository), or the binaries alone with `cargo install --path .` "
+    "(they go to ~/.cargo/bin, which must be on PATH), "
     "or set PYTEST_ABORT_BIN to the pytest-abort binary."
 )
 
@@ -81,14 +86,51 @@ def _usable(path: str) -> bool:
     return os.path.isfile(path) and os.access(path, os.X_OK) and not _is_script(path)
 
 
+def wheel_binary(name: str = "pytest-abort") -> Optional[str]:
+    """Path of the binary ``name`` that the wheel this package was installed
+    from ships, or None (a plugin-only install, ``pip install ./shim``, or
+    the copy of the plugin the wrapper puts on ``PYTHONPATH``).
+
+    maturin puts the binaries in the wheel's scripts folder, which pip
+    installs wherever the install scheme says (``<venv>/bin``, ``~/.local/bin``
+    with ``--user``); the distribution's ``RECORD`` says where, relative to
+    the installed package. Only the distribution whose files include this
+    very module counts, so another install of ``pytest-abort`` elsewhere on
+    ``sys.path`` is never mistaken for ours.
+    """
+    try:
+        from importlib.metadata import PackageNotFoundError, distribution
+    except ImportError:  # pragma: no cover - Python < 3.8
+        return None
+    try:
+        dist = distribution("pytest-abort")
+        files = dist.files or []
+    except (PackageNotFoundError, OSError):
+        return None
+    here = os.path.realpath(os.path.abspath(__file__))
+    located = [(f, os.path.realpath(str(dist.locate_file(f)))) for f in files]
+    if not any(path == here for _, path in located):
+        return None
+    for f, path in located:
+        if f.name == name and _usable(path):
+            return path
+    return None
+
+
 def find_binary(name: str = "pytest-abort") -> str:
     """Path of one of the Rust binaries (``pytest-abort``,
-    ``pytest-abort-retry``, ``pytest-abort-postprocess``).
+    ``pytest-abort-wrap``, ``pytest-abort-retry``,
+    ``pytest-abort-postprocess``).
 
-    Looks at ``$PYTEST_ABORT_BIN`` first (the ``pytest-abort`` binary, whose
-    folder also holds the others, or that folder itself), then ``PATH``,
-    skipping Python console scripts of the same name.
+    Looks first at the binaries shipped in this package's own wheel (see
+    :func:`wheel_binary`), then at ``$PYTEST_ABORT_BIN`` (the
+    ``pytest-abort`` binary, whose folder also holds the others, or that
+    folder itself), then ``PATH``, skipping Python console scripts of the
+    same name.
     """
+    shipped = wheel_binary(name)
+    if shipped is not None:
+        return shipped
     configured = os.environ.get(ENV_BIN, "").strip()
     if configured:
         folder = configured if os.path.isdir(configured) else os.path.dirname(configured)

@@ -253,6 +253,9 @@ def test_arguments_never_go_through_a_shell(tmp_path, rust_bin):
 
 
 def test_missing_binary_says_how_to_install(tmp_path, monkeypatch):
+    # As a plugin-only install sees it (from the root wheel, its own binaries
+    # would be found first: test_binary_lookup_order).
+    monkeypatch.setattr(ah, "wheel_binary", lambda name="pytest-abort": None)
     monkeypatch.setenv("PYTEST_ABORT_BIN", str(tmp_path / "nope" / "pytest-abort"))
     with pytest.raises(ah.BinaryNotFoundError, match="cargo install --path"):
         ah.append_abort_to_json(str(tmp_path / "x.json"), "x", _info())
@@ -260,3 +263,30 @@ def test_missing_binary_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ah.BinaryNotFoundError, match="cargo install --path"):
         ah.handle_abort("a.json", "a.html", str(tmp_path / "m.json"), "a")
+
+
+def _installed_from_wheel() -> bool:
+    """True when this package came from the root wheel (binaries included),
+    False for ``pip install ./shim`` (the plugin and API alone)."""
+    return ah.wheel_binary() is not None
+
+
+@pytest.mark.parametrize("name", ["pytest-abort", "pytest-abort-wrap", "pytest-abort-retry", "pytest-abort-postprocess"])
+def test_binary_lookup_order(tmp_path, monkeypatch, name):
+    """The wheel's own binaries come first (whatever PYTEST_ABORT_BIN and PATH
+    say); without them, a bad PYTEST_ABORT_BIN is an error that says how to
+    install."""
+    monkeypatch.setenv("PYTEST_ABORT_BIN", str(tmp_path / "nope" / "pytest-abort"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    if not _installed_from_wheel():
+        with pytest.raises(ah.BinaryNotFoundError, match="pip install ."):
+            ah.find_binary(name)
+        return
+    found = ah.find_binary(name)
+    # pip installs a wheel's scripts next to the venv's interpreter.
+    import sysconfig
+
+    assert os.path.dirname(found) == sysconfig.get_path("scripts"), found
+    assert os.path.basename(found) == name
+    with open(found, "rb") as f:
+        assert f.read(4) == b"\x7fELF", f"{found}: not the Rust binary"

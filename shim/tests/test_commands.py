@@ -67,10 +67,21 @@ def test_console_scripts_launch_the_binaries(suite, rust_bin):
 
 
 def test_launcher_without_binary(tmp_path):
-    env = clean_env(PATH=os.path.dirname(sys.executable), PYTEST_ABORT_BIN=str(tmp_path / "missing"))
+    """A plugin-only install (``pip install ./shim``) with no binary anywhere:
+    127 and how to install. From the root wheel, the wheel's own binary runs
+    whatever PYTEST_ABORT_BIN says."""
+    from pytest_abort.abort_handling import wheel_binary
+
+    env = clean_env(PATH=str(tmp_path), PYTEST_ABORT_BIN=str(tmp_path / "missing"))
+    log = tmp_path / "crashes.jsonl"
+    log.write_text(json.dumps({"nodeid": "a_test.py::test_x"}) + "\n")
     r = subprocess.run(
-        [sys.executable, "-m", "pytest_abort.postprocess", "--crash-log", "x"],
+        [sys.executable, "-m", "pytest_abort.postprocess", "--crash-log", str(log), "--json-report", str(tmp_path / "r.json")],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60,
     )
-    assert r.returncode == 127
-    assert "cargo install --path" in r.stdout
+    if wheel_binary("pytest-abort-postprocess") is None:
+        assert r.returncode == 127, r.stdout
+        assert "cargo install --path" in r.stdout and "pip install ." in r.stdout
+    else:
+        assert r.returncode == 0, r.stdout
+        assert [t["nodeid"] for t in json.loads((tmp_path / "r.json").read_text())["tests"]] == ["a_test.py::test_x"]
