@@ -29,7 +29,8 @@ git clone --quiet --no-local "$repo" "$work/src"
 
 echo "== wheel: pip wheel (maturin, profile $profile)"
 start=$SECONDS
-CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}" MATURIN_PEP517_ARGS="--profile $profile" \
+# (maturin's PEP 517 backend runs the `maturin` command next to its Python.)
+PATH="$(dirname "$build_python"):$PATH" CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}" MATURIN_PEP517_ARGS="--profile $profile" \
   nice "$build_python" -m pip wheel --quiet --disable-pip-version-check --no-build-isolation --no-deps \
   -w "$work/dist" "$work/src"
 wheel="$(ls "$work"/dist/pytest_abort-*.whl)"
