@@ -9,7 +9,9 @@
 #   scripts/test-wheel.sh [BUILD_PYTHON]
 #
 # BUILD_PYTHON (default .venv/bin/python) must have maturin (.ci/run installs
-# it). The build reuses this checkout's cargo target folder and the dev
+# it). The build keeps its own cargo target folder, target/wheel-target (the
+# clone's binaries would otherwise replace this checkout's in target/debug):
+# its dependencies are built once, then only the crate is. It uses the dev
 # profile (MATURIN_PROFILE=release for the optimized build `pip install .`
 # makes): a release build takes minutes on a small CI machine, and what is
 # checked here — the wheel's layout, its manylinux tag, that the installed
@@ -21,7 +23,11 @@ profile="${MATURIN_PROFILE:-dev}"
 fail() { echo "scripts/test-wheel.sh: $*" >&2; exit 1; }
 "$build_python" -c 'import maturin' 2>/dev/null || fail "$build_python has no maturin (pip install maturin)"
 
-work="$(mktemp -d "${TMPDIR:-/tmp}/pytest-abort-wheel.XXXXXX")"
+# Under target/ (ignored by git), at a fixed path: cargo then sees the same
+# package at the same place every time and rebuilds only what changed.
+work="$repo/target/wheel-check"
+rm -rf "$work"
+mkdir -p "$work"
 trap 'rm -rf "$work"' EXIT
 
 echo "== wheel: clean clone of HEAD"
@@ -30,7 +36,7 @@ git clone --quiet --no-local "$repo" "$work/src"
 echo "== wheel: pip wheel (maturin, profile $profile)"
 start=$SECONDS
 # (maturin's PEP 517 backend runs the `maturin` command next to its Python.)
-PATH="$(dirname "$build_python"):$PATH" CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}" MATURIN_PEP517_ARGS="--profile $profile" \
+PATH="$(dirname "$build_python"):$PATH" CARGO_TARGET_DIR="$repo/target/wheel-target" MATURIN_PEP517_ARGS="--profile $profile --compatibility pypi" \
   nice "$build_python" -m pip wheel --quiet --disable-pip-version-check --no-build-isolation --no-deps \
   -w "$work/dist" "$work/src"
 wheel="$(ls "$work"/dist/pytest_abort-*.whl)"
