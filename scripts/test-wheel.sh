@@ -68,6 +68,11 @@ for b in pytest-abort-wrap pytest-abort pytest-abort-retry pytest-abort-postproc
   [ "$(command -v "$b")" = "$work/venv/bin/$b" ] || fail "$b is not installed in the venv's bin folder"
 done
 
+for f in share/man/man1/pytest-abort-wrap.1 share/bash-completion/completions/pytest-abort-wrap \
+  share/zsh/site-functions/_pytest-abort-wrap share/fish/vendor_completions.d/pytest-abort-wrap.fish; do
+  [ -s "$work/venv/$f" ] || fail "the wheel did not install $f"
+done
+
 echo "== wheel: pytest-abort-wrap on examples/crash_suite"
 cd "$work/src"
 set +e

@@ -12,7 +12,9 @@
 
 pub mod attribute;
 pub mod cli;
+pub mod cli_tools;
 pub mod compat;
+pub mod completions;
 pub mod error;
 pub mod forensics;
 pub mod fsutil;

@@ -5,29 +5,9 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+use pytest_abort::cli_tools::PostprocessArgs as Args;
 use pytest_abort::record;
 use pytest_abort::reports::{self, Kind};
-
-/// Add the crashed tests of a crash log to pytest reports as failed tests.
-#[derive(Debug, Parser)]
-#[command(name = "pytest-abort-postprocess", version)]
-struct Args {
-    /// Crash log (JSONL) [env: PYTEST_ABORT_CRASHED_TESTS_LOG].
-    #[arg(long, value_name = "PATH")]
-    crash_log: Option<PathBuf>,
-    /// pytest-json-report file to patch (created when missing).
-    #[arg(long, value_name = "PATH")]
-    json_report: Option<PathBuf>,
-    /// pytest-html 4.x report to patch (created when missing).
-    #[arg(long, value_name = "PATH")]
-    html_report: Option<PathBuf>,
-    /// pytest-csv report to patch (created when missing).
-    #[arg(long, value_name = "PATH")]
-    csv_report: Option<PathBuf>,
-    /// JUnit XML report to patch (created when missing).
-    #[arg(long, value_name = "PATH")]
-    junit_xml: Option<PathBuf>,
-}
 
 fn main() {
     let args = Args::parse();

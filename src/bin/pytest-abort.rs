@@ -2,42 +2,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
-use pytest_abort::{compat, reports};
-
-/// pytest-abort tools.
-#[derive(Debug, Parser)]
-#[command(name = "pytest-abort", version, arg_required_else_help = true)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-/// The subcommands.
-#[derive(Debug, Subcommand)]
-enum Cmd {
-    /// Repair pytest-html reports' data-jsonblob so pytest_html_merger can
-    /// read them (files, or folders meaning their files matching --glob).
-    SanitizeHtml {
-        /// HTML files or folders.
-        #[arg(required = true, value_name = "PATH")]
-        paths: Vec<PathBuf>,
-        /// Which files of a folder to sanitize.
-        #[arg(long, default_value = reports::DEFAULT_GLOB, value_name = "GLOB")]
-        glob: String,
-    },
-    /// The original's handle_abort for runner scripts: report the crash of a
-    /// per-file pytest run (marker or --crash-info) into its json and html
-    /// reports and the crash log. Prints true/false; exit 0 when a crash
-    /// was reported, 1 when there was none, 2 on error.
-    HandleAbort(compat::HandleAbortArgs),
-    /// Add one crash (the original's abort info, JSON) to a pytest-json-report file.
-    AppendJson(compat::AppendArgs),
-    /// Add one crash (the original's abort info, JSON) to a pytest-html report.
-    AppendHtml(compat::AppendArgs),
-    /// Add one crash (the original's abort info, JSON) to a pytest-csv report.
-    AppendCsv(compat::AppendArgs),
-}
+use clap::Parser;
+use pytest_abort::cli_tools::{ToolsCli as Cli, ToolsCmd as Cmd};
+use pytest_abort::{compat, completions, reports};
 
 fn handle_abort(args: &compat::HandleAbortArgs) -> i32 {
     match compat::handle_abort(args) {
@@ -80,6 +47,8 @@ fn main() {
         Cmd::AppendJson(a) => append(reports::Kind::Json, a),
         Cmd::AppendHtml(a) => append(reports::Kind::Html, a),
         Cmd::AppendCsv(a) => append(reports::Kind::Csv, a),
+        Cmd::Completions(a) => completions::completions_main(a),
+        Cmd::Manpage(a) => completions::manpage_main(a),
     };
     std::process::exit(code);
 }

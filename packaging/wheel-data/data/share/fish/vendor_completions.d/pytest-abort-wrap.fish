@@ -1,0 +1,20 @@
+complete -c pytest-abort-wrap -l crash-log -d 'Append crash records (JSONL) here [env: PYTEST_ABORT_CRASHED_TESTS_LOG]' -r -F
+complete -c pytest-abort-wrap -l max-runs -d 'Most pytest runs in all (the first included)' -r
+complete -c pytest-abort-wrap -l retry-mode -d 'After a crash: `resume` runs only the tests not yet finished; `deselect` reruns everything minus crashed tests (the original\'s way)' -r -f -a "resume\t'Run only the tests that have not completed, minus crashed ones'
+deselect\t'The original\'s behaviour: rerun everything minus crashed tests'"
+complete -c pytest-abort-wrap -l state-dir -d 'Folder for markers, journals and the shim copy (default: a private temp folder, removed at the end unless --keep-state)' -r -F
+complete -c pytest-abort-wrap -l test-timeout -d 'Per-test time limit in seconds, from the test\'s start (a test\'s own `@pytest.mark.timeout(n)` wins): dump its Python stacks, then kill its process and go on with the rest' -r
+complete -c pytest-abort-wrap -l timeout -d 'Time limit for the whole session (all runs), in seconds' -r
+complete -c pytest-abort-wrap -l reproduce -d 'Run only this test, alone, up to --repeat times (a fresh pytest each time), stop at the first crash and print the crash rate' -r
+complete -c pytest-abort-wrap -l repeat -d 'How many times --reproduce runs the test' -r
+complete -c pytest-abort-wrap -l recheck-crashed -d 'After the run, rerun each crashed test alone N times and label it `deterministic` or `flaky (k/N)`' -r
+complete -c pytest-abort-wrap -l json-report -d 'Also write a pytest-json-report file holding every run\'s tests and the crashes' -r -F
+complete -c pytest-abort-wrap -l html-report -d 'Also write a pytest-html report holding every run\'s tests and the crashes' -r -F
+complete -c pytest-abort-wrap -l csv-report -d 'Also write a pytest-csv report holding every run\'s tests and the crashes' -r -F
+complete -c pytest-abort-wrap -l junit-xml -d 'Also write JUnit XML holding every run\'s tests and the crashes (built from the journals when pytest was not asked for --junitxml)' -r -F
+complete -c pytest-abort-wrap -l no-ptrace -d 'Supervise with waitpid and /proc scans instead of ptrace'
+complete -c pytest-abort-wrap -l keep-state -d 'Keep the state folder'
+complete -c pytest-abort-wrap -l keep-leftovers -d 'Leave processes that tests left behind running'
+complete -c pytest-abort-wrap -s q -l quiet -d 'No progress lines or summary on stderr'
+complete -c pytest-abort-wrap -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c pytest-abort-wrap -s V -l version -d 'Print version'
