@@ -119,18 +119,40 @@ pub fn create_parent(path: &Path) -> Result<()> {
 /// (and its parent folders) when missing.
 ///
 /// Used for the crash log, which several processes (the wrapper, the shim in
-/// an xdist controller, the original plugin) may append to at once.
+/// an xdist controller, the original plugin) may append to at once. When the
+/// file does not end with a newline (a writer killed mid-line), the append
+/// starts with one, so the new lines never glue onto a cut-short line.
 pub fn append_locked(path: &Path, bytes: &[u8]) -> Result<()> {
     create_parent(path)?;
     let file = OpenOptions::new()
         .create(true)
+        .read(true)
         .append(true)
         .mode(0o644)
         .open(path)
         .with_context(|| format!("{}: cannot open for appending", path.display()))?;
     let _lock = Flock::exclusive(&file).with_context(|| format!("{}: cannot lock", path.display()))?;
-    (&file).write_all(bytes).with_context(|| format!("{}: cannot append", path.display()))?;
+    let fresh = ends_mid_line(&file).with_context(|| format!("{}: cannot read its end", path.display()))?;
+    let mut text = Vec::with_capacity(bytes.len() + 1);
+    if fresh {
+        text.push(b'\n');
+    }
+    text.extend_from_slice(bytes);
+    // One write, so a reader never sees the newline without the record.
+    (&file).write_all(&text).with_context(|| format!("{}: cannot append", path.display()))?;
     Ok(())
+}
+
+/// True when a non-empty file's last byte is not a newline.
+fn ends_mid_line(file: &File) -> std::io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(false);
+    }
+    let mut last = [0u8];
+    file.read_exact_at(&mut last, len - 1)?;
+    Ok(last[0] != b'\n')
 }
 
 /// An exclusive advisory lock held until dropped.
@@ -234,5 +256,17 @@ mod tests {
         append_locked(&p, b"a\n").unwrap();
         append_locked(&p, b"b\n").unwrap();
         assert_eq!(fs::read_to_string(&p).unwrap(), "a\nb\n");
+    }
+
+    #[test]
+    fn append_locked_starts_on_a_fresh_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log.jsonl");
+        fs::write(&p, "{\"cut\": 1").unwrap();
+        append_locked(&p, b"b\n").unwrap();
+        assert_eq!(fs::read_to_string(&p).unwrap(), "{\"cut\": 1\nb\n");
+        fs::write(&p, "").unwrap();
+        append_locked(&p, b"c\n").unwrap();
+        assert_eq!(fs::read_to_string(&p).unwrap(), "c\n");
     }
 }

@@ -84,19 +84,27 @@ def check_for_crash_file(last_running_file: str, *, min_duration: float = 0.1) -
 
 def append_crash_to_jsonl(crash_log_file: str, crash_info: Dict[str, Any], *, source: str) -> None:
     """Append one crash record (plus ``source`` and ``logged_at``) to a JSONL
-    crash log under an exclusive ``flock``."""
+    crash log under an exclusive ``flock``.
+
+    When the log does not end with a newline (a writer killed mid-line), the
+    record starts on a fresh line instead of gluing onto the cut-short one.
+    """
     record = dict(crash_info)
     record["source"] = source
     record["logged_at"] = datetime.now().isoformat()
-    line = json.dumps(record, ensure_ascii=False) + "\n"
+    line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", "surrogateescape")
     folder = os.path.dirname(os.path.abspath(crash_log_file))
     os.makedirs(folder, exist_ok=True)
-    with open(crash_log_file, "a", encoding="utf-8") as f:
+    fd = os.open(crash_log_file, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
         if fcntl is not None:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            f.write(line)
-            f.flush()
-        finally:
-            if fcntl is not None:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
+        # One write (a record is small), so a reader never sees the newline
+        # without the record; the loop only finishes a short write.
+        while line:
+            line = line[os.write(fd, line) :]
+    finally:
+        os.close(fd)  # closing releases the lock

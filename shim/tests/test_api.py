@@ -290,3 +290,27 @@ def test_binary_lookup_order(tmp_path, monkeypatch, name):
     assert os.path.basename(found) == name
     with open(found, "rb") as f:
         assert f.read(4) == b"\x7fELF", f"{found}: not the Rust binary"
+
+
+# A crash log whose last line has no newline (a writer killed mid-line):
+# the next record must start on a fresh line, not glue onto it.
+UNTERMINATED = '{"nodeid": "prev.py::test_prev"}'
+
+
+def test_append_crash_to_jsonl_starts_on_a_fresh_line(tmp_path):
+    log = tmp_path / "crashes.jsonl"
+    log.write_text(UNTERMINATED)
+    ah.append_crash_to_jsonl(str(log), _info(nodeid="a.py::test_new"), source="runner")
+    assert [r["nodeid"] for r in read_jsonl(log)] == ["prev.py::test_prev", "a.py::test_new"]
+    assert log.read_text().endswith("\n")
+
+
+def test_handle_abort_appends_on_a_fresh_line(tmp_path, rust_bin, monkeypatch):
+    log = tmp_path / "crashes.jsonl"
+    log.write_text(UNTERMINATED)
+    monkeypatch.setenv("PYTEST_ABORT_CRASHED_TESTS_LOG", str(log))
+    marker = tmp_path / "last_running.json"
+    _write_marker(marker, "tests/f_test.py::test_fresh")
+    jf, hf = tmp_path / "f_log.json", tmp_path / "f_log.html"
+    assert ah.handle_abort(str(jf), str(hf), str(marker), "tests/f_test") is True
+    assert [r["nodeid"] for r in read_jsonl(log)] == ["prev.py::test_prev", "tests/f_test.py::test_fresh"]

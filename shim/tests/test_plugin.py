@@ -260,3 +260,16 @@ def test_installed_entry_point():
     eps = [ep for ep in entry_points(group="pytest11") if ep.name == "pytest_abort"]
     assert eps, "pytest_abort is not installed: pip install ./shim"
     assert eps[0].value in ("pytest_abort", "pytest_abort.plugin")
+
+
+def test_xdist_controller_appends_on_a_fresh_line(suite):
+    for name, text in XDIST_SUITE.items():
+        suite.write(name, text)
+    log = suite.root / "crashes.jsonl"
+    log.write_text('{"nodeid": "prev.py::test_prev"}')  # last line cut short: no newline
+    r = suite.pytest(
+        "-n", "2", "test_x.py",
+        env=clean_env(PYTEST_ABORT_LAST_RUNNING_DIR=str(suite.root / "m"), PYTEST_ABORT_CRASHED_TESTS_LOG=str(log)),
+    )
+    assert r.returncode == 1, r.stdout
+    assert [rec["nodeid"] for rec in read_jsonl(log)] == ["prev.py::test_prev", "test_x.py::test_crash"]

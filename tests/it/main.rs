@@ -6,6 +6,7 @@
 //! records, reports read by their real consumers, exit statuses.
 
 mod completions;
+mod crash_log_append;
 mod forensics;
 mod messages;
 mod report_input;
