@@ -15,7 +15,8 @@ from .crash_file import gpu_id_from_env
 _PHASE_OFFSET = len('{"phase": ')
 #: Each phase's JSON literal, padded to one width so that a phase change is
 #: one write at a fixed offset.
-_PHASES = {p: ('"%s"' % p).ljust(10).encode() for p in ("setup", "call", "teardown")}
+_PHASE_TEXT = {p: ('"%s"' % p).ljust(10) for p in ("setup", "call", "teardown")}
+_PHASES = {p: text.encode() for p, text in _PHASE_TEXT.items()}
 
 
 def _timeout_of(item: pytest.Item) -> Optional[float]:
@@ -36,9 +37,14 @@ class AtomicMarker:
     def __init__(self, path: str, problems: Problems) -> None:
         self.path = path
         self.problems = problems
+        self.payload = ""
 
     def start(self, payload: str) -> None:
         """Writes the marker of a test whose protocol starts."""
+        self.payload = payload
+        self._write(payload)
+
+    def _write(self, payload: str) -> None:
         try:
             os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
             tmp = f"{self.path}.tmp.{os.getpid()}"
@@ -49,7 +55,9 @@ class AtomicMarker:
             self.problems.report("marker", f"cannot write the marker {self.path}: {e}; a crash cannot be attributed")
 
     def phase(self, phase: str) -> None:
-        """The running test entered ``phase`` (not recorded in this format)."""
+        """Rewrites the marker (atomically, as a whole) with the new phase."""
+        end = _PHASE_OFFSET + len(_PHASES[phase])
+        self._write(self.payload[:_PHASE_OFFSET] + _PHASE_TEXT[phase] + self.payload[end:])
 
     def finish(self) -> None:
         """Removes the marker: no test is running."""

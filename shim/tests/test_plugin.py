@@ -273,3 +273,52 @@ def test_xdist_controller_appends_on_a_fresh_line(suite):
     )
     assert r.returncode == 1, r.stdout
     assert [rec["nodeid"] for rec in read_jsonl(log)] == ["prev.py::test_prev", "test_x.py::test_crash"]
+
+
+PHASE_CRASHES = """
+import ctypes, json, os
+import pytest
+
+def _phase():
+    with open(os.environ["PYTEST_ABORT_LAST_RUNNING_FILE"]) as f:
+        return json.load(f)["phase"]
+
+@pytest.fixture
+def crash_in_teardown():
+    yield
+    ctypes.string_at(0)
+
+@pytest.fixture
+def phase_in_setup():
+    return _phase()
+
+def test_phases(phase_in_setup):
+    print("PHASES", phase_in_setup, _phase())
+
+def test_call():
+    ctypes.string_at(0)
+
+def test_teardown(crash_in_teardown):
+    pass
+"""
+
+
+@pytest.mark.parametrize("test, phase", [("test_call", "call"), ("test_teardown", "teardown")])
+def test_marker_carries_the_phase_without_the_wrapper(suite, rust_bin, test, phase):
+    from pytest_abort import abort_handling as ah
+
+    suite.write("test_p.py", PHASE_CRASHES)
+    marker = suite.root / "last.json"
+    env = clean_env(PYTEST_ABORT_LAST_RUNNING_FILE=str(marker))
+    r = suite.pytest("-s", f"test_p.py::test_phases", env=env)
+    assert "PHASES setup call" in r.stdout, r.stdout
+    r = suite.pytest(f"test_p.py::{test}", env=env)
+    assert r.returncode != 0 and marker.exists(), r.stdout
+    log = suite.root / "crashes.jsonl"
+    os.environ["PYTEST_ABORT_CRASHED_TESTS_LOG"] = str(log)
+    try:
+        assert ah.handle_abort(str(suite.root / "r.json"), str(suite.root / "r.html"), str(marker), "test_p")
+    finally:
+        del os.environ["PYTEST_ABORT_CRASHED_TESTS_LOG"]
+    (rec,) = read_jsonl(log)
+    assert rec["nodeid"] == f"test_p.py::{test}" and rec["phase"] == phase, rec
