@@ -105,6 +105,11 @@ pub struct WrapArgs {
     #[arg(long, value_name = "PATH")]
     pub csv_report: Option<PathBuf>,
 
+    /// Write what happens (runs, crashes, reports, warnings, the totals) to
+    /// this file as JSON lines, one event a line, as it happens.
+    #[arg(long, value_name = "PATH")]
+    pub events: Option<PathBuf>,
+
     /// Also write JUnit XML holding every run's tests and the crashes (built
     /// from the journals when pytest was not asked for --junitxml).
     #[arg(long, value_name = "PATH")]
@@ -138,13 +143,10 @@ impl WrapArgs {
             max_runs: self.max_runs,
             retry_mode: self.retry_mode,
             ptrace: !self.no_ptrace,
-            crash_log: self.crash_log.clone().or_else(|| {
-                std::env::var_os("PYTEST_ABORT_CRASHED_TESTS_LOG").filter(|v| !v.is_empty()).map(PathBuf::from)
-            }),
+            crash_log: crate::record::crash_log_or_env(self.crash_log.as_deref()),
             state_dir: self.state_dir.clone(),
             keep_state: self.keep_state,
             keep_leftovers: self.keep_leftovers,
-            verbose: !self.quiet,
             test_timeout: self.test_timeout,
             session_timeout: self.timeout,
             recheck_crashed: self.recheck_crashed,

@@ -22,6 +22,7 @@ pub mod journal;
 pub mod marker;
 pub mod model;
 pub mod record;
+pub mod reporter;
 /// Test reports (pytest-json-report, pytest-html, pytest-csv, JUnit XML): patch, create and merge.
 pub mod reports;
 pub mod run;

@@ -194,6 +194,19 @@ impl From<&Crash> for CrashRecord {
     }
 }
 
+/// The environment variable naming the crash log, as the original reads it.
+pub const CRASH_LOG_ENV: &str = "PYTEST_ABORT_CRASHED_TESTS_LOG";
+
+/// The crash log: `given` when it is a non-empty path, else
+/// `$PYTEST_ABORT_CRASHED_TESTS_LOG` when set and non-empty (every command
+/// reads the crash log this one way).
+pub fn crash_log_or_env(given: Option<&Path>) -> Option<std::path::PathBuf> {
+    given
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os(CRASH_LOG_ENV).filter(|v| !v.is_empty()).map(std::path::PathBuf::from))
+}
+
 /// Appends records to the crash log under an exclusive lock.
 pub fn append_records(path: &Path, records: &[CrashRecord]) -> Result<()> {
     if records.is_empty() {

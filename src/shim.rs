@@ -84,3 +84,23 @@ pub fn child_env(py_root: &Path, state_dir: &Path, marker_dir: &Path, run: u32) 
         ("PYTHONFAULTHANDLER".into(), "1".into()),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn embedded_shim_is_the_whole_package() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shim/pytest_abort");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".py"))
+            .collect();
+        on_disk.sort();
+        let mut embedded: Vec<String> = crate::shim::FILES.iter().map(|(n, _)| n.to_string()).collect();
+        embedded.sort();
+        assert_eq!(embedded, on_disk, "src/shim.rs FILES must list every module of shim/pytest_abort");
+    }
+}

@@ -1,85 +1,160 @@
-//! The end-of-run summary on stderr: one line per crash, then totals.
+//! The end-of-run summary: one line per crash, the leftovers, then totals.
+//! Built from the session as a [`Summary`] (the `session_finished` event),
+//! rendered for the terminal by [`Summary::render`].
 
 use std::fmt::Write;
+use std::path::{Path, PathBuf};
 
-use crate::model::{Crash, TestOutcome};
+use serde::Serialize;
+
+use crate::model::TestOutcome;
+use crate::record::CrashRecord;
+use crate::reporter::terminal::escape;
 use crate::run::Session;
-use crate::supervise::signals;
+use crate::supervise::Leftover;
 
-/// Renders the summary (without colors).
-pub fn render(session: &Session, max_runs: u32, crash_log: Option<&std::path::Path>) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "\n=== pytest-abort summary ===");
-    for c in &session.crashes {
-        let mut line = format!(
-            "CRASHED {id}  {how:#}  worker={w}  {dur:.3}s  run {run}",
-            id = c.label(),
-            how = c.death,
-            w = c.worker,
-            dur = c.duration,
-            run = c.run
+/// What a wrapper invocation came to.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Summary {
+    /// Every crash record, in order.
+    pub crashes: Vec<CrashRecord>,
+    /// Processes tests left behind.
+    pub leftovers: Vec<Leftover>,
+    /// Tests that passed.
+    pub passed: usize,
+    /// Tests that failed or errored.
+    pub failed: usize,
+    /// Crash records.
+    pub crashed: usize,
+    /// Tests skipped.
+    pub skipped: usize,
+    /// Tests xfailed.
+    pub xfailed: usize,
+    /// Tests xpassed.
+    pub xpassed: usize,
+    /// Selected tests that neither finished nor crashed.
+    pub not_run: usize,
+    /// pytest runs made.
+    pub runs_used: usize,
+    /// Most runs allowed.
+    pub max_runs: u32,
+    /// The supervision mode of the last run.
+    pub supervision: String,
+    /// Why ptrace was refused, if it was.
+    pub ptrace_refused: Option<String>,
+    /// The crash log, when crashes were written to it (never a log that
+    /// could not be written).
+    pub crash_log: Option<PathBuf>,
+    /// The wrapper's exit status.
+    pub exit_code: i32,
+}
+
+impl Summary {
+    /// The summary of a session.
+    pub fn of(session: &Session, max_runs: u32, crash_log: Option<&Path>) -> Summary {
+        Summary {
+            crashes: session.records(),
+            leftovers: session.leftovers.clone(),
+            passed: session.count(TestOutcome::Passed),
+            failed: session.count(TestOutcome::Failed) + session.count(TestOutcome::Error),
+            crashed: session.crashes.len(),
+            skipped: session.count(TestOutcome::Skipped),
+            xfailed: session.count(TestOutcome::Xfailed),
+            xpassed: session.count(TestOutcome::Xpassed),
+            not_run: session.not_run().len(),
+            runs_used: session.runs.len(),
+            max_runs,
+            supervision: session.mode.map(|m| m.to_string()).unwrap_or_else(|| "none".into()),
+            ptrace_refused: session.ptrace_refused.clone(),
+            crash_log: crash_log
+                .filter(|_| !session.crash_log_failed && !session.crashes.is_empty())
+                .map(Path::to_path_buf),
+            exit_code: session.exit_code(),
+        }
+    }
+
+    /// The summary for the terminal (no colors; strings from tests escaped).
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "\n=== pytest-abort summary ===");
+        for r in &self.crashes {
+            let _ = writeln!(s, "{}", crash_line(r));
+        }
+        for l in &self.leftovers {
+            let _ = writeln!(s, "LEFTOVER pid {} {}", l.pid, escape(&l.cmdline));
+        }
+        let mut totals = vec![
+            format!("{} passed", self.passed),
+            format!("{} failed", self.failed),
+            format!("{} crashed", self.crashed),
+        ];
+        for (n, label) in [(self.skipped, "skipped"), (self.xfailed, "xfailed"), (self.xpassed, "xpassed")] {
+            if n > 0 {
+                totals.push(format!("{n} {label}"));
+            }
+        }
+        totals.push(format!("{} not run", self.not_run));
+        let _ = writeln!(
+            s,
+            "{}; runs used {}/{}; supervision: {}",
+            totals.join(", "),
+            self.runs_used,
+            self.max_runs,
+            self.supervision
         );
-        if let Some(loc) = c.death.detail().and_then(|d| d.location.as_ref()) {
-            let _ = write!(line, "  at {loc}");
+        if let Some(why) = &self.ptrace_refused {
+            let _ = writeln!(s, "({})", escape(why));
         }
-        if c.oom_suspected {
-            line.push_str("  (OOM killer)");
+        if let Some(p) = &self.crash_log {
+            let _ = writeln!(s, "crash log: {}", escape(&p.to_string_lossy()));
         }
-        if let Some(rc) = &c.recheck {
-            let _ = write!(line, "  crash: {rc}");
-        }
-        let _ = writeln!(s, "{line}");
+        s
     }
-    for l in &session.leftovers {
-        let _ = writeln!(s, "LEFTOVER pid {} {}", l.pid, l.cmdline);
+}
+
+/// `CRASHED <id>  SIGSEGV  worker=gw0  0.002s  run 1  at libc.so.6+0x1`.
+fn crash_line(r: &CrashRecord) -> String {
+    let id = if r.nodeid.is_empty() { format!("<{}>", r.phase) } else { r.nodeid.clone() };
+    let mut line = format!(
+        "CRASHED {id}  {how:#}  worker={w}  {dur:.3}s  run {run}",
+        id = escape(&id),
+        how = r.death(),
+        w = escape(&r.worker),
+        dur = r.duration,
+        run = r.run
+    );
+    if let Some(loc) = &r.location {
+        let _ = write!(line, "  at {}", escape(loc));
     }
-    let not_run = session.not_run().len();
-    let mut totals = vec![
-        format!("{} passed", session.count(TestOutcome::Passed)),
-        format!("{} failed", session.count(TestOutcome::Failed) + session.count(TestOutcome::Error)),
-        format!("{} crashed", session.crashes.len()),
-    ];
-    for outcome in [TestOutcome::Skipped, TestOutcome::Xfailed, TestOutcome::Xpassed] {
-        let n = session.count(outcome);
-        if n > 0 {
-            totals.push(format!("{n} {outcome}"));
-        }
+    if r.oom_suspected == Some(true) {
+        line.push_str("  (OOM killer)");
     }
-    totals.push(format!("{not_run} not run"));
-    let mode = session.mode.map(|m| m.to_string()).unwrap_or_else(|| "none".into());
-    let _ = writeln!(s, "{}; runs used {}/{}; supervision: {}", totals.join(", "), session.runs.len(), max_runs, mode);
-    if let Some(why) = &session.ptrace_refused {
-        let _ = writeln!(s, "({why})");
+    if let Some(rc) = &r.recheck {
+        let _ = write!(line, "  crash: {}", escape(rc));
     }
-    if let Some(p) = crash_log.filter(|_| !session.crash_log_failed) {
-        if !session.crashes.is_empty() {
-            let _ = writeln!(s, "crash log: {}", p.display());
-        }
-    }
-    s
+    line
 }
 
 /// A crash's forensics, one field a line (for `--reproduce`).
-pub fn forensics(c: &Crash) -> String {
+pub fn forensics(r: &CrashRecord) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "first crash: {} {}", c.nodeid, c.reason());
-    let d = c.death.detail();
+    let _ = writeln!(s, "first crash: {} {}", r.nodeid, r.reason);
     let fields: [(&str, Option<String>); 8] = [
-        ("signal", c.death.signal().map(signals::name)),
-        ("exit code", c.death.exit_code().map(|c| c.to_string())),
-        ("si_code", d.and_then(|d| d.si_code.clone())),
-        ("fault address", d.and_then(|d| d.addr).map(|a| format!("{a:#x}"))),
-        ("sender pid", d.and_then(|d| d.sender_pid).map(|p| p.to_string())),
-        ("location", d.and_then(|d| d.location.clone())),
-        ("peak RSS", c.peak_rss_kb.map(|k| format!("{k} KiB"))),
-        ("duration", Some(format!("{:.3}s", c.duration))),
+        ("signal", r.signal_name.clone()),
+        ("exit code", r.exit_code.map(|c| c.to_string())),
+        ("si_code", r.si_code.clone()),
+        ("fault address", r.fault_addr.clone()),
+        ("sender pid", r.sender_pid.map(|p| p.to_string())),
+        ("location", r.location.clone()),
+        ("peak RSS", r.peak_rss_kb.map(|k| format!("{k} KiB"))),
+        ("duration", Some(format!("{:.3}s", r.duration))),
     ];
     for (label, value) in fields {
         if let Some(v) = value {
             let _ = writeln!(s, "  {label}: {v}");
         }
     }
-    if let Some(tb) = &c.traceback {
+    if let Some(tb) = &r.traceback {
         let _ = writeln!(s, "  Python stacks:\n{tb}");
     }
     s

@@ -7,29 +7,29 @@ use std::path::PathBuf;
 use clap::Parser;
 use pytest_abort::cli_tools::PostprocessArgs as Args;
 use pytest_abort::record;
+use pytest_abort::reporter::terminal::{write_stderr, write_stdout};
 use pytest_abort::reports::{self, Kind};
 
 fn main() {
     let args = Args::parse();
-    let Some(log) = args
-        .crash_log
-        .clone()
-        .or_else(|| std::env::var_os("PYTEST_ABORT_CRASHED_TESTS_LOG").filter(|v| !v.is_empty()).map(PathBuf::from))
-    else {
-        eprintln!(
-            "pytest-abort-postprocess: error: no crash log: pass --crash-log or set PYTEST_ABORT_CRASHED_TESTS_LOG"
+    let Some(log) = record::crash_log_or_env(args.crash_log.as_deref()) else {
+        write_stderr(
+            "pytest-abort-postprocess: error: no crash log: pass --crash-log or set PYTEST_ABORT_CRASHED_TESTS_LOG\n",
         );
         std::process::exit(2);
     };
     if !log.exists() {
         // Nothing to add: no report is created or touched from nothing.
-        eprintln!("pytest-abort-postprocess: warning: {}: no such crash log; no report written", log.display());
+        write_stderr(&format!(
+            "pytest-abort-postprocess: warning: {}: no such crash log; no report written\n",
+            log.display()
+        ));
         std::process::exit(0);
     }
     let records = match record::read_crash_log(&log) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("pytest-abort-postprocess: error: {e:#}");
+            write_stderr(&format!("pytest-abort-postprocess: error: {e:#}\n"));
             std::process::exit(2);
         }
     };
@@ -43,25 +43,25 @@ fn main() {
     .filter_map(|(k, p)| p.map(|p| (k, p)))
     .collect();
     let unique = record::dedupe_by_nodeid(&records).len();
-    println!("pytest-abort-postprocess: {unique} crashed tests in {}", log.display());
+    write_stdout(&format!("pytest-abort-postprocess: {unique} crashed tests in {}\n", log.display()));
     let mut failed = false;
     for ((kind, _), res) in targets.iter().zip(reports::postprocess(&records, &targets)) {
         match res {
             Ok(p) => {
                 if let Some(note) = p.read_only_note() {
-                    eprintln!("pytest-abort-postprocess: warning: {note}");
+                    write_stderr(&format!("pytest-abort-postprocess: warning: {note}\n"));
                 }
-                println!(
-                    "{kind} {}: {} {} added",
+                write_stdout(&format!(
+                    "{kind} {}: {} {} added\n",
                     p.path.display(),
                     if p.created { "created," } else { "patched," },
                     p.added
-                )
+                ))
             }
             Err(e) => {
                 failed = true;
                 // Every report error starts with the report's path.
-                eprintln!("pytest-abort-postprocess: error: {kind} report {e:#}");
+                write_stderr(&format!("pytest-abort-postprocess: error: {kind} report {e:#}\n"));
             }
         }
     }

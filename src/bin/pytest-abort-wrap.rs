@@ -1,54 +1,55 @@
 //! `pytest-abort-wrap [OPTIONS] -- pytest ARGS...`
 
 use clap::Parser;
-use pytest_abort::{cli::WrapArgs, run, summary};
+use pytest_abort::reporter::terminal::{write_stderr, Terminal};
+use pytest_abort::reporter::{jsonl::JsonLines, Reporters};
+use pytest_abort::{cli::WrapArgs, error, run, summary::Summary};
 
 fn main() {
     let args = match WrapArgs::try_parse() {
         Ok(a) => a,
         Err(e) => {
-            let code = if e.use_stderr() { pytest_abort::error::EXIT_USAGE } else { 0 };
+            let code = if e.use_stderr() { error::EXIT_USAGE } else { 0 };
             let _ = e.print();
             std::process::exit(code);
         }
     };
     let cfg = args.config();
-    if let Some(nodeid) = &args.reproduce {
-        std::process::exit(reproduce(&cfg, nodeid, args.repeat));
-    }
-    match run::run(&cfg) {
-        Ok(session) => {
-            if cfg.verbose {
-                eprint!("{}", summary::render(&session, cfg.max_runs, cfg.crash_log.as_deref()));
-            }
-            std::process::exit(session.exit_code());
+    let mut out = Reporters::none().with(Terminal::new(args.quiet));
+    if let Some(path) = &args.events {
+        match JsonLines::create(path) {
+            Ok(j) => out = out.with(j),
+            Err(e) => fail(e.into()),
         }
-        Err(e) => fail(e),
     }
+    let code = match &args.reproduce {
+        Some(nodeid) => run::reproduce(&cfg, nodeid, args.repeat, &out).map(|r| r.exit_code()),
+        None => run::run(&cfg, &out).map(|session| {
+            let summary = Summary::of(&session, cfg.max_runs, cfg.crash_log.as_deref());
+            let code = summary.exit_code;
+            out.emit(pytest_abort::reporter::Event::SessionFinished(summary));
+            code
+        }),
+    };
+    let code = code.unwrap_or_else(|e| fail(e));
+    std::process::exit(with_reporter_failures(&out, code));
 }
 
-fn reproduce(cfg: &run::Config, nodeid: &str, repeat: u32) -> i32 {
-    let r = match run::reproduce(cfg, nodeid, repeat) {
-        Ok(r) => r,
-        Err(e) => fail(e),
-    };
-    if let Some(sig) = r.interrupted {
-        return 128 + sig;
+/// A file reporter (`--events`) that could not write makes the exit status
+/// 74, as an unwritten report does (an interrupt's 128+N still wins).
+fn with_reporter_failures(out: &Reporters, code: i32) -> i32 {
+    let failures = out.failures();
+    for f in &failures {
+        write_stderr(&format!("pytest-abort-wrap: error: {f}\n"));
     }
-    eprintln!("\n=== pytest-abort reproduce ===");
-    if !r.found && r.first.is_none() {
-        eprintln!("{nodeid}: not collected by the command (check the node id)");
-        return 4;
+    if failures.is_empty() || code > 128 {
+        code
+    } else {
+        error::EXIT_IO
     }
-    eprintln!("{nodeid}: crashed {}/{} runs", r.crashed, r.runs);
-    if let Some(rec) = &r.first {
-        eprint!("{}", summary::forensics(rec));
-        return 1;
-    }
-    0
 }
 
 fn fail(e: anyhow::Error) -> ! {
-    eprintln!("pytest-abort-wrap: error: {e:#}");
-    std::process::exit(pytest_abort::error::exit_code(&e));
+    write_stderr(&format!("pytest-abort-wrap: error: {e:#}\n"));
+    std::process::exit(error::exit_code(&e));
 }

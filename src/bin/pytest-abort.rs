@@ -4,17 +4,18 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use pytest_abort::cli_tools::{ToolsCli as Cli, ToolsCmd as Cmd};
+use pytest_abort::reporter::terminal::{write_stderr, write_stdout};
 use pytest_abort::{compat, completions, reports};
 
 fn handle_abort(args: &compat::HandleAbortArgs) -> i32 {
     match compat::handle_abort(args) {
         Ok(found) => {
-            println!("{found}");
+            write_stdout(&format!("{found}\n"));
             i32::from(!found)
         }
         Err(e) => {
-            eprintln!("pytest-abort handle-abort: error: {e:#}");
-            println!("false");
+            write_stderr(&format!("pytest-abort handle-abort: error: {e:#}\n"));
+            write_stdout("false\n");
             2
         }
     }
@@ -23,11 +24,16 @@ fn handle_abort(args: &compat::HandleAbortArgs) -> i32 {
 fn append(kind: reports::Kind, args: &compat::AppendArgs) -> i32 {
     match compat::append(kind, args) {
         Ok(p) => {
-            println!("{}: added {}{}", p.path.display(), p.added, if p.created { " (created)" } else { "" });
+            write_stdout(&format!(
+                "{}: added {}{}\n",
+                p.path.display(),
+                p.added,
+                if p.created { " (created)" } else { "" }
+            ));
             0
         }
         Err(e) => {
-            eprintln!("pytest-abort append-{kind}: error: {e:#}");
+            write_stderr(&format!("pytest-abort append-{kind}: error: {e:#}\n"));
             2
         }
     }
@@ -35,7 +41,7 @@ fn append(kind: reports::Kind, args: &compat::AppendArgs) -> i32 {
 
 fn sanitize_html(paths: &[PathBuf], glob: &str) -> i32 {
     let (modified, total, failed) = reports::sanitize_paths(paths, glob);
-    println!("modified={modified} total={total} failed={failed}");
+    write_stdout(&format!("modified={modified} total={total} failed={failed}\n"));
     i32::from(failed > 0)
 }
 

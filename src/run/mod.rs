@@ -21,6 +21,7 @@ use serde::Serialize;
 use crate::journal::{Done, RunJournal, RunReports};
 use crate::model::{Crash, Phase, TestOutcome};
 use crate::record::CrashRecord;
+use crate::reporter::{Event, Reporters};
 use crate::supervise::{Leftover, Mode, Outcome};
 
 use once::{prepare, run_once, OneRun, Plan};
@@ -54,8 +55,6 @@ pub struct Config {
     pub keep_state: bool,
     /// Leave leftover processes running.
     pub keep_leftovers: bool,
-    /// Print progress lines on stderr.
-    pub verbose: bool,
     /// Per-test timeout, seconds (a test's own `timeout` mark wins).
     pub test_timeout: Option<f64>,
     /// Whole-session timeout, seconds.
@@ -78,7 +77,6 @@ impl Default for Config {
             state_dir: None,
             keep_state: false,
             keep_leftovers: false,
-            verbose: true,
             test_timeout: None,
             session_timeout: None,
             recheck_crashed: 0,
@@ -220,18 +218,18 @@ struct Step {
     stop: bool,
 }
 
-/// Runs the whole loop (and the rechecks, when asked).
-pub fn run(cfg: &Config) -> Result<Session> {
+/// Runs the whole loop (and the rechecks, when asked); what happens goes to
+/// `out` as events.
+pub fn run(cfg: &Config, out: &Reporters) -> Result<Session> {
     let prep = prepare(cfg)?;
     let mut session = Session { state_dir: prep.state_dir.clone(), ..Default::default() };
     let mut ignore: Vec<String> = Vec::new();
     for number in 1..=cfg.max_runs.max(1) {
-        if number > 1 && cfg.verbose {
-            eprintln!("\npytest-abort: run {number}/{}: {}", cfg.max_runs, session.rerun_purpose(cfg.retry_mode));
-        }
+        let purpose = if number == 1 { "the command".to_string() } else { session.rerun_purpose(cfg.retry_mode) };
+        out.emit(Event::RunStarted { run: number, max_runs: cfg.max_runs, purpose });
         let plan = Plan { run: number, deselect: session.deselect(cfg.retry_mode), ignore: ignore.clone(), only: None };
-        let one = run_once(cfg, &prep, &plan, cfg.crash_log.as_deref())?;
-        let step = absorb(cfg, &mut session, number, one, &mut ignore);
+        let one = run_once(cfg, &prep, &plan, cfg.crash_log.as_deref(), out)?;
+        let step = absorb(&mut session, number, one, &mut ignore, out);
         let left_behind = !session.not_run().is_empty() || !session.collection_finished;
         let again = match cfg.retry_mode {
             RetryMode::Resume => step.new_crashes > 0 && left_behind,
@@ -243,22 +241,25 @@ pub fn run(cfg: &Config) -> Result<Session> {
         }
     }
     if cfg.recheck_crashed > 0 && session.interrupted.is_none() {
-        repro::recheck(cfg, &prep, &mut session)?;
+        repro::recheck(cfg, &prep, &mut session, out)?;
     }
-    write_reports(cfg, &mut session);
+    write_reports(cfg, &mut session, out);
     prep.finish(cfg);
     Ok(session)
 }
 
 /// Takes one run's results into the session.
-fn absorb(cfg: &Config, session: &mut Session, number: u32, one: OneRun, ignore: &mut Vec<String>) -> Step {
+fn absorb(session: &mut Session, number: u32, one: OneRun, ignore: &mut Vec<String>, out: &Reporters) -> Step {
     if let Some(why) = &one.sup.ptrace_refused {
-        if session.ptrace_refused.is_none() && cfg.verbose {
-            eprintln!("pytest-abort: {why}; supervising without ptrace");
+        if session.ptrace_refused.is_none() {
+            out.emit(Event::PtraceRefused { reason: why.clone() });
         }
         session.ptrace_refused = Some(why.clone());
     }
     session.mode = Some(one.sup.mode);
+    for l in &one.sup.leftovers {
+        out.emit(Event::Leftover { pid: l.pid, cmdline: l.cmdline.clone(), killed: !one.kept_leftovers });
+    }
     session.leftovers.extend(one.sup.leftovers.iter().cloned());
     session.interrupted = one.sup.interrupted;
     session.warnings.extend(one.warnings.iter().cloned());
@@ -267,9 +268,7 @@ fn absorb(cfg: &Config, session: &mut Session, number: u32, one: OneRun, ignore:
     let journal = &one.journal;
     if let Some(w) = one.no_plugin.clone() {
         // Nothing loaded the plugin: deaths cannot be named.
-        if cfg.verbose {
-            eprintln!("pytest-abort: warning: {w}");
-        }
+        out.warning(w.clone());
         session.warnings.push(w);
     }
     let finished = merge_journal(session, journal, number);
@@ -293,13 +292,22 @@ fn absorb(cfg: &Config, session: &mut Session, number: u32, one: OneRun, ignore:
     };
     session.collection_finished = journal.collection_finished;
     session.crashes.extend(one.crashes);
-    session.runs.push(RunInfo {
+    let info = RunInfo {
         number,
         outcome: one.sup.outcome,
         selected: one.journal.collected.len(),
         finished,
         crashes: step.new_crashes,
+    };
+    out.emit(Event::RunFinished {
+        run: number,
+        how: format!("{:#}", crate::model::Death::from_end(info.outcome, None)),
+        exit_status: info.outcome.shell_code(),
+        selected: info.selected,
+        finished,
+        crashes: info.crashes,
     });
+    session.runs.push(info);
     step
 }
 
@@ -327,21 +335,20 @@ fn merge_journal(session: &mut Session, journal: &RunJournal, number: u32) -> us
 
 /// Writes the final reports while the per-run copies still exist in the
 /// state folder; failures become warnings and set `io_error`.
-fn write_reports(cfg: &Config, session: &mut Session) {
+fn write_reports(cfg: &Config, session: &mut Session, out: &Reporters) {
     let records = session.records();
     let input = crate::reports::RunOutput { records: &records, done: &session.done, runs: &session.reports };
     for res in crate::reports::complete(&input, &cfg.reports) {
-        if let Some(note) = res.as_ref().ok().and_then(|p| p.read_only_note()) {
-            eprintln!("pytest-abort: warning: {note}");
-        }
         match res {
-            Ok(p) if cfg.verbose && p.added > 0 => {
-                eprintln!("pytest-abort: report {}: {} entries merged or added", p.path.display(), p.added)
+            Ok(p) => {
+                if let Some(note) = p.read_only_note() {
+                    out.warning(note);
+                }
+                out.emit(Event::ReportWritten { path: p.path.clone(), added: p.added, created: p.created });
             }
-            Ok(_) => {}
             Err(e) => {
                 let w = format!("{e:#}");
-                eprintln!("pytest-abort: error: {w}");
+                out.error(w.clone());
                 session.warnings.push(w);
                 session.io_error = true;
             }

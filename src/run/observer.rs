@@ -9,6 +9,7 @@ use crate::attribute::{self, Attribution};
 use crate::forensics::{self, OomWatch};
 use crate::model::{Crash, Death, Worker};
 use crate::record::{self, CrashRecord};
+use crate::reporter::{Event, Reporters};
 use crate::supervise::{Observer, ProcessEnd};
 use crate::watchdog::Watchdog;
 
@@ -16,7 +17,7 @@ use crate::watchdog::Watchdog;
 pub(super) struct RunObserver<'a> {
     ctx: attribute::Context,
     crash_log: Option<&'a Path>,
-    verbose: bool,
+    out: &'a Reporters,
     interrupted: Option<i32>,
     /// The run's crashes, in order.
     pub crashes: Vec<Crash>,
@@ -33,11 +34,11 @@ pub(super) struct RunObserver<'a> {
 
 impl<'a> RunObserver<'a> {
     /// An observer for one run.
-    pub fn new(ctx: attribute::Context, crash_log: Option<&'a Path>, verbose: bool, watchdog: Watchdog) -> Self {
+    pub fn new(ctx: attribute::Context, crash_log: Option<&'a Path>, out: &'a Reporters, watchdog: Watchdog) -> Self {
         RunObserver {
             ctx,
             crash_log,
-            verbose,
+            out,
             interrupted: None,
             crashes: Vec::new(),
             warnings: Vec::new(),
@@ -71,7 +72,7 @@ impl Observer for RunObserver<'_> {
     fn process_ended(&mut self, end: &ProcessEnd) {
         let Attribution { crash, warnings } = attribute::attribute(&self.ctx, end, self.interrupted);
         for w in warnings {
-            eprintln!("pytest-abort: warning: {w}");
+            self.out.warning(w.clone());
             self.warnings.push(w);
         }
         let Some(mut crash) = crash else { return };
@@ -80,27 +81,16 @@ impl Observer for RunObserver<'_> {
         if crash.worker != Worker::Main {
             forensics::write_crashinfo(&self.ctx.state_dir, self.ctx.run, &rec);
         }
-        if let Some(tb) = &rec.traceback {
-            // faulthandler wrote into our file instead of stderr: echo it.
-            eprintln!("{tb}");
-        }
-        if self.verbose {
-            eprintln!(
-                "\npytest-abort: {} {} [{}, pid {}]",
-                if crash.nodeid.is_empty() { "pytest" } else { &crash.nodeid },
-                rec.reason,
-                crash.worker,
-                crash.pid
-            );
-        }
         if let Some(log) = self.crash_log {
             if let Err(e) = record::append_records(log, std::slice::from_ref(&rec)) {
                 let w = format!("{e:#}");
-                eprintln!("pytest-abort: error: {w}");
+                self.out.error(w.clone());
                 self.warnings.push(w);
                 self.io_error = true;
             }
         }
+        // The terminal echoes the stacks faulthandler wrote into our file.
+        self.out.emit(Event::TestCrashed(rec));
         self.crashes.push(crash);
     }
 

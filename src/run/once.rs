@@ -13,6 +13,7 @@ use crate::attribute;
 use crate::fsutil;
 use crate::journal::RunJournal;
 use crate::model::Crash;
+use crate::reporter::Reporters;
 use crate::shim;
 use crate::supervise::{self, spawn::Command};
 use crate::watchdog::{self, Watchdog};
@@ -98,9 +99,19 @@ pub(super) struct OneRun {
     pub session_expired: bool,
     /// When no pytest process loaded the plugin: what happened, in words.
     pub no_plugin: Option<String>,
+    /// True when leftovers were left running (`--keep-leftovers`).
+    pub kept_leftovers: bool,
 }
 
-pub(super) fn run_once(cfg: &Config, prep: &Prepared, plan: &Plan, crash_log: Option<&Path>) -> Result<OneRun> {
+/// One supervised pytest run; its events go to `out` (rechecks pass
+/// [`Reporters::none`]).
+pub(super) fn run_once(
+    cfg: &Config,
+    prep: &Prepared,
+    plan: &Plan,
+    crash_log: Option<&Path>,
+    out: &Reporters,
+) -> Result<OneRun> {
     clear_markers(&prep.marker_dir);
     fsutil::atomic_write(&prep.state_dir.join("plan.json"), &serde_json::to_vec(plan)?)?;
     let mut cmd = prep.base.clone();
@@ -118,7 +129,7 @@ pub(super) fn run_once(cfg: &Config, prep: &Prepared, plan: &Plan, crash_log: Op
     let ctx =
         attribute::Context { state_dir: prep.state_dir.clone(), marker_dir: prep.marker_dir.clone(), run: plan.run };
     let watchdog = Watchdog::new(prep.marker_dir.clone(), cfg.test_timeout, session_left);
-    let mut obs = RunObserver::new(ctx, crash_log, cfg.verbose, watchdog);
+    let mut obs = RunObserver::new(ctx, crash_log, out, watchdog);
     let opts = supervise::Options { ptrace: cfg.ptrace, keep_leftovers: cfg.keep_leftovers };
     let sup = supervise::run(&cmd, &opts, &mut obs)?;
     let journal = RunJournal::read(&prep.state_dir, plan.run);
@@ -128,6 +139,7 @@ pub(super) fn run_once(cfg: &Config, prep: &Prepared, plan: &Plan, crash_log: Op
         sup,
         session_expired: obs.watchdog.session_expired(),
         no_plugin,
+        kept_leftovers: cfg.keep_leftovers,
         crashes: obs.crashes,
         warnings: obs.warnings,
         io_error: obs.io_error,

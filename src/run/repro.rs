@@ -7,11 +7,12 @@ use super::once::{prepare, run_once, Plan, Prepared};
 use super::{Config, Session};
 use crate::model::{Crash, Verdict};
 use crate::record::{self, CrashRecord};
+use crate::reporter::{Event, Reporters};
 
 /// Reruns each crashed test alone `cfg.recheck_crashed` times and labels
 /// its record `deterministic` or `flaky (k/N)`. The crash log gets the
 /// labelled record as a further line.
-pub(super) fn recheck(cfg: &Config, prep: &Prepared, session: &mut Session) -> Result<()> {
+pub(super) fn recheck(cfg: &Config, prep: &Prepared, session: &mut Session, out: &Reporters) -> Result<()> {
     let n = cfg.recheck_crashed;
     let mut number = session.runs.len() as u32;
     let mut ids: Vec<String> = Vec::new();
@@ -25,8 +26,7 @@ pub(super) fn recheck(cfg: &Config, prep: &Prepared, session: &mut Session) -> R
         for _ in 0..n {
             number += 1;
             let plan = Plan { run: number, deselect: vec![], ignore: vec![], only: Some(vec![id.clone()]) };
-            let quiet = Config { verbose: false, ..cfg.clone() };
-            let one = run_once(&quiet, prep, &plan, None)?;
+            let one = run_once(cfg, prep, &plan, None, &Reporters::none())?;
             if one.crashes.iter().any(|c| c.key() == id) {
                 crashed += 1;
             }
@@ -36,9 +36,7 @@ pub(super) fn recheck(cfg: &Config, prep: &Prepared, session: &mut Session) -> R
             }
         }
         let verdict = Verdict::of(crashed, n);
-        if cfg.verbose {
-            eprintln!("pytest-abort: recheck {id}: crash: {verdict}");
-        }
+        out.emit(Event::Rechecked { nodeid: id.clone(), verdict: verdict.to_string() });
         let mut labelled = Vec::new();
         for c in session.crashes.iter_mut().filter(|c| c.key() == id) {
             c.recheck = Some(verdict);
@@ -46,6 +44,7 @@ pub(super) fn recheck(cfg: &Config, prep: &Prepared, session: &mut Session) -> R
         }
         if let Some(log) = &cfg.crash_log {
             if let Err(e) = record::append_records(log, &labelled[..labelled.len().min(1)]) {
+                out.error(format!("{e:#}"));
                 session.warnings.push(format!("{e:#}"));
                 session.io_error = true;
                 session.crash_log_failed = true;
@@ -72,32 +71,52 @@ pub struct Reproduction {
 
 /// Runs `nodeid` alone up to `repeat` times (fresh pytest each time) and
 /// stops at the first crash.
-pub fn reproduce(cfg: &Config, nodeid: &str, repeat: u32) -> Result<Reproduction> {
+pub fn reproduce(cfg: &Config, nodeid: &str, repeat: u32, out: &Reporters) -> Result<Reproduction> {
     let prep = prepare(cfg)?;
-    let mut out = Reproduction::default();
+    let mut r = Reproduction::default();
     for number in 1..=repeat.max(1) {
-        if cfg.verbose {
-            eprintln!("pytest-abort: reproduce {nodeid}: run {number}/{repeat}");
-        }
+        out.emit(Event::ReproduceRun { nodeid: nodeid.to_string(), run: number, repeat });
         let plan = Plan { run: number, deselect: vec![], ignore: vec![], only: Some(vec![nodeid.to_string()]) };
-        let one = run_once(cfg, &prep, &plan, cfg.crash_log.as_deref())?;
-        out.runs = number;
-        out.found |= one.journal.collected.iter().any(|n| n == nodeid);
-        if !out.found && (one.journal.collection_finished || one.no_plugin.is_some()) {
+        let one = run_once(cfg, &prep, &plan, cfg.crash_log.as_deref(), out)?;
+        r.runs = number;
+        r.found |= one.journal.collected.iter().any(|n| n == nodeid);
+        if !r.found && (one.journal.collection_finished || one.no_plugin.is_some()) {
             // pytest does not collect it (or never started): another run
             // would say the same.
             break;
         }
-        if let Some(r) = one.crashes.into_iter().next() {
-            out.crashed += 1;
-            out.first = Some(r);
+        if let Some(c) = one.crashes.into_iter().next() {
+            r.crashed += 1;
+            r.first = Some(c);
             break;
         }
         if one.sup.interrupted.is_some() {
-            out.interrupted = one.sup.interrupted;
+            r.interrupted = one.sup.interrupted;
             break;
         }
     }
     prep.finish(cfg);
-    Ok(out)
+    if r.interrupted.is_none() {
+        out.emit(Event::Reproduced {
+            nodeid: nodeid.to_string(),
+            runs: r.runs,
+            crashed: r.crashed,
+            found: r.found,
+            first: r.first.as_ref().map(CrashRecord::from),
+        });
+    }
+    Ok(r)
+}
+
+impl Reproduction {
+    /// The exit status of `--reproduce`: 128+N when interrupted, 4 when
+    /// pytest does not collect the test, 1 when it crashed, else 0.
+    pub fn exit_code(&self) -> i32 {
+        match (self.interrupted, self.found, &self.first) {
+            (Some(sig), _, _) => 128 + sig,
+            (None, _, Some(_)) => 1,
+            (None, false, None) => 4,
+            (None, true, None) => 0,
+        }
+    }
 }

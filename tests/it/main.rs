@@ -9,6 +9,7 @@ mod completions;
 mod crash_log_append;
 mod forensics;
 mod messages;
+mod output;
 mod report_input;
 mod reports;
 mod retry_cli;
