@@ -11,6 +11,7 @@ complete -c pytest-abort-wrap -l recheck-crashed -d 'After the run, rerun each c
 complete -c pytest-abort-wrap -l json-report -d 'Also write a pytest-json-report file holding every run\'s tests and the crashes' -r -F
 complete -c pytest-abort-wrap -l html-report -d 'Also write a pytest-html report holding every run\'s tests and the crashes' -r -F
 complete -c pytest-abort-wrap -l csv-report -d 'Also write a pytest-csv report holding every run\'s tests and the crashes' -r -F
+complete -c pytest-abort-wrap -l events -d 'Write what happens (runs, crashes, reports, warnings, the totals) to this file as JSON lines, one event a line, as it happens' -r -F
 complete -c pytest-abort-wrap -l junit-xml -d 'Also write JUnit XML holding every run\'s tests and the crashes (built from the journals when pytest was not asked for --junitxml)' -r -F
 complete -c pytest-abort-wrap -l no-ptrace -d 'Supervise with waitpid and /proc scans instead of ptrace'
 complete -c pytest-abort-wrap -l keep-state -d 'Keep the state folder'
