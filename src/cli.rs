@@ -44,7 +44,7 @@ pub struct WrapArgs {
 
     /// After a crash: `resume` runs only the tests not yet finished;
     /// `deselect` reruns everything minus crashed tests (the original's way).
-    #[arg(long, value_enum, default_value_t = RetryMode::Resume)]
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = RetryMode::Resume)]
     pub retry_mode: RetryMode,
 
     /// Supervise with waitpid and /proc scans instead of ptrace.
@@ -163,5 +163,94 @@ fn positive_secs(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v > 0.0 && v <= MAX_SECS => Ok(v),
         _ => Err(format!("`{s}` is not a number of seconds above 0 and at most {MAX_SECS:.0}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn readme_section(heading: &str) -> String {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        let start = readme.find(heading).unwrap_or_else(|| panic!("README has no {heading}"));
+        let rest = &readme[start + heading.len()..];
+        rest[..rest.find("\n## ").unwrap_or(rest.len())].to_string()
+    }
+
+    #[test]
+    fn the_definitions_are_consistent() {
+        WrapArgs::command().debug_assert();
+        crate::compat::RetryArgs::command().debug_assert();
+    }
+
+    /// Every option `--help` shows is in README's options block, with the
+    /// same value name and default, and README lists no option that is gone.
+    #[test]
+    fn readme_options_match_help() {
+        let block = readme_section("## Options");
+        // One entry per option: continuation lines joined to their option.
+        let mut entries: Vec<String> = Vec::new();
+        for line in block.lines() {
+            match line.trim_start() {
+                l if l.starts_with('-') => entries.push(l.to_string()),
+                l if !l.is_empty() && line.starts_with("    ") && !entries.is_empty() => {
+                    let last = entries.last_mut().unwrap();
+                    last.push(' ');
+                    last.push_str(l);
+                }
+                _ => {}
+            }
+        }
+        let mut readme = BTreeSet::new();
+        for line in &entries {
+            let flags = line.split("  ").next().unwrap().trim();
+            let default = line.split("[default: ").nth(1).map(|d| d.split(']').next().unwrap().to_string());
+            for part in flags.split(", ").filter(|p| p.starts_with("--") && !p.contains('/') && *p != "--version") {
+                let mut words = part.split_whitespace();
+                let long = words.next().unwrap().trim_start_matches("--").to_string();
+                let value = words.next().map(|v| v.trim_matches(|c| c == '<' || c == '>').to_string());
+                readme.insert((long, value, default.clone().filter(|d| !d.contains(' '))));
+            }
+        }
+        let mut help = BTreeSet::new();
+        let mut cmd = WrapArgs::command();
+        cmd.build();
+        for a in cmd.get_arguments() {
+            let Some(long) = a.get_long() else { continue };
+            if ["help", "version"].contains(&long) {
+                continue;
+            }
+            let value = a.get_value_names().and_then(|v| v.first()).map(|v| v.to_string());
+            let takes_value = a.get_num_args().is_some_and(|n| n.takes_values());
+            let default = a.get_default_values().first().map(|d| d.to_string_lossy().into_owned());
+            let default = default.filter(|_| takes_value);
+            help.insert((long.to_string(), value.filter(|_| takes_value), default));
+        }
+        assert_eq!(readme, help, "README's options block and --help differ");
+    }
+
+    /// README's exit-status table names the same statuses as `--help`.
+    #[test]
+    fn readme_exit_statuses_match_help() {
+        let table = readme_section("## Exit status");
+        let readme: Vec<String> = table
+            .lines()
+            .filter_map(|l| l.strip_prefix("| "))
+            .map(|l| l.split(" |").next().unwrap().replace('–', "-"))
+            .filter(|c| c.chars().next().is_some_and(|c| c.is_ascii_digit()))
+            .collect();
+        let help: Vec<String> = EXIT_STATUS_HELP
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.strip_prefix("  "))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|c| c.chars().next().is_some_and(|c| c.is_ascii_digit()))
+            .map(String::from)
+            .collect();
+        assert_eq!(readme, help, "README's exit-status table and --help differ");
     }
 }

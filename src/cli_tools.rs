@@ -15,6 +15,7 @@ use crate::{compat, reports};
 #[derive(Debug, Parser)]
 #[command(name = "pytest-abort", version, arg_required_else_help = true)]
 pub struct ToolsCli {
+    /// The subcommand to run.
     #[command(subcommand)]
     pub cmd: ToolsCmd,
 }

@@ -10,6 +10,8 @@
 //! plugin; [`model`] holds the typed values (phase, death, outcome) that
 //! [`record::CrashRecord`] turns into the crash log's strings; [`fsutil`] holds the atomic-write and locked-append helpers.
 
+#![warn(missing_docs)]
+
 pub mod attribute;
 pub mod cli;
 pub mod cli_tools;
