@@ -115,6 +115,11 @@ pub struct WrapArgs {
     #[arg(long, value_name = "PATH")]
     pub junit_xml: Option<PathBuf>,
 
+    /// Shards across nodes (`--shard`, `--shard-by`, `--shard-mode`,
+    /// `--durations-file`, `--out-dir`).
+    #[command(flatten)]
+    pub shard: crate::shard::node::ShardArgs,
+
     /// The command: `pytest ...`, `python -m pytest ...`, or anything that
     /// runs pytest.
     #[arg(last = true, required = true, value_name = "COMMAND")]
@@ -151,6 +156,7 @@ impl WrapArgs {
             session_timeout: self.timeout,
             recheck_crashed: self.recheck_crashed,
             reports: self.report_targets(),
+            extra_env: Vec::new(),
         }
     }
 }

@@ -38,6 +38,12 @@ pub enum ToolsCmd {
     /// reports and the crash log. Prints true/false; exit 0 when a crash
     /// was reported, 1 when there was none, 2 on error.
     HandleAbort(compat::HandleAbortArgs),
+    /// Merge the --out-dir folders of shards into one crash log, one report
+    /// per format and one summary.json in OUT_DIR. Exit status: 0 all shards
+    /// there and nothing failed, 1 a test failed, crashed or was not run, 2 a
+    /// shard folder is missing or incomplete (unless --allow-missing), 64 bad
+    /// usage, 74 an output could not be written.
+    Merge(crate::shard::merge::MergeArgs),
     /// Add one crash (the original's abort info, JSON) to a pytest-json-report file.
     AppendJson(compat::AppendArgs),
     /// Add one crash (the original's abort info, JSON) to a pytest-html report.

@@ -155,6 +155,21 @@ fn ends_mid_line(file: &File) -> std::io::Result<bool> {
     Ok(last[0] != b'\n')
 }
 
+/// Runs `f` while holding an exclusive `flock` on `lock_path` (created when
+/// missing), so read-modify-write of a file shared by several processes
+/// (the durations file of shards on shared storage) loses no update.
+pub fn with_lock<T>(lock_path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o644)
+        .open(lock_path)
+        .with_context(|| format!("{}: cannot open the lock file", lock_path.display()))?;
+    let _lock = Flock::exclusive(&file).with_context(|| format!("{}: cannot lock", lock_path.display()))?;
+    f()
+}
+
 /// An exclusive advisory lock held until dropped.
 struct Flock<'a>(&'a File);
 

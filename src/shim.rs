@@ -16,6 +16,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("_marker.py", include_str!("../shim/pytest_abort/_marker.py")),
     ("_journal.py", include_str!("../shim/pytest_abort/_journal.py")),
     ("_controller.py", include_str!("../shim/pytest_abort/_controller.py")),
+    ("_shard.py", include_str!("../shim/pytest_abort/_shard.py")),
     ("crash_file.py", include_str!("../shim/pytest_abort/crash_file.py")),
     ("abort_handling.py", include_str!("../shim/pytest_abort/abort_handling.py")),
     ("_exec.py", include_str!("../shim/pytest_abort/_exec.py")),

@@ -35,6 +35,8 @@ where it has a job:
   fatal-error dumps;
 - :class:`~pytest_abort._journal.TestJournal` (under the wrapper, in a
   process that runs tests): one journal line per finished test;
+- :class:`~pytest_abort._shard.ShardSelector` (under ``--shard``): keeps
+  the tests of this shard at collection time;
 - :class:`~pytest_abort._controller.XdistController` (not an xdist worker):
   workers' marker paths, and what a dead worker took down.
 """
@@ -83,7 +85,8 @@ _MARKER_PLUGIN = "pytest_abort_marker"
 _WRAP_PLUGIN = "pytest_abort_wrap"
 _TESTS_PLUGIN = "pytest_abort_tests"
 _XDIST_PLUGIN = "pytest_abort_xdist"
-_PLUGIN_NAMES = (_MARKER_PLUGIN, _WRAP_PLUGIN, _TESTS_PLUGIN, _XDIST_PLUGIN)
+_SHARD_PLUGIN = "pytest_abort_shard"
+_PLUGIN_NAMES = (_MARKER_PLUGIN, _WRAP_PLUGIN, _TESTS_PLUGIN, _XDIST_PLUGIN, _SHARD_PLUGIN)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -167,6 +170,13 @@ def pytest_configure(config: pytest.Config) -> None:
         register(MarkerWriter(config, marker, wrap_state is not None, problems), _MARKER_PLUGIN)
     if wrap_state is not None:
         from ._journal import Journal, TestJournal, WrapSession
+        from ._shard import ShardSelector, read_plan
+
+        shard = read_plan()
+        if shard is not None:
+            # Registered before WrapSession: both select trylast, and the
+            # shard must be chosen before the resume plan deselects.
+            register(ShardSelector(config, shard), _SHARD_PLUGIN)
 
         journal = Journal(os.path.join(wrap_state, "journal", f"r{run}-{os.getpid()}.jsonl"), problems)
         register(WrapSession(config, wrap_state, run, journal, problems, controller), _WRAP_PLUGIN)

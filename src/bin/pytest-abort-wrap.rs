@@ -3,6 +3,7 @@
 use clap::Parser;
 use pytest_abort::reporter::terminal::{write_stderr, Terminal};
 use pytest_abort::reporter::{jsonl::JsonLines, Reporters};
+use pytest_abort::shard::node::Sharding;
 use pytest_abort::{cli::WrapArgs, error, run, summary::Summary};
 
 fn main() {
@@ -14,7 +15,20 @@ fn main() {
             std::process::exit(code);
         }
     };
-    let cfg = args.config();
+    let mut cfg = args.config();
+    let sharding = match &args.reproduce {
+        Some(_) => None,
+        None => match Sharding::prepare(&args.shard, &|k| std::env::var(k).ok()) {
+            Ok(s) => s,
+            Err(e) => {
+                write_stderr(&format!("pytest-abort-wrap: {e}\n"));
+                std::process::exit(error::EXIT_USAGE);
+            }
+        },
+    };
+    if let Some(s) = &sharding {
+        cfg.extra_env = s.env();
+    }
     let mut out = Reporters::none().with(Terminal::new(args.quiet));
     if let Some(path) = &args.events {
         match JsonLines::create(path) {
@@ -28,7 +42,10 @@ fn main() {
             let summary = Summary::of(&session, cfg.max_runs, cfg.crash_log.as_deref());
             let code = summary.exit_code;
             out.emit(pytest_abort::reporter::Event::SessionFinished(summary));
-            code
+            match &sharding {
+                Some(s) => s.end(&session, &cfg, code, args.quiet),
+                None => code,
+            }
         }),
     };
     let code = code.unwrap_or_else(|e| fail(e));

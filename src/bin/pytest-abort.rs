@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use pytest_abort::cli_tools::{ToolsCli as Cli, ToolsCmd as Cmd};
 use pytest_abort::reporter::terminal::{write_stderr, write_stdout};
-use pytest_abort::{compat, completions, reports};
+use pytest_abort::{compat, completions, reports, shard};
 
 fn handle_abort(args: &compat::HandleAbortArgs) -> i32 {
     match compat::handle_abort(args) {
@@ -45,11 +45,35 @@ fn sanitize_html(paths: &[PathBuf], glob: &str) -> i32 {
     i32::from(failed > 0)
 }
 
+fn merge(args: &shard::merge::MergeArgs) -> i32 {
+    match shard::merge::run(args) {
+        Ok(m) => {
+            for line in &m.missing {
+                write_stderr(&format!("pytest-abort merge: missing shard: {line}\n"));
+            }
+            for p in &m.written {
+                write_stdout(&format!("{}\n", p.display()));
+            }
+            m.exit_status
+        }
+        Err(e) => {
+            write_stderr(&format!("pytest-abort merge: error: {e:#}\n"));
+            let usage = format!("{e:#}").contains("different splits");
+            if usage {
+                64
+            } else {
+                74
+            }
+        }
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     let code = match &cli.cmd {
         Cmd::SanitizeHtml { paths, glob } => sanitize_html(paths, glob),
         Cmd::HandleAbort(a) => handle_abort(a),
+        Cmd::Merge(a) => merge(a),
         Cmd::AppendJson(a) => append(reports::Kind::Json, a),
         Cmd::AppendHtml(a) => append(reports::Kind::Html, a),
         Cmd::AppendCsv(a) => append(reports::Kind::Csv, a),

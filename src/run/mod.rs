@@ -64,6 +64,8 @@ pub struct Config {
     /// Extra reports the wrapper writes at the end (its own `--json-report`,
     /// `--html-report`, `--csv-report`, `--junit-xml`).
     pub reports: Vec<(crate::reports::Kind, PathBuf)>,
+    /// More environment for every pytest run (the shard plan).
+    pub extra_env: Vec<(String, String)>,
 }
 
 impl Default for Config {
@@ -81,6 +83,7 @@ impl Default for Config {
             session_timeout: None,
             recheck_crashed: 0,
             reports: Vec::new(),
+            extra_env: Vec::new(),
         }
     }
 }

@@ -120,6 +120,7 @@ pub(super) fn run_once(
         .map(|(k, v)| (k.into(), v.into()))
         .collect();
     cmd.env_set.push(("PYTEST_ABORT_DUMP_SIGNAL".into(), watchdog::dump_signal().to_string().into()));
+    cmd.env_set.extend(cfg.extra_env.iter().map(|(k, v)| (k.into(), v.into())));
     if cfg.test_timeout.is_some() {
         cmd.env_set.push(("PYTEST_ABORT_WATCH_MARKS".into(), "1".into()));
     }

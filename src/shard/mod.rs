@@ -10,6 +10,8 @@
 //! hands it the [`Plan`] in [`ENV_SHARD`].
 
 pub mod assign;
+pub mod merge;
+pub mod node;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -209,6 +211,10 @@ pub struct Plan {
     /// The durations file (JSON object node id -> seconds), for `duration`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub durations: Option<PathBuf>,
+    /// Where the first collecting process writes the whole collection
+    /// (before shard selection): the out-dir's `collection.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection: Option<PathBuf>,
 }
 
 impl Plan {

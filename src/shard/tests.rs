@@ -208,8 +208,14 @@ fn shards_partition_the_suite() {
 
 #[test]
 fn plan_travels_as_json() {
-    let p =
-        Plan { index: 2, total: 3, by: ShardBy::Test, mode: ShardMode::Duration, durations: Some("/d.json".into()) };
+    let p = Plan {
+        index: 2,
+        total: 3,
+        by: ShardBy::Test,
+        mode: ShardMode::Duration,
+        durations: Some("/d.json".into()),
+        collection: None,
+    };
     assert_eq!(p.to_env(), r#"{"index":2,"total":3,"by":"test","mode":"duration","durations":"/d.json"}"#);
     assert_eq!(serde_json::from_str::<Plan>(&p.to_env()).unwrap(), p);
 }

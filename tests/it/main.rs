@@ -13,6 +13,7 @@ mod output;
 mod report_input;
 mod reports;
 mod retry_cli;
+mod shard;
 mod util;
 mod wrap;
 mod wrap_process;
