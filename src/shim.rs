@@ -22,7 +22,6 @@ pub const FILES: &[(&str, &str)] = &[
     ("_exec.py", include_str!("../shim/pytest_abort/_exec.py")),
     ("retry.py", include_str!("../shim/pytest_abort/retry.py")),
     ("postprocess.py", include_str!("../shim/pytest_abort/postprocess.py")),
-    ("_shard.py", include_str!("../shim/pytest_abort/_shard.py")),
 ];
 
 /// Writes the package into `<state_dir>/py/pytest_abort/` and returns the
