@@ -41,10 +41,10 @@ pub mod names {
 /// The wrapper's sharding options (flattened into its command line).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ShardArgs {
-    /// Run only shard K of N (1-based), or `auto`: from SLURM_ARRAY_TASK_ID,
+    /// Run only shard K/N (1-based K of N), or `auto`: from SLURM_ARRAY_TASK_ID,
     /// TEST_SHARD_INDEX (Bazel), CI_NODE_INDEX (GitLab),
     /// BUILDKITE_PARALLEL_JOB or CIRCLE_NODE_INDEX and their totals.
-    #[arg(long, value_name = "K/N|auto", value_parser = parse_shard_arg)]
+    #[arg(long, value_name = "SHARD", value_parser = parse_shard_arg)]
     pub shard: Option<ShardArg>,
 
     /// What a shard is made of: whole files, or single tests.

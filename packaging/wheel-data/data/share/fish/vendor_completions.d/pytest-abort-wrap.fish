@@ -13,7 +13,7 @@ complete -c pytest-abort-wrap -l html-report -d 'Also write a pytest-html report
 complete -c pytest-abort-wrap -l csv-report -d 'Also write a pytest-csv report holding every run\'s tests and the crashes' -r -F
 complete -c pytest-abort-wrap -l events -d 'Write what happens (runs, crashes, reports, warnings, the totals) to this file as JSON lines, one event a line, as it happens' -r -F
 complete -c pytest-abort-wrap -l junit-xml -d 'Also write JUnit XML holding every run\'s tests and the crashes (built from the journals when pytest was not asked for --junitxml)' -r -F
-complete -c pytest-abort-wrap -l shard -d 'Run only shard K of N (1-based), or `auto`: from SLURM_ARRAY_TASK_ID, TEST_SHARD_INDEX (Bazel), CI_NODE_INDEX (GitLab), BUILDKITE_PARALLEL_JOB or CIRCLE_NODE_INDEX and their totals' -r
+complete -c pytest-abort-wrap -l shard -d 'Run only shard K/N (1-based K of N), or `auto`: from SLURM_ARRAY_TASK_ID, TEST_SHARD_INDEX (Bazel), CI_NODE_INDEX (GitLab), BUILDKITE_PARALLEL_JOB or CIRCLE_NODE_INDEX and their totals' -r
 complete -c pytest-abort-wrap -l shard-by -d 'What a shard is made of: whole files, or single tests' -r -f -a "file\t'Every test of a file goes to the same shard'
 test\t'Each test on its own'"
 complete -c pytest-abort-wrap -l shard-mode -d 'Assign by a stable hash, or balance the durations of --durations-file' -r -f -a "hash\t'A stable hash of the node id or file ([`assign::shard_of`])'
