@@ -88,6 +88,8 @@ fn build(ctx: &Context, end: &ProcessEnd, journal: &ProcessJournal, marker: Opti
         peak_rss_kb: end.peak_rss_kb,
         oom_suspected: false,
         recheck: None,
+        rechecks: Vec::new(),
+        flaky_result: None,
     }
 }
 

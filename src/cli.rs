@@ -93,6 +93,12 @@ pub struct WrapArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub recheck_crashed: u32,
 
+    /// With --recheck-crashed: whether a crash that did not reproduce on
+    /// every recheck (flaky) fails the run (`fail`) or not (`pass`); JUnit
+    /// shows it as <failure> with <rerunFailure>s, or as <flakyFailure>s.
+    #[arg(long, value_enum, value_name = "RESULT", default_value_t = crate::model::FlakyResult::Fail)]
+    pub flaky_result: crate::model::FlakyResult,
+
     /// Also write a pytest-json-report file holding every run's tests and the crashes.
     #[arg(long, value_name = "PATH")]
     pub json_report: Option<PathBuf>,
@@ -155,6 +161,7 @@ impl WrapArgs {
             test_timeout: self.test_timeout,
             session_timeout: self.timeout,
             recheck_crashed: self.recheck_crashed,
+            flaky_result: self.flaky_result,
             reports: self.report_targets(),
             extra_env: Vec::new(),
         }

@@ -475,9 +475,39 @@ pub struct Crash {
     pub oom_suspected: bool,
     /// What `--recheck-crashed` concluded.
     pub recheck: Option<Verdict>,
+    /// Each recheck, in order.
+    pub rechecks: Vec<crate::record::RecheckRun>,
+    /// For a flaky crash: what `--flaky-result` made of it.
+    pub flaky_result: Option<FlakyResult>,
+}
+
+/// `--flaky-result`: whether a crash that `--recheck-crashed` did not see
+/// every time fails the run (as nextest's option of the same name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum FlakyResult {
+    /// A flaky crash is a failure (exit status 1, `<failure>` in JUnit).
+    #[default]
+    Fail,
+    /// A flaky crash does not fail the run (`<flakyFailure>` elements only).
+    Pass,
+}
+
+impl FlakyResult {
+    /// `fail` or `pass`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlakyResult::Fail => "fail",
+            FlakyResult::Pass => "pass",
+        }
+    }
 }
 
 impl Crash {
+    /// True for a crash `--flaky-result pass` keeps from failing the run.
+    pub fn flaky_passes(&self) -> bool {
+        matches!(self.recheck, Some(Verdict::Flaky { .. })) && self.flaky_result == Some(FlakyResult::Pass)
+    }
+
     /// The node id with surrounding whitespace removed, as readers compare it.
     pub fn key(&self) -> &str {
         self.nodeid.trim()

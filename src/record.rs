@@ -102,6 +102,41 @@ pub struct CrashRecord {
     /// `deterministic` or `flaky (k/N)` after `--recheck-crashed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recheck: Option<String>,
+    /// Each recheck of `--recheck-crashed`, in order (what JUnit's
+    /// `<rerunFailure>`/`<flakyFailure>` elements show).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rechecks: Vec<RecheckRun>,
+    /// For a flaky crash: `fail` or `pass`, what `--flaky-result` made of it
+    /// (whether it fails the run and is a failure in JUnit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flaky_result: Option<String>,
+}
+
+/// One rerun of a crashed test alone by `--recheck-crashed`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct RecheckRun {
+    /// The pytest run it was (numbered after the session's runs).
+    pub run: u32,
+    /// Whether the test crashed again.
+    pub crashed: bool,
+    /// How it crashed, in words (empty when it did not).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// Its Python stacks at death, when it crashed and they were dumped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceback: Option<String>,
+}
+
+impl CrashRecord {
+    /// True when `--recheck-crashed` saw the test not crash at least once.
+    pub fn is_flaky(&self) -> bool {
+        self.rechecks.iter().any(|r| !r.crashed) || self.recheck.as_deref().is_some_and(|v| v.starts_with("flaky"))
+    }
+
+    /// True for a flaky crash that `--flaky-result pass` does not count as a failure.
+    pub fn flaky_passes(&self) -> bool {
+        self.is_flaky() && self.flaky_result.as_deref() == Some("pass")
+    }
 }
 
 impl CrashRecord {
@@ -190,6 +225,8 @@ impl From<&Crash> for CrashRecord {
             peak_rss_kb: c.peak_rss_kb,
             oom_suspected: c.oom_suspected.then_some(true),
             recheck: c.recheck.map(|v| v.to_string()),
+            rechecks: c.rechecks.clone(),
+            flaky_result: c.flaky_result.map(|r| r.as_str().to_string()),
         }
     }
 }

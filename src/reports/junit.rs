@@ -241,6 +241,12 @@ pub(crate) fn entry_xml(e: &Entry) -> String {
         "xfailed" => Some(("skipped", " type=\"pytest.xfail\"")),
         _ => None,
     };
+    if e.crash && !e.rechecks.is_empty() {
+        s.push('>');
+        s.push_str(&rechecks_xml(e));
+        s.push_str("</testcase>");
+        return s;
+    }
     match child {
         None => s.push_str(" />"),
         Some((tag, ty)) => {
@@ -252,6 +258,33 @@ pub(crate) fn entry_xml(e: &Entry) -> String {
         }
     }
     s
+}
+
+/// The children of a rechecked crash's `<testcase>`, as cargo-nextest and
+/// Maven Surefire write reruns: a crash that failed the run is a `<failure>`
+/// followed by one `<rerunFailure>` per recheck that crashed again; a flaky
+/// crash that `--flaky-result pass` lets pass is one `<flakyFailure>` per
+/// crash (the first, then each recheck's), with no `<failure>`.
+fn rechecks_xml(e: &Entry) -> String {
+    let rerun_tag = if e.flaky_pass { "flakyFailure" } else { "rerunFailure" };
+    let mut s = if e.flaky_pass {
+        rerun_xml(rerun_tag, &e.message, &e.longrepr)
+    } else {
+        format!("<failure type=\"crash\" message=\"{}\">{}</failure>", xml_attr(&e.message), xml_text(&e.longrepr))
+    };
+    for r in e.rechecks.iter().filter(|r| r.crashed) {
+        let message = format!("recheck run {}: {}", r.run, r.reason);
+        s.push_str(&rerun_xml(rerun_tag, &message, r.traceback.as_deref().unwrap_or("")));
+    }
+    s
+}
+
+fn rerun_xml(tag: &str, message: &str, stack: &str) -> String {
+    format!(
+        "<{tag} type=\"crash\" message=\"{}\"><stackTrace>{}</stackTrace></{tag}>",
+        xml_attr(message),
+        xml_text(stack)
+    )
 }
 
 fn hostname() -> String {
@@ -279,6 +312,7 @@ errors=\"0\" failures=\"0\" skipped=\"0\" tests=\"0\" time=\"0.000\" timestamp=\
 
     fn add(&mut self, e: &Entry) {
         let kind = match e.outcome.as_str() {
+            "failed" if e.flaky_pass => None,
             "failed" => Some("failure"),
             "error" => Some("error"),
             "skipped" | "xfailed" => Some("skipped"),

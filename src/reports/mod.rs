@@ -140,6 +140,10 @@ pub(crate) struct Entry {
     pub sections: Vec<(String, String)>,
     /// True for a crash.
     pub crash: bool,
+    /// A crash's rechecks (`--recheck-crashed`), in order.
+    pub rechecks: Vec<record::RecheckRun>,
+    /// A flaky crash that `--flaky-result pass` does not count as a failure.
+    pub flaky_pass: bool,
 }
 
 impl Entry {
@@ -155,6 +159,11 @@ impl Entry {
         } else {
             format!("{how}: {reason}")
         };
+        // A crash the rechecks did not see every time says so in every format.
+        let message = match r.recheck.as_deref() {
+            Some(v) if r.is_flaky() => format!("[{v}] {message}"),
+            _ => message,
+        };
         Entry {
             path: record::split_nodeid(&nodeid).first().map(|s| s.to_string()).unwrap_or_default(),
             nodeid,
@@ -166,6 +175,8 @@ impl Entry {
             lineno: None,
             sections: Vec::new(),
             crash: true,
+            rechecks: r.rechecks.clone(),
+            flaky_pass: r.flaky_passes(),
         }
     }
 
@@ -195,6 +206,8 @@ impl Entry {
             lineno,
             sections: d.sections.clone(),
             crash: false,
+            rechecks: Vec::new(),
+            flaky_pass: false,
         }
     }
 

@@ -61,6 +61,8 @@ pub struct Config {
     pub session_timeout: Option<f64>,
     /// After the loop, rerun each crashed test alone this many times.
     pub recheck_crashed: u32,
+    /// Whether a crash the rechecks did not see every time fails the run.
+    pub flaky_result: crate::model::FlakyResult,
     /// Extra reports the wrapper writes at the end (its own `--json-report`,
     /// `--html-report`, `--csv-report`, `--junit-xml`).
     pub reports: Vec<(crate::reports::Kind, PathBuf)>,
@@ -82,6 +84,7 @@ impl Default for Config {
             test_timeout: None,
             session_timeout: None,
             recheck_crashed: 0,
+            flaky_result: crate::model::FlakyResult::Fail,
             reports: Vec::new(),
             extra_env: Vec::new(),
         }
@@ -171,7 +174,7 @@ impl Session {
             return EXIT_IO;
         }
         let failed = self.done.iter().any(Done::is_failure);
-        if !self.crashes.is_empty() || failed {
+        if self.crashes.iter().any(|c| !c.flaky_passes()) || failed {
             return 1;
         }
         let last = self.runs.last().map(|r| r.outcome);

@@ -6,7 +6,7 @@ use anyhow::Result;
 use super::once::{prepare, run_once, Plan, Prepared};
 use super::{Config, Session};
 use crate::model::{Crash, Verdict};
-use crate::record::{self, CrashRecord};
+use crate::record::{self, CrashRecord, RecheckRun};
 use crate::reporter::{Event, Reporters};
 
 /// Reruns each crashed test alone `cfg.recheck_crashed` times and labels
@@ -23,13 +23,19 @@ pub(super) fn recheck(cfg: &Config, prep: &Prepared, session: &mut Session, out:
     }
     for id in ids {
         let mut crashed = 0;
+        let mut runs = Vec::new();
         for _ in 0..n {
             number += 1;
             let plan = Plan { run: number, deselect: vec![], ignore: vec![], only: Some(vec![id.clone()]) };
             let one = run_once(cfg, prep, &plan, None, &Reporters::none())?;
-            if one.crashes.iter().any(|c| c.key() == id) {
-                crashed += 1;
-            }
+            let again = one.crashes.iter().find(|c| c.key() == id);
+            crashed += u32::from(again.is_some());
+            runs.push(RecheckRun {
+                run: number,
+                crashed: again.is_some(),
+                reason: again.map(|c| c.reason()).unwrap_or_default(),
+                traceback: again.and_then(|c| c.traceback.clone()),
+            });
             if one.sup.interrupted.is_some() {
                 session.interrupted = one.sup.interrupted;
                 return Ok(());
@@ -40,6 +46,8 @@ pub(super) fn recheck(cfg: &Config, prep: &Prepared, session: &mut Session, out:
         let mut labelled = Vec::new();
         for c in session.crashes.iter_mut().filter(|c| c.key() == id) {
             c.recheck = Some(verdict);
+            c.rechecks = runs.clone();
+            c.flaky_result = matches!(verdict, Verdict::Flaky { .. }).then_some(cfg.flaky_result);
             labelled.push(CrashRecord::from(&*c));
         }
         if let Some(log) = &cfg.crash_log {

@@ -7,6 +7,7 @@
 
 mod completions;
 mod crash_log_append;
+mod flaky;
 mod forensics;
 mod messages;
 mod output;

@@ -8,6 +8,8 @@ complete -c pytest-abort-wrap -l timeout -d 'Time limit for the whole session (a
 complete -c pytest-abort-wrap -l reproduce -d 'Run only this test, alone, up to --repeat times (a fresh pytest each time), stop at the first crash and print the crash rate' -r
 complete -c pytest-abort-wrap -l repeat -d 'How many times --reproduce runs the test' -r
 complete -c pytest-abort-wrap -l recheck-crashed -d 'After the run, rerun each crashed test alone N times and label it `deterministic` or `flaky (k/N)`' -r
+complete -c pytest-abort-wrap -l flaky-result -d 'With --recheck-crashed: whether a crash that did not reproduce on every recheck (flaky) fails the run (`fail`) or not (`pass`); JUnit shows it as <failure> with <rerunFailure>s, or as <flakyFailure>s' -r -f -a "fail\t'A flaky crash is a failure (exit status 1, `<failure>` in JUnit)'
+pass\t'A flaky crash does not fail the run (`<flakyFailure>` elements only)'"
 complete -c pytest-abort-wrap -l json-report -d 'Also write a pytest-json-report file holding every run\'s tests and the crashes' -r -F
 complete -c pytest-abort-wrap -l html-report -d 'Also write a pytest-html report holding every run\'s tests and the crashes' -r -F
 complete -c pytest-abort-wrap -l csv-report -d 'Also write a pytest-csv report holding every run\'s tests and the crashes' -r -F
