@@ -15,6 +15,7 @@ mod report_input;
 mod reports;
 mod retry_cli;
 mod shard;
+mod slurm;
 mod util;
 mod wrap;
 mod wrap_process;

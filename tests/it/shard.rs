@@ -16,7 +16,7 @@ use crate::util::{python, Run, Suite};
 
 /// Files: passing params, a segfault, an abort and a mid-test exit among
 /// passes, a failure, a skip, an xfail, a setup error and a class.
-fn crash_suite() -> Suite {
+pub(crate) fn crash_suite() -> Suite {
     let s = Suite::new();
     s.write(
         "test_params.py",
@@ -127,14 +127,14 @@ elif kind == "html":
 print(json.dumps(out, sort_keys=True, indent=1))
 "#;
 
-const CRASHED: &str =
+pub(crate) const CRASHED: &str =
     r#"["test_native.py::test_segv", "test_native.py::test_abort", "test_misc.py::TestK::test_exit"]"#;
 
 fn normalised(kind: &str, path: &Path) -> String {
     normalised_with(kind, path, CRASHED)
 }
 
-fn normalised_with(kind: &str, path: &Path, crashed: &str) -> String {
+pub(crate) fn normalised_with(kind: &str, path: &Path, crashed: &str) -> String {
     let out =
         Command::new(python()).arg("-c").arg(NORMALISE).arg(kind).arg(path).arg(crashed).output().expect("run python");
     assert!(out.status.success(), "{kind} {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
