@@ -116,6 +116,12 @@ pub struct WrapArgs {
     #[arg(long, value_name = "PATH")]
     pub events: Option<PathBuf>,
 
+    /// Under GitHub Actions (GITHUB_ACTIONS=true), do not print ::error
+    /// annotations for the crashes nor append the job summary to
+    /// $GITHUB_STEP_SUMMARY.
+    #[arg(long)]
+    pub no_ci_annotations: bool,
+
     /// Also write JUnit XML holding every run's tests and the crashes (built
     /// from the journals when pytest was not asked for --junitxml).
     #[arg(long, value_name = "PATH")]

@@ -14,7 +14,7 @@ use crate::run::Session;
 use crate::supervise::Leftover;
 
 /// What a wrapper invocation came to.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Summary {
     /// Every crash record, in order.
     pub crashes: Vec<CrashRecord>,

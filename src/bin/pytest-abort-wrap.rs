@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use pytest_abort::reporter::terminal::{write_stderr, Terminal};
-use pytest_abort::reporter::{jsonl::JsonLines, Reporters};
+use pytest_abort::reporter::{github::GitHub, jsonl::JsonLines, Reporters};
 use pytest_abort::shard::node::Sharding;
 use pytest_abort::{cli::WrapArgs, error, run, summary::Summary};
 
@@ -30,6 +30,11 @@ fn main() {
         cfg.extra_env = s.env();
     }
     let mut out = Reporters::none().with(Terminal::new(args.quiet));
+    if !args.no_ci_annotations {
+        if let Some(gh) = GitHub::from_env(&|k| std::env::var(k).ok()) {
+            out = out.with(gh);
+        }
+    }
     if let Some(path) = &args.events {
         match JsonLines::create(path) {
             Ok(j) => out = out.with(j),

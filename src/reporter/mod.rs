@@ -4,8 +4,10 @@
 //! [`Event`]s to [`Reporters`], and each reporter renders them its way:
 //! [`terminal::Terminal`] on stderr (it owns quiet mode, escaping and output
 //! errors: a write never panics and a full or closed stderr never stops the
-//! run), [`jsonl::JsonLines`] as one JSON object a line for `--events PATH`.
+//! run), [`jsonl::JsonLines`] as one JSON object a line for `--events PATH`,
+//! [`github::GitHub`] as GitHub Actions annotations and a job summary.
 
+pub mod github;
 pub mod jsonl;
 pub mod terminal;
 

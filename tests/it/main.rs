@@ -9,6 +9,7 @@ mod completions;
 mod crash_log_append;
 mod flaky;
 mod forensics;
+mod github;
 mod messages;
 mod output;
 mod report_input;

@@ -26,5 +26,6 @@ complete -c pytest-abort-wrap -l no-ptrace -d 'Supervise with waitpid and /proc 
 complete -c pytest-abort-wrap -l keep-state -d 'Keep the state folder'
 complete -c pytest-abort-wrap -l keep-leftovers -d 'Leave processes that tests left behind running'
 complete -c pytest-abort-wrap -s q -l quiet -d 'No progress lines or summary on stderr'
+complete -c pytest-abort-wrap -l no-ci-annotations -d 'Under GitHub Actions (GITHUB_ACTIONS=true), do not print ::error annotations for the crashes nor append the job summary to $GITHUB_STEP_SUMMARY'
 complete -c pytest-abort-wrap -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c pytest-abort-wrap -s V -l version -d 'Print version'
