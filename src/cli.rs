@@ -99,17 +99,9 @@ pub struct WrapArgs {
     #[arg(long, value_enum, value_name = "RESULT", default_value_t = crate::model::FlakyResult::Fail)]
     pub flaky_result: crate::model::FlakyResult,
 
-    /// Also write a pytest-json-report file holding every run's tests and the crashes.
-    #[arg(long, value_name = "PATH")]
-    pub json_report: Option<PathBuf>,
-
-    /// Also write a pytest-html report holding every run's tests and the crashes.
-    #[arg(long, value_name = "PATH")]
-    pub html_report: Option<PathBuf>,
-
-    /// Also write a pytest-csv report holding every run's tests and the crashes.
-    #[arg(long, value_name = "PATH")]
-    pub csv_report: Option<PathBuf>,
+    /// The reports the wrapper writes itself.
+    #[command(flatten)]
+    pub reports: ReportArgs,
 
     /// Write what happens (runs, crashes, reports, warnings, the totals) to
     /// this file as JSON lines, one event a line, as it happens.
@@ -122,11 +114,6 @@ pub struct WrapArgs {
     #[arg(long)]
     pub no_ci_annotations: bool,
 
-    /// Also write JUnit XML holding every run's tests and the crashes (built
-    /// from the journals when pytest was not asked for --junitxml).
-    #[arg(long, value_name = "PATH")]
-    pub junit_xml: Option<PathBuf>,
-
     /// Shards across nodes (`--shard`, `--shard-by`, `--shard-mode`,
     /// `--durations-file`, `--out-dir`).
     #[command(flatten)]
@@ -138,9 +125,32 @@ pub struct WrapArgs {
     pub command: Vec<OsString>,
 }
 
-impl WrapArgs {
-    /// The wrapper's own report flags as (kind, path) targets.
-    pub fn report_targets(&self) -> Vec<(crate::reports::Kind, PathBuf)> {
+/// The report flags of `pytest-abort-wrap` and `pytest-abort-postprocess`:
+/// one file per format, holding the tests and the crashes (patched when it
+/// exists, created when missing).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ReportArgs {
+    /// A pytest-json-report file with every test and crash (patched, or created).
+    #[arg(long, value_name = "PATH")]
+    pub json_report: Option<PathBuf>,
+
+    /// A pytest-html report with every test and crash (patched, or created).
+    #[arg(long, value_name = "PATH")]
+    pub html_report: Option<PathBuf>,
+
+    /// A pytest-csv report with every test and crash (patched, or created).
+    #[arg(long, value_name = "PATH")]
+    pub csv_report: Option<PathBuf>,
+
+    /// JUnit XML with every test and crash (patched, or created; the wrapper
+    /// builds it from the journals when pytest was not asked for --junitxml).
+    #[arg(long, value_name = "PATH")]
+    pub junit_xml: Option<PathBuf>,
+}
+
+impl ReportArgs {
+    /// The flags given, as (format, path) targets.
+    pub fn targets(&self) -> Vec<(crate::reports::Kind, PathBuf)> {
         use crate::reports::Kind;
         [
             (Kind::Json, &self.json_report),
@@ -152,7 +162,9 @@ impl WrapArgs {
         .filter_map(|(k, p)| p.clone().map(|p| (k, p)))
         .collect()
     }
+}
 
+impl WrapArgs {
     /// The run configuration.
     pub fn config(&self) -> run::Config {
         run::Config {
@@ -168,7 +180,7 @@ impl WrapArgs {
             session_timeout: self.timeout,
             recheck_crashed: self.recheck_crashed,
             flaky_result: self.flaky_result,
-            reports: self.report_targets(),
+            reports: self.reports.targets(),
             extra_env: Vec::new(),
         }
     }

@@ -66,16 +66,7 @@ pub struct PostprocessArgs {
     /// Crash log (JSONL) [env: PYTEST_ABORT_CRASHED_TESTS_LOG].
     #[arg(long, value_name = "PATH")]
     pub crash_log: Option<PathBuf>,
-    /// pytest-json-report file to patch (created when missing).
-    #[arg(long, value_name = "PATH")]
-    pub json_report: Option<PathBuf>,
-    /// pytest-html 4.x report to patch (created when missing).
-    #[arg(long, value_name = "PATH")]
-    pub html_report: Option<PathBuf>,
-    /// pytest-csv report to patch (created when missing).
-    #[arg(long, value_name = "PATH")]
-    pub csv_report: Option<PathBuf>,
-    /// JUnit XML report to patch (created when missing).
-    #[arg(long, value_name = "PATH")]
-    pub junit_xml: Option<PathBuf>,
+    /// The reports to add the crashes to.
+    #[command(flatten)]
+    pub reports: crate::cli::ReportArgs,
 }

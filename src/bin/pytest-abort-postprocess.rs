@@ -33,15 +33,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let targets: Vec<(Kind, PathBuf)> = [
-        (Kind::Json, args.json_report),
-        (Kind::Html, args.html_report),
-        (Kind::Csv, args.csv_report),
-        (Kind::Junit, args.junit_xml),
-    ]
-    .into_iter()
-    .filter_map(|(k, p)| p.map(|p| (k, p)))
-    .collect();
+    let targets: Vec<(Kind, PathBuf)> = args.reports.targets();
     let unique = record::dedupe_by_nodeid(&records).len();
     write_stdout(&format!("pytest-abort-postprocess: {unique} crashed tests in {}\n", log.display()));
     let mut failed = false;

@@ -4,26 +4,13 @@
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use crate::util::{python, Suite};
+use crate::util::{python, Suite, CRASHY};
 
 fn wrap_cmd(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pytest-abort-wrap"));
     cmd.args(args);
     cmd
 }
-
-const CRASHY: &str = r#"
-import ctypes
-
-def test_before():
-    pass
-
-def test_crash():
-    ctypes.string_at(0)
-
-def test_after():
-    pass
-"#;
 
 #[test]
 fn a_state_folder_named_command_not_found_is_not_exit_127() {

@@ -7,20 +7,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::util::{python, Suite};
-
-const CRASHY: &str = r#"
-import ctypes
-
-def test_before():
-    pass
-
-def test_crash():
-    ctypes.string_at(0)
-
-def test_after():
-    pass
-"#;
+use crate::util::{python, Suite, CRASHY};
 
 fn crashy() -> Suite {
     let s = Suite::new();

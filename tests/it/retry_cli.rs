@@ -3,20 +3,7 @@
 
 use std::process::Command;
 
-use crate::util::{python, Suite};
-
-const CRASHY: &str = r#"
-import ctypes
-
-def test_before():
-    pass
-
-def test_crash():
-    ctypes.string_at(0)
-
-def test_after():
-    pass
-"#;
+use crate::util::{python, Suite, CRASHY};
 
 fn retry(suite: &Suite, args: &[&str], pytest_args: &[&str]) -> crate::util::Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pytest-abort-retry"));

@@ -48,6 +48,20 @@ def _count_runs(request):
     yield
 "#;
 
+/// A test file whose middle test segfaults between two that pass.
+pub const CRASHY: &str = r#"
+import ctypes
+
+def test_before():
+    pass
+
+def test_crash():
+    ctypes.string_at(0)
+
+def test_after():
+    pass
+"#;
+
 impl Suite {
     /// An empty suite with the counting conftest.
     pub fn new() -> Self {

@@ -10,11 +10,11 @@ complete -c pytest-abort-wrap -l repeat -d 'How many times --reproduce runs the 
 complete -c pytest-abort-wrap -l recheck-crashed -d 'After the run, rerun each crashed test alone N times and label it `deterministic` or `flaky (k/N)`' -r
 complete -c pytest-abort-wrap -l flaky-result -d 'With --recheck-crashed: whether a crash that did not reproduce on every recheck (flaky) fails the run (`fail`) or not (`pass`); JUnit shows it as <failure> with <rerunFailure>s, or as <flakyFailure>s' -r -f -a "fail\t'A flaky crash is a failure (exit status 1, `<failure>` in JUnit)'
 pass\t'A flaky crash does not fail the run (`<flakyFailure>` elements only)'"
-complete -c pytest-abort-wrap -l json-report -d 'Also write a pytest-json-report file holding every run\'s tests and the crashes' -r -F
-complete -c pytest-abort-wrap -l html-report -d 'Also write a pytest-html report holding every run\'s tests and the crashes' -r -F
-complete -c pytest-abort-wrap -l csv-report -d 'Also write a pytest-csv report holding every run\'s tests and the crashes' -r -F
+complete -c pytest-abort-wrap -l json-report -d 'A pytest-json-report file with every test and crash (patched, or created)' -r -F
+complete -c pytest-abort-wrap -l html-report -d 'A pytest-html report with every test and crash (patched, or created)' -r -F
+complete -c pytest-abort-wrap -l csv-report -d 'A pytest-csv report with every test and crash (patched, or created)' -r -F
+complete -c pytest-abort-wrap -l junit-xml -d 'JUnit XML with every test and crash (patched, or created; the wrapper builds it from the journals when pytest was not asked for --junitxml)' -r -F
 complete -c pytest-abort-wrap -l events -d 'Write what happens (runs, crashes, reports, warnings, the totals) to this file as JSON lines, one event a line, as it happens' -r -F
-complete -c pytest-abort-wrap -l junit-xml -d 'Also write JUnit XML holding every run\'s tests and the crashes (built from the journals when pytest was not asked for --junitxml)' -r -F
 complete -c pytest-abort-wrap -l shard -d 'Run only shard K/N (1-based K of N), or `auto`: from SLURM_ARRAY_TASK_ID, TEST_SHARD_INDEX (Bazel), CI_NODE_INDEX (GitLab), BUILDKITE_PARALLEL_JOB or CIRCLE_NODE_INDEX and their totals' -r
 complete -c pytest-abort-wrap -l shard-by -d 'What a shard is made of: whole files, or single tests' -r -f -a "file\t'Every test of a file goes to the same shard'
 test\t'Each test on its own'"
