@@ -227,7 +227,7 @@ mod tests {
         let mut entries: Vec<String> = Vec::new();
         for line in block.lines() {
             match line.trim_start() {
-                l if l.starts_with('-') => entries.push(l.to_string()),
+                l if line.starts_with("  -") => entries.push(l.to_string()),
                 l if !l.is_empty() && line.starts_with("    ") && !entries.is_empty() => {
                     let last = entries.last_mut().unwrap();
                     last.push(' ');
@@ -240,7 +240,7 @@ mod tests {
         for line in &entries {
             let flags = line.split("  ").next().unwrap().trim();
             let default = line.split("[default: ").nth(1).map(|d| d.split(']').next().unwrap().to_string());
-            for part in flags.split(", ").filter(|p| p.starts_with("--") && !p.contains('/') && *p != "--version") {
+            for part in flags.split(", ").filter(|p| p.starts_with("--") && !p.contains(" / ") && *p != "--version") {
                 let mut words = part.split_whitespace();
                 let long = words.next().unwrap().trim_start_matches("--").to_string();
                 let value = words.next().map(|v| v.trim_matches(|c| c == '<' || c == '>').to_string());
