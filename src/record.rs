@@ -392,6 +392,67 @@ mod tests {
     }
 
     #[test]
+    fn a_typed_crash_becomes_the_wire_record_in_the_original_field_order() {
+        use crate::model::{Death, Phase, SignalDetail, TimeoutScope, Worker};
+        let crash = Crash {
+            nodeid: "t.py::K::test_x[1]".into(),
+            test_name: "test_x[1]".into(),
+            phase: Phase::Call,
+            death: Death::Timeout {
+                limit: Some(5.0),
+                scope: Some(TimeoutScope::Test),
+                end: Box::new(Death::Signal {
+                    signal: 9,
+                    core_dumped: false,
+                    detail: Some(SignalDetail {
+                        si_code: Some("SI_USER".into()),
+                        sender_pid: Some(7),
+                        ..Default::default()
+                    }),
+                }),
+            },
+            pid: 4242,
+            worker: Worker::from_id("gw1"),
+            run: 2,
+            duration: 5.5,
+            gpu_id: "0".into(),
+            crash_time: "T".into(),
+            traceback: None,
+            peak_rss_kb: None,
+            oom_suspected: false,
+            recheck: None,
+            rechecks: Vec::new(),
+            flaky_result: None,
+        };
+        let rec = CrashRecord::from(&crash);
+        let v: serde_json::Value = serde_json::from_str(&rec.to_json_line()).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        let original = [
+            "test_name",
+            "test_class",
+            "nodeid",
+            "reason",
+            "crash_time",
+            "duration",
+            "gpu_id",
+            "pid",
+            "source",
+            "logged_at",
+        ];
+        assert_eq!(keys[..original.len()], original, "the original's fields first, in its order");
+        assert_eq!(v["pid"], "4242", "pid is a string on the wire, as the original writes it");
+        assert_eq!(v["test_class"], "K");
+        assert_eq!(v["source"], "xdist:gw1");
+        assert_eq!(v["kind"], "timeout");
+        assert_eq!(v["phase"], "call");
+        assert_eq!(v["signal_name"], "SIGKILL");
+        assert_eq!(v["sender_pid"], 7);
+        assert_eq!(v["reason"], "timed out after 5s (per-test limit): Python stacks dumped, then killed during call");
+        assert_eq!(rec.death().kind(), crash.death.kind(), "the record reads back the same kind");
+        assert_eq!(rec.phase(), Some(Phase::Call));
+    }
+
+    #[test]
     fn record_round_trips() {
         let r =
             CrashRecord { nodeid: "x".into(), signal: Some(11), kind: CrashKind::Crash, run: 2, ..Default::default() };

@@ -256,27 +256,8 @@ pub fn run(cfg: &Config, out: &Reporters) -> Result<Session> {
 
 /// Takes one run's results into the session.
 fn absorb(session: &mut Session, number: u32, one: OneRun, ignore: &mut Vec<String>, out: &Reporters) -> Step {
-    if let Some(why) = &one.sup.ptrace_refused {
-        if session.ptrace_refused.is_none() {
-            out.emit(Event::PtraceRefused { reason: why.clone() });
-        }
-        session.ptrace_refused = Some(why.clone());
-    }
-    session.mode = Some(one.sup.mode);
-    for l in &one.sup.leftovers {
-        out.emit(Event::Leftover { pid: l.pid, cmdline: l.cmdline.clone(), killed: !one.kept_leftovers });
-    }
-    session.leftovers.extend(one.sup.leftovers.iter().cloned());
-    session.interrupted = one.sup.interrupted;
-    session.warnings.extend(one.warnings.iter().cloned());
-    session.io_error |= one.io_error;
-    session.crash_log_failed |= one.io_error;
+    note_supervision(session, &one, out);
     let journal = &one.journal;
-    if let Some(w) = one.no_plugin.clone() {
-        // Nothing loaded the plugin: deaths cannot be named.
-        out.warning(w.clone());
-        session.warnings.push(w);
-    }
     let finished = merge_journal(session, journal, number);
     // Files whose collection crashed are skipped from now on.
     for c in one.crashes.iter().filter(|c| c.phase == Phase::Collection && !c.nodeid.is_empty()) {
@@ -315,6 +296,32 @@ fn absorb(session: &mut Session, number: u32, one: OneRun, ignore: &mut Vec<Stri
     });
     session.runs.push(info);
     step
+}
+
+/// Takes what supervision of one run says into the session: the mode, a
+/// refused ptrace, leftovers, the interrupt, problems, and a run in which
+/// no pytest process loaded the plugin.
+fn note_supervision(session: &mut Session, one: &OneRun, out: &Reporters) {
+    if let Some(why) = &one.sup.ptrace_refused {
+        if session.ptrace_refused.is_none() {
+            out.emit(Event::PtraceRefused { reason: why.clone() });
+        }
+        session.ptrace_refused = Some(why.clone());
+    }
+    session.mode = Some(one.sup.mode);
+    for l in &one.sup.leftovers {
+        out.emit(Event::Leftover { pid: l.pid, cmdline: l.cmdline.clone(), killed: !one.kept_leftovers });
+    }
+    session.leftovers.extend(one.sup.leftovers.iter().cloned());
+    session.interrupted = one.sup.interrupted;
+    session.warnings.extend(one.warnings.iter().cloned());
+    session.io_error |= one.io_error;
+    session.crash_log_failed |= one.io_error;
+    if let Some(w) = one.no_plugin.clone() {
+        // Nothing loaded the plugin: deaths cannot be named.
+        out.warning(w.clone());
+        session.warnings.push(w);
+    }
 }
 
 /// Adds a run's selected and finished tests (first seen wins) and its
