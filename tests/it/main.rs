@@ -17,6 +17,7 @@ mod reports;
 mod retry_cli;
 mod shard;
 mod slurm;
+mod supervise;
 mod util;
 mod wrap;
 mod wrap_process;
