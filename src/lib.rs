@@ -11,6 +11,7 @@
 //! [`record::CrashRecord`] turns into the crash log's strings; [`fsutil`] holds the atomic-write and locked-append helpers.
 
 #![warn(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod attribute;
 pub mod cli;
@@ -30,6 +31,7 @@ pub mod reports;
 pub mod run;
 pub mod shard;
 pub mod shim;
+pub mod statelock;
 pub mod summary;
 pub mod supervise;
 pub mod watchdog;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::marker;
 use crate::model::TimeoutScope;
+use crate::supervise::pid::Target;
 
 /// Time between the stack dump and the SIGKILL.
 pub const GRACE: Duration = Duration::from_millis(1000);
@@ -86,12 +87,10 @@ impl Watchdog {
             let (_, why) = self.dumped.remove(&pid).unwrap();
             if why.scope == TimeoutScope::Session {
                 if let Some(root) = self.root {
-                    // SAFETY: signalling the command's process group.
-                    unsafe { libc::kill(-root, libc::SIGKILL) };
+                    Target::group(root).kill();
                 }
             }
-            // SAFETY: plain kill.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            Target::process(pid).kill();
             self.killed.insert(pid, why);
         }
         if let Some((deadline, limit)) = self.session_deadline {
@@ -126,8 +125,7 @@ impl Watchdog {
     }
 
     fn dump(&mut self, pid: i32, why: Expiry, now: Instant) {
-        // SAFETY: plain kill with the shim's registered dump signal.
-        unsafe { libc::kill(pid, dump_signal()) };
+        let _ = Target::process(pid).signal(dump_signal());
         self.dumped.insert(pid, (now, why));
     }
 

@@ -10,7 +10,7 @@ use crate::forensics::{self, OomWatch};
 use crate::model::{Crash, Death, Worker};
 use crate::record::{self, CrashRecord};
 use crate::reporter::{Event, Reporters};
-use crate::supervise::{Observer, ProcessEnd};
+use crate::supervise::{Follow, Observer, ProcessEnd};
 use crate::watchdog::Watchdog;
 
 /// Collects the records of one run.
@@ -94,21 +94,27 @@ impl Observer for RunObserver<'_> {
         self.crashes.push(crash);
     }
 
-    fn runs_tests(&mut self, pid: i32) -> bool {
+    /// A pytest process that runs tests (serial, or an xdist worker) starts
+    /// nothing but tests' own subprocesses: let go of them at once, so they
+    /// cost no stops and can be traced by a test's debugger. An xdist
+    /// controller's children are followed up to their exec (its workers
+    /// are Python). Anything else (before the plugin loaded, or a process
+    /// that is not pytest) is followed fully.
+    fn follow(&mut self, pid: i32) -> Follow {
         if let Some(known) = self.runs_tests.get(&pid) {
-            return *known;
+            return if *known { Follow::None } else { Follow::UntilExec };
         }
         match crate::journal::read_start(&self.ctx.state_dir, self.ctx.run, pid) {
             Some(crate::journal::Event::Start { xdist_controller, .. }) => {
                 self.runs_tests.insert(pid, !xdist_controller);
-                !xdist_controller
+                if xdist_controller {
+                    Follow::UntilExec
+                } else {
+                    Follow::None
+                }
             }
-            _ => false,
+            _ => Follow::All,
         }
-    }
-
-    fn is_pytest_process(&mut self, pid: i32) -> bool {
-        crate::journal::journal_path(&self.ctx.state_dir, self.ctx.run, pid).exists()
     }
 
     fn watched_pids(&mut self) -> Vec<i32> {

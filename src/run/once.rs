@@ -47,6 +47,8 @@ pub(super) struct Prepared {
     marker_dir: PathBuf,
     py_root: PathBuf,
     started: Instant,
+    /// Held for the whole invocation: one wrapper per state folder.
+    _lock: crate::statelock::StateLock,
 }
 
 pub(super) fn prepare(cfg: &Config) -> Result<Prepared> {
@@ -68,6 +70,7 @@ pub(super) fn prepare(cfg: &Config) -> Result<Prepared> {
         StateDir::Temp(t) => t.path().to_path_buf(),
     };
     let state_dir = std::fs::canonicalize(&raw).unwrap_or(raw);
+    let lock = crate::statelock::lock(&state_dir)?;
     let marker_dir = match std::env::var_os("PYTEST_ABORT_LAST_RUNNING_DIR").filter(|v| !v.is_empty()) {
         Some(d) => PathBuf::from(d),
         None => state_dir.join("markers"),
@@ -75,7 +78,7 @@ pub(super) fn prepare(cfg: &Config) -> Result<Prepared> {
     std::fs::create_dir_all(&marker_dir)
         .with_context(|| format!("{}: cannot create the marker folder", marker_dir.display()))?;
     let py_root = shim::install(&state_dir)?;
-    Ok(Prepared { base, state, state_dir, marker_dir, py_root, started: Instant::now() })
+    Ok(Prepared { base, state, state_dir, marker_dir, py_root, started: Instant::now(), _lock: lock })
 }
 
 impl Prepared {
@@ -131,7 +134,12 @@ pub(super) fn run_once(
         attribute::Context { state_dir: prep.state_dir.clone(), marker_dir: prep.marker_dir.clone(), run: plan.run };
     let watchdog = Watchdog::new(prep.marker_dir.clone(), cfg.test_timeout, session_left);
     let mut obs = RunObserver::new(ctx, crash_log, out, watchdog);
-    let opts = supervise::Options { ptrace: cfg.ptrace, keep_leftovers: cfg.keep_leftovers };
+    let opts = supervise::Options {
+        ptrace: cfg.ptrace,
+        keep_leftovers: cfg.keep_leftovers,
+        // An xdist controller's children that run Python are its workers.
+        keep_after_exec: vec!["python".into(), "pypy".into()],
+    };
     let sup = supervise::run(&cmd, &opts, &mut obs)?;
     let journal = RunJournal::read(&prep.state_dir, plan.run);
     let no_plugin = (journal.processes.is_empty() && sup.interrupted.is_none())

@@ -9,50 +9,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use nix::errno::Errno;
-use nix::sys::signal::{kill, killpg, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
 
 use super::proc;
 use super::spawn::Child;
-use super::{forward, Leftover, Mode, Observer, Options, Outcome, ProcessEnd, Supervised};
-
-/// How long processes still running when the command ended get to exit
-/// before they count as leftovers.
-pub const LEFTOVER_GRACE: Duration = Duration::from_millis(300);
-
-/// Processes still in the command's process group, or orphaned to us (we
-/// are their subreaper), once the command ended: after a short grace for
-/// processes on their way out, they are listed and, unless `keep`, killed.
-pub(super) fn collect_leftovers(root: i32, keep: bool) -> Vec<Leftover> {
-    let mut remaining = descendants_and_group(root);
-    let grace_end = std::time::Instant::now() + LEFTOVER_GRACE;
-    while !remaining.is_empty() && std::time::Instant::now() < grace_end {
-        std::thread::sleep(Duration::from_millis(10));
-        reap_orphans();
-        remaining = descendants_and_group(root);
-    }
-    let mut leftovers: Vec<Leftover> =
-        remaining.into_iter().map(|pid| Leftover { pid, cmdline: super::proc::cmdline(pid) }).collect();
-    leftovers.sort_by_key(|l| l.pid);
-    if !keep && !leftovers.is_empty() {
-        for l in &leftovers {
-            let _ = kill(Pid::from_raw(l.pid), Signal::SIGKILL);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    reap_orphans();
-    leftovers
-}
-
-/// Reaps descendants orphaned to us (we are their subreaper).
-fn reap_orphans() {
-    while let Ok(s) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-        if s == WaitStatus::StillAlive {
-            break;
-        }
-    }
-}
+use super::wait::{wait, Wait};
+use super::{forward, leftovers, Mode, Observer, Options, Outcome, ProcessEnd, Supervised};
 
 /// How often watched processes are checked.
 pub const SCAN_INTERVAL: Duration = Duration::from_millis(50);
@@ -64,46 +25,37 @@ pub fn supervise(
     observer: &mut dyn Observer,
     refused: Option<String>,
 ) -> Result<Supervised> {
-    // Orphaned descendants become ours, so they can be found and reaped.
-    // SAFETY: prctl with constant arguments.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
+    super::become_subreaper();
     let every = observer.tick_interval().map_or(SCAN_INTERVAL, |t| t.min(SCAN_INTERVAL));
     forward::set_ticker(Some(every));
     let mut ended: HashSet<i32> = HashSet::new();
-    let mut interrupted = None;
-    let root = child.pid;
+    let root = child.pid.as_raw();
     let outcome = loop {
-        if let Some(sig) = forward::take_pending() {
-            interrupted = Some(sig);
-            observer.interrupted(sig);
-            let _ = killpg(root, Signal::try_from(sig).ok());
-        }
-        match waitpid(root, None) {
-            Ok(WaitStatus::Exited(_, code)) => break Outcome::Exited(code),
-            Ok(WaitStatus::Signaled(_, sig, core)) => {
-                break Outcome::Signaled { signal: sig as i32, core_dumped: core }
-            }
+        super::act_on_signals(root, observer);
+        match wait(root, 0) {
+            Ok(Wait::Exited(_, code)) => break Outcome::Exited(code),
+            Ok(Wait::Signaled(_, signal, core_dumped)) => break Outcome::Signaled { signal, core_dumped },
             Ok(_) => {}
             Err(Errno::EINTR) => {
-                scan(observer, &mut ended, root.as_raw());
+                scan(observer, &mut ended, root);
                 observer.tick();
             }
-            Err(e) => bail!("waitpid: {e}"),
+            Err(e) => bail!("waitpid on the command (pid {root}): {e}"),
         }
     };
     forward::set_ticker(None);
-    if !ended.contains(&root.as_raw()) {
-        ended.insert(root.as_raw());
-        observer.process_ended(&ProcessEnd { pid: root.as_raw(), outcome, peak_rss_kb: None, fault: None });
+    if ended.insert(root) {
+        observer.process_ended(&ProcessEnd { pid: root, outcome, peak_rss_kb: None, fault: None });
     }
-    scan(observer, &mut ended, root.as_raw());
+    scan(observer, &mut ended, root);
     child.restore_terminal();
     if outcome == Outcome::Exited(127) {
         if let Some(e) = child.exec_error() {
             return Err(crate::error::Error::exec_failed(&child.program, e).into());
         }
     }
-    let leftovers = collect_leftovers(root.as_raw(), opts.keep_leftovers);
+    let leftovers = leftovers::collect(root, &[], leftovers::GRACE, opts.keep_leftovers);
+    let interrupted = forward::first_signal();
     Ok(Supervised { outcome, mode: Mode::NoPtrace, ptrace_refused: refused, leftovers, interrupted })
 }
 
@@ -126,14 +78,4 @@ fn state_of(pid: i32) -> Option<Outcome> {
         Some(st) if st.is_dead() => Some(st.exit_code.map_or(Outcome::Unknown, Outcome::from_wait_status)),
         Some(_) => None,
     }
-}
-
-/// Live processes in the root's process group or with us as their parent.
-fn descendants_and_group(root: i32) -> Vec<i32> {
-    let me = std::process::id() as i32;
-    proc::all_pids()
-        .into_iter()
-        .filter(|&pid| pid != me)
-        .filter(|&pid| proc::stat(pid).is_some_and(|st| !st.is_dead() && (st.pgrp == root || st.ppid == me)))
-        .collect()
 }

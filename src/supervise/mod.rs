@@ -3,16 +3,21 @@
 //! process that ends. Knows nothing of pytest; the [`Observer`] decides what
 //! an end means.
 //!
-//! Two modes: [`ptrace`] (follows every descendant; sees fatal signals and
-//! exits before any parent reaps them) and [`fallback`] (waitpid on the
-//! direct child plus `/proc` scans of the processes the observer names).
+//! Two modes: [`ptrace`] (follows descendants as the observer's [`Follow`]
+//! policy says; sees fatal signals and exits before any parent reaps them)
+//! and [`fallback`] (waitpid on the direct child plus `/proc` scans of the
+//! processes the observer names). Either way, what is left running at the
+//! end is found and killed as whole trees ([`leftovers`]).
 
 pub mod fallback;
 pub mod forward;
+pub mod leftovers;
+pub mod pid;
 pub mod proc;
 pub mod ptrace;
 pub mod signals;
 pub mod spawn;
+pub mod wait;
 
 use std::time::Duration;
 
@@ -109,24 +114,33 @@ pub struct Leftover {
     pub cmdline: String,
 }
 
+/// How ptrace mode follows the children a process starts (the observer
+/// decides, per process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Follow {
+    /// Follow every child and everything it starts.
+    All,
+    /// Follow a child up to its exec; after it, keep following only a
+    /// program named in [`Options::keep_after_exec`], let go of any other.
+    UntilExec,
+    /// Let go of each child at its first stop, before it runs any code of
+    /// its own, and stop following this process's forks: the children run
+    /// exactly as without a tracer (they can be traced by a debugger) and
+    /// cost no ptrace stops.
+    None,
+}
+
 /// What the supervisor tells its observer, and asks of it.
 pub trait Observer {
     /// A process ended. In ptrace mode it is still stopped at its exit event
     /// (its parent has not seen it die yet) while this runs.
     fn process_ended(&mut self, end: &ProcessEnd);
 
-    /// True when `pid` is a pytest process of this run (it loaded the
-    /// plugin). ptrace mode stops following the non-Python subprocesses
-    /// such processes start.
-    fn is_pytest_process(&mut self, _pid: i32) -> bool {
-        false
-    }
-
-    /// True when `pid` is a pytest process that runs tests itself (serial,
-    /// or an xdist worker): whatever it starts is a test's own subprocess,
-    /// so ptrace need not follow its forks.
-    fn runs_tests(&mut self, _pid: i32) -> bool {
-        false
+    /// How to follow the children `pid` starts from now on. Asked when a
+    /// child of `pid` first stops, so the answer may change as `pid` runs
+    /// (a process that only later starts running tests, say).
+    fn follow(&mut self, _pid: i32) -> Follow {
+        Follow::All
     }
 
     /// In fallback mode: pids worth watching (the pytest processes).
@@ -142,7 +156,9 @@ pub trait Observer {
     /// Periodic call (timeouts). Runs between waits.
     fn tick(&mut self) {}
 
-    /// The wrapper got SIGINT/SIGTERM/SIGHUP and forwarded it.
+    /// The wrapper got SIGINT/SIGTERM/SIGHUP and forwarded it; `signal` is
+    /// always the first one (a second signal, which kills the group, tells
+    /// it again).
     fn interrupted(&mut self, _signal: i32) {}
 
     /// The command started as `root` (also its process-group id).
@@ -190,6 +206,37 @@ pub struct Options {
     pub ptrace: bool,
     /// Leave leftover processes running instead of killing them.
     pub keep_leftovers: bool,
+    /// For [`Follow::UntilExec`]: prefixes of program file names (`python`)
+    /// that stay followed after their exec.
+    pub keep_after_exec: Vec<String>,
+}
+
+/// Acts on the signals the wrapper got: the first is forwarded to the
+/// command's process group (and told to the observer), a second kills the
+/// group with SIGKILL.
+fn act_on_signals(root: i32, observer: &mut dyn Observer) {
+    match forward::take_pending() {
+        Some(forward::Interrupt::Forward(sig)) => {
+            observer.interrupted(sig);
+            let _ = pid::Target::group(root).signal(sig);
+        }
+        Some(forward::Interrupt::Kill) => {
+            if let Some(sig) = forward::first_signal() {
+                observer.interrupted(sig);
+            }
+            pid::Target::group(root).kill();
+        }
+        None => {}
+    }
+}
+
+/// Makes the wrapper the subreaper of its descendants: orphans (of
+/// processes let go of, or of leftover trees) become its children, to be
+/// found, reaped and killed.
+fn become_subreaper() {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) takes no pointers and only
+    // changes how this process's orphaned descendants are reparented.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
 }
 
 /// Starts `cmd` and supervises it to the end.

@@ -1,7 +1,10 @@
-//! ptrace supervision: every descendant is followed (fork, vfork, clone,
-//! exec, exit), every signal passes through unchanged, and each process's
-//! end is reported at its exit-event stop, while it still exists and before
-//! its parent (an xdist controller, say) can see it die.
+//! ptrace supervision: descendants are followed as the observer's
+//! [`Follow`] policy says (fork, vfork, clone, exec, exit), every signal
+//! passes through unchanged, group-stops stay stops (`PTRACE_LISTEN`), and
+//! each process's end is reported at its exit-event stop, while it still
+//! exists and before its parent (an xdist controller, say) can see it die.
+//! Children a policy lets go of are detached at their first stop, before
+//! they run code of their own, so they can be traced by a test's debugger.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -9,62 +12,42 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use nix::errno::Errno;
 use nix::sys::ptrace;
-use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
+use super::pid::Target;
 use super::spawn::Child;
-use super::{forward, signals, Fault, Leftover, Mode, Observer, Options, Outcome, ProcessEnd, Supervised};
+use super::wait::{wait, Wait};
+use super::{forward, leftovers, proc, signals, Fault, Follow, Leftover, Mode, Observer, Options, Outcome};
+use super::{ProcessEnd, Supervised};
 
 const PTRACE_EVENT_STOP: i32 = 128;
 
-/// A decoded wait status. Signals are raw numbers: real-time signals (the
-/// dump signal, say) have no `nix::Signal` value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wait {
-    /// WNOHANG and nothing to report.
-    Nothing,
-    Exited(i32, i32),
-    Signaled(i32, i32, bool),
-    /// A ptrace event stop: pid, signal, event.
-    Event(i32, i32, i32),
-    /// A signal-delivery stop: pid, signal.
-    Stopped(i32, i32),
-    Other,
-}
+/// `__WALL`: threads and non-SIGCHLD children too.
+const WALL: libc::c_int = libc::__WALL;
 
-/// `waitpid(pid, __WALL [| WNOHANG])`.
-fn wait(pid: i32, nohang: bool) -> Result<Wait, Errno> {
-    let mut status = 0;
-    let flags = libc::__WALL | if nohang { libc::WNOHANG } else { 0 };
-    // SAFETY: waitpid with a valid out pointer.
-    let got = unsafe { libc::waitpid(pid, &mut status, flags) };
-    if got < 0 {
-        return Err(Errno::last());
-    }
-    if got == 0 {
-        return Ok(Wait::Nothing);
-    }
-    Ok(if libc::WIFEXITED(status) {
-        Wait::Exited(got, libc::WEXITSTATUS(status))
-    } else if libc::WIFSIGNALED(status) {
-        Wait::Signaled(got, libc::WTERMSIG(status), libc::WCOREDUMP(status))
-    } else if libc::WIFSTOPPED(status) {
-        let sig = libc::WSTOPSIG(status);
-        match status >> 16 {
-            0 => Wait::Stopped(got, sig),
-            event => Wait::Event(got, sig, event),
-        }
-    } else {
-        Wait::Other
-    })
-}
-
-/// `PTRACE_CONT`, delivering `sig` (0 for none).
+/// `PTRACE_CONT`, delivering `sig` (0 for none). A tracee that is gone
+/// (killed meanwhile) is not an error.
 fn cont(pid: i32, sig: i32) {
-    // SAFETY: PTRACE_CONT on a stopped tracee; errors (gone) are ignored.
+    // SAFETY: PTRACE_CONT passes no pointer (addr 0, data is a signal
+    // number); the kernel checks that `pid` is our stopped tracee and
+    // fails with ESRCH otherwise.
     unsafe {
         libc::ptrace(libc::PTRACE_CONT, pid, 0, sig as libc::c_long);
     }
+}
+
+/// `PTRACE_LISTEN`: a tracee in group-stop stays stopped (as it would
+/// untraced) but keeps reporting, so SIGCONT and SIGKILL are seen.
+fn listen(pid: i32) {
+    // SAFETY: PTRACE_LISTEN passes no pointer; the kernel checks that `pid`
+    // is our seized tracee in group-stop and fails otherwise.
+    unsafe {
+        libc::ptrace(libc::PTRACE_LISTEN, pid, 0, 0);
+    }
+}
+
+fn is_stop_signal(sig: i32) -> bool {
+    matches!(sig, libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU)
 }
 
 /// Per-thread state.
@@ -72,127 +55,128 @@ fn cont(pid: i32, sig: i32) {
 struct Tracee {
     /// Thread-group id, once known.
     tgid: Option<i32>,
-    /// The process that forked it (fork/vfork children).
-    parent: Option<i32>,
+    /// Followed only up to its exec ([`Follow::UntilExec`]).
+    until_exec: bool,
 }
 
 struct Tracer<'a> {
     root: Pid,
+    opts: &'a Options,
     observer: &'a mut dyn Observer,
     tracees: HashMap<i32, Tracee>,
     /// Fatal-signal details per thread group: the first delivery of a
     /// signal wins over later ones (faulthandler re-raising it).
     faults: HashMap<i32, Fault>,
     ended: HashSet<i32>,
-    /// Threads seen past their first stop (so a later event-stop with a
-    /// stop signal is a group-stop, not the auto-attach stop).
+    /// Threads seen past their first stop (a later event-stop is a
+    /// group-stop or an interrupt, not the auto-attach stop).
     running: HashSet<i32>,
-    /// Threads of test-running pytest processes whose forks are no longer
-    /// followed.
+    /// Threads whose forks are no longer followed.
     unfollowed: HashSet<i32>,
-    /// Whether a subprocess was detached at its exec.
-    detached_any: bool,
+    /// Children let go of at their first stop before their parent's fork
+    /// event was seen (that event must not register them).
+    let_go_early: HashSet<i32>,
     root_outcome: Option<Outcome>,
-    interrupted: Option<i32>,
 }
 
 /// Supervises a seized child to the end.
 pub fn supervise(child: Child, opts: &Options, observer: &mut dyn Observer) -> Result<Supervised> {
-    let tick = observer.tick_interval();
-    forward::set_ticker(tick);
-    // Orphans (of detached subprocesses, say) become ours, to be found and reaped.
-    // SAFETY: prctl with constant arguments.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
+    forward::set_ticker(observer.tick_interval());
+    super::become_subreaper();
     let mut t = Tracer {
         root: child.pid,
+        opts,
         observer,
         tracees: HashMap::new(),
         faults: HashMap::new(),
         ended: HashSet::new(),
-        running: HashSet::new(),
+        // Seized without a stop: the root never has an auto-attach stop.
+        running: HashSet::from([child.pid.as_raw()]),
         unfollowed: HashSet::new(),
-        detached_any: false,
+        let_go_early: HashSet::new(),
         root_outcome: None,
-        interrupted: None,
     };
-    t.tracees.insert(child.pid.as_raw(), Tracee { tgid: Some(child.pid.as_raw()), parent: None });
-    let mut last_tick = Instant::now();
-    let mut leftovers = Vec::new();
-    let mut deadline: Option<Instant> = None;
-    loop {
-        if let Some(sig) = forward::take_pending() {
-            t.interrupted = Some(sig);
-            t.observer.interrupted(sig);
-            let _ = killpg(t.root, Signal::try_from(sig).ok());
-        }
-        if let Some(every) = tick {
-            if last_tick.elapsed() >= every {
-                last_tick = Instant::now();
-                t.observer.tick();
-            }
-        }
-        if t.root_outcome.is_some() {
-            // The command is done: give the rest a moment, then treat what
-            // is still running as leftovers.
-            let d = *deadline.get_or_insert_with(|| Instant::now() + super::fallback::LEFTOVER_GRACE);
-            if t.live_processes().is_empty() {
-                break;
-            }
-            if Instant::now() >= d {
-                leftovers = t
-                    .live_processes()
-                    .into_iter()
-                    .map(|pid| Leftover { pid, cmdline: super::proc::cmdline(pid) })
-                    .collect();
-                if opts.keep_leftovers {
-                    t.detach_all();
-                } else {
-                    t.kill_all();
-                }
-                break;
-            }
-            match wait(-1, true) {
-                Ok(Wait::Nothing) => std::thread::sleep(Duration::from_millis(5)),
-                Ok(status) => t.handle(status),
-                Err(Errno::EINTR) => {}
-                Err(_) => break,
-            }
-            continue;
-        }
-        match wait(-1, false) {
-            Ok(status) => t.handle(status),
-            Err(Errno::EINTR) => continue,
-            Err(Errno::ECHILD) => break,
-            Err(e) => bail!("waitpid: {e}"),
-        }
-    }
+    t.tracees.insert(child.pid.as_raw(), Tracee { tgid: Some(child.pid.as_raw()), until_exec: false });
+    let result = t.follow_until_the_root_ends().map(|()| t.finish());
     forward::set_ticker(None);
     child.restore_terminal();
-    // Untraced processes left behind (by subprocesses no longer followed):
-    // only possible when something stopped being followed.
-    if t.root_outcome.is_some() && (t.detached_any || !t.unfollowed.is_empty()) {
-        let traced: HashSet<i32> = leftovers.iter().map(|l: &Leftover| l.pid).collect();
-        leftovers.extend(
-            super::fallback::collect_leftovers(t.root.as_raw(), opts.keep_leftovers)
-                .into_iter()
-                .filter(|l| !traced.contains(&l.pid)),
-        );
-    }
+    let leftovers = result?;
     let outcome = t.root_outcome.unwrap_or(Outcome::Unknown);
     if outcome == Outcome::Exited(127) {
         if let Some(e) = child.exec_error() {
             return Err(crate::error::Error::exec_failed(&child.program, e).into());
         }
     }
-    Ok(Supervised { outcome, mode: Mode::Ptrace, ptrace_refused: None, leftovers, interrupted: t.interrupted })
+    let interrupted = forward::first_signal();
+    Ok(Supervised { outcome, mode: Mode::Ptrace, ptrace_refused: None, leftovers, interrupted })
 }
 
 impl Tracer<'_> {
+    /// Handles stops until the command's own process is gone.
+    fn follow_until_the_root_ends(&mut self) -> Result<()> {
+        let tick = self.observer.tick_interval();
+        let mut last_tick = Instant::now();
+        while self.root_outcome.is_none() {
+            super::act_on_signals(self.root.as_raw(), self.observer);
+            if tick.is_some_and(|every| last_tick.elapsed() >= every) {
+                last_tick = Instant::now();
+                self.observer.tick();
+            }
+            match wait(-1, WALL) {
+                Ok(status) => self.handle(status),
+                Err(Errno::EINTR) => {}
+                Err(Errno::ECHILD) => break,
+                Err(e) => bail!("waitpid: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// The command is done: gives the rest a moment, then lists (and kills
+    /// or lets go of) the traced processes still running, then the untraced
+    /// trees they and the processes let go of left.
+    fn finish(&mut self) -> Vec<Leftover> {
+        let root = self.root.as_raw();
+        let deadline = Instant::now() + leftovers::GRACE;
+        while Instant::now() < deadline {
+            let live = self.live_processes();
+            if live.is_empty() && leftovers::tree(root, &[]).is_empty() {
+                break;
+            }
+            super::act_on_signals(root, self.observer);
+            // Reaps orphans too (we are their subreaper).
+            match wait(-1, WALL | libc::WNOHANG) {
+                Ok(Wait::Nothing) => std::thread::sleep(Duration::from_millis(10)),
+                Ok(status) => self.handle(status),
+                Err(Errno::EINTR) => {}
+                Err(_) => break,
+            }
+        }
+        let traced = self.live_processes();
+        // The untraced trees below the traced leftovers are found first,
+        // while their parent links still lead to them.
+        let below = leftovers::tree(root, &traced);
+        let mut out: Vec<Leftover> = below.iter().map(|&pid| Leftover { pid, cmdline: proc::cmdline(pid) }).collect();
+        if self.opts.keep_leftovers {
+            self.detach_all();
+        } else {
+            for &pid in &below {
+                Target::process(pid).kill();
+            }
+            self.kill_all();
+        }
+        let untraced = leftovers::collect(root, &below, Duration::ZERO, self.opts.keep_leftovers);
+        out.extend(untraced);
+        out.sort_by_key(|l| l.pid);
+        out.dedup_by_key(|l| l.pid);
+        out
+    }
+
     fn tgid_of(&mut self, tid: i32) -> i32 {
         if let Some(g) = self.tracees.get(&tid).and_then(|t| t.tgid) {
             return g;
         }
-        let g = super::proc::tgid(tid).unwrap_or(tid);
+        let g = proc::tgid(tid).unwrap_or(tid);
         self.tracees.entry(tid).or_default().tgid = Some(g);
         g
     }
@@ -208,28 +192,34 @@ impl Tracer<'_> {
         v
     }
 
+    /// SIGKILLs every traced process and lets their last stops pass until
+    /// they are gone (2 s at most).
     fn kill_all(&mut self) {
         for pid in self.live_processes() {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            Target::process(pid).kill();
         }
         let until = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < until {
-            match wait(-1, true) {
+        while Instant::now() < until && !self.tracees.is_empty() {
+            match wait(-1, WALL | libc::WNOHANG) {
                 Ok(Wait::Nothing) => std::thread::sleep(Duration::from_millis(5)),
                 Ok(Wait::Event(pid, _, _)) | Ok(Wait::Stopped(pid, _)) => cont(pid, 0),
-                Ok(_) => {}
+                Ok(Wait::Exited(pid, _)) | Ok(Wait::Signaled(pid, _, _)) => {
+                    self.tracees.remove(&pid);
+                }
+                Ok(Wait::Other) => {}
                 Err(Errno::EINTR) => {}
                 Err(_) => break,
             }
         }
     }
 
+    /// Lets go of every traced thread (`--keep-leftovers`).
     fn detach_all(&mut self) {
         let tids: Vec<i32> = self.tracees.keys().copied().collect();
         for tid in tids {
             let pid = Pid::from_raw(tid);
             if ptrace::interrupt(pid).is_ok() {
-                let _ = wait(tid, false);
+                let _ = wait(tid, WALL);
                 let _ = ptrace::detach(pid, None);
             }
         }
@@ -237,10 +227,8 @@ impl Tracer<'_> {
 
     fn handle(&mut self, status: Wait) {
         match status {
-            Wait::Exited(pid, code) => self.gone(Pid::from_raw(pid), Outcome::Exited(code)),
-            Wait::Signaled(pid, sig, core) => {
-                self.gone(Pid::from_raw(pid), Outcome::Signaled { signal: sig, core_dumped: core })
-            }
+            Wait::Exited(pid, code) => self.gone(pid, Outcome::Exited(code)),
+            Wait::Signaled(pid, signal, core_dumped) => self.gone(pid, Outcome::Signaled { signal, core_dumped }),
             Wait::Event(pid, sig, event) => self.event(Pid::from_raw(pid), sig, event),
             Wait::Stopped(pid, sig) => self.signal_stop(Pid::from_raw(pid), sig),
             Wait::Nothing | Wait::Other => {}
@@ -248,9 +236,8 @@ impl Tracer<'_> {
     }
 
     /// A traced thread is fully gone (reaped by us or auto-reaped).
-    fn gone(&mut self, pid: Pid, outcome: Outcome) {
-        let tid = pid.as_raw();
-        if pid == self.root {
+    fn gone(&mut self, tid: i32, outcome: Outcome) {
+        if tid == self.root.as_raw() {
             self.root_outcome = Some(outcome);
             if !self.ended.contains(&tid) {
                 // No exit stop was seen (should not happen): report now.
@@ -265,88 +252,132 @@ impl Tracer<'_> {
     }
 
     fn event(&mut self, pid: Pid, sig: i32, event: i32) {
-        let tid = pid.as_raw();
         match event {
-            libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE => {
-                if let Ok(new) = ptrace::getevent(pid) {
-                    let parent_tgid = self.tgid_of(tid);
-                    let entry = self.tracees.entry(new as i32).or_default();
-                    if event == libc::PTRACE_EVENT_CLONE {
-                        entry.tgid = Some(super::proc::tgid(new as i32).unwrap_or(parent_tgid));
-                    } else {
-                        entry.tgid = Some(new as i32);
-                        entry.parent = Some(parent_tgid);
-                        // A pytest process that runs tests starts nothing
-                        // but tests' own subprocesses: stop following this
-                        // thread's forks (the one just made is still
-                        // followed up to its exec), so they cost no stops.
-                        if !self.unfollowed.contains(&tid) && self.observer.runs_tests(parent_tgid) {
-                            self.unfollowed.insert(tid);
-                            let _ = ptrace::setoptions(pid, follow_no_forks());
-                        }
-                    }
+            libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE => self.on_fork(pid, event),
+            libc::PTRACE_EVENT_EXIT => self.on_exit(pid),
+            libc::PTRACE_EVENT_EXEC => self.on_exec(pid),
+            PTRACE_EVENT_STOP => self.on_event_stop(pid, sig),
+            _ => cont(pid.as_raw(), 0),
+        }
+    }
+
+    /// The parent's fork/vfork/clone stop: registers the new thread or
+    /// process, and stops following the forks of a thread whose process
+    /// lets go of its children.
+    fn on_fork(&mut self, pid: Pid, event: i32) {
+        let tid = pid.as_raw();
+        if let Ok(new) = ptrace::getevent(pid) {
+            let new = new as i32;
+            let parent_tgid = self.tgid_of(tid);
+            if event == libc::PTRACE_EVENT_CLONE {
+                let tgid = proc::tgid(new).unwrap_or(parent_tgid);
+                self.tracees.entry(new).or_default().tgid = Some(tgid);
+            } else {
+                if !self.let_go_early.remove(&new) {
+                    self.tracees.entry(new).or_default().tgid = Some(new);
                 }
-                cont(tid, 0);
-            }
-            libc::PTRACE_EVENT_EXIT => {
-                let status = ptrace::getevent(pid).unwrap_or(0) as i32;
-                let tgid = self.tgid_of(tid);
-                if tgid == tid && !self.ended.contains(&tid) {
-                    self.ended.insert(tid);
-                    let outcome = Outcome::from_wait_status(status);
-                    let peak = super::proc::peak_rss_kb(tid);
-                    let fault = match outcome {
-                        Outcome::Signaled { signal, .. } => self
-                            .faults
-                            .remove(&tid)
-                            .filter(|f| f.signal == signal)
-                            .or(Some(Fault { signal, tid, ..Default::default() })),
-                        _ => {
-                            self.faults.remove(&tid);
-                            None
-                        }
-                    };
-                    self.observer.process_ended(&ProcessEnd { pid: tid, outcome, peak_rss_kb: peak, fault });
+                if !self.unfollowed.contains(&tid) && self.observer.follow(parent_tgid) == Follow::None {
+                    // Its later forks cost no stops at all.
+                    self.unfollowed.insert(tid);
+                    let _ = ptrace::setoptions(pid, follow_no_forks());
                 }
-                cont(tid, 0);
-            }
-            libc::PTRACE_EVENT_EXEC => {
-                // A test's own subprocess that is not Python (a compiler, a
-                // shell tool) can never be a pytest process: stop following
-                // it, so it costs no further stops. Leftovers among such
-                // processes are still found through /proc at the end.
-                let parent = self.tracees.get(&tid).and_then(|t| t.parent);
-                if parent.is_some_and(|p| self.observer.is_pytest_process(p))
-                    && !runs_python(tid)
-                    && ptrace::detach(pid, None).is_ok()
-                {
-                    self.tracees.remove(&tid);
-                    self.running.remove(&tid);
-                    self.detached_any = true;
-                    return;
-                }
-                cont(tid, 0);
-            }
-            PTRACE_EVENT_STOP => {
-                let group_stop = self.running.contains(&tid)
-                    && matches!(sig, libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU)
-                    && ptrace::getsiginfo(pid).is_err();
-                if group_stop {
-                    // Group-stop: stay stopped, but keep reporting.
-                    // SAFETY: PTRACE_LISTEN on a tracee in group-stop.
-                    unsafe {
-                        libc::ptrace(libc::PTRACE_LISTEN, tid, 0, 0);
-                    }
-                } else {
-                    self.tracees.entry(tid).or_default();
-                    self.running.insert(tid);
-                    cont(tid, 0);
-                }
-            }
-            _ => {
-                cont(tid, 0);
             }
         }
+        cont(tid, 0);
+    }
+
+    /// The exit-event stop: the process still exists; its end is reported.
+    fn on_exit(&mut self, pid: Pid) {
+        let tid = pid.as_raw();
+        let status = ptrace::getevent(pid).unwrap_or(0) as i32;
+        let tgid = self.tgid_of(tid);
+        if tgid == tid && !self.ended.contains(&tid) {
+            self.ended.insert(tid);
+            let outcome = Outcome::from_wait_status(status);
+            let peak = proc::peak_rss_kb(tid);
+            let fault = match outcome {
+                Outcome::Signaled { signal, .. } => self
+                    .faults
+                    .remove(&tid)
+                    .filter(|f| f.signal == signal)
+                    .or(Some(Fault { signal, tid, ..Default::default() })),
+                _ => {
+                    self.faults.remove(&tid);
+                    None
+                }
+            };
+            self.observer.process_ended(&ProcessEnd { pid: tid, outcome, peak_rss_kb: peak, fault });
+        }
+        cont(tid, 0);
+    }
+
+    /// The exec stop: a process followed only up to its exec is let go of
+    /// unless it now runs a program named in `keep_after_exec`.
+    fn on_exec(&mut self, pid: Pid) {
+        let tid = pid.as_raw();
+        if self.tracees.get(&tid).is_some_and(|t| t.until_exec) {
+            let keep = proc::exe_name(tid)
+                .map_or(true, |n| self.opts.keep_after_exec.iter().any(|k| n.starts_with(k.as_str())));
+            if !keep {
+                self.let_go(pid);
+                return;
+            }
+            self.tracees.entry(tid).or_default().until_exec = false;
+        }
+        cont(tid, 0);
+    }
+
+    /// A `PTRACE_EVENT_STOP`: a new thread's or process's first stop, a
+    /// group-stop (stop signal), or an interrupt/notification (SIGTRAP).
+    fn on_event_stop(&mut self, pid: Pid, sig: i32) {
+        let tid = pid.as_raw();
+        if self.running.insert(tid) && self.first_stop(pid) {
+            return;
+        }
+        if is_stop_signal(sig) {
+            // Group-stop: stays stopped, as it would untraced.
+            listen(tid);
+        } else {
+            cont(tid, 0);
+        }
+    }
+
+    /// A new tracee's first stop, before it ran any code of its own: a new
+    /// process whose parent lets go of its children is let go of here (true
+    /// then); one followed up to its exec is marked.
+    fn first_stop(&mut self, pid: Pid) -> bool {
+        let tid = pid.as_raw();
+        let tgid = self.tgid_of(tid);
+        if tgid != tid {
+            return false;
+        }
+        let Some(parent) = proc::stat(tid).map(|s| s.ppid) else { return false };
+        match self.observer.follow(parent) {
+            Follow::All => false,
+            Follow::UntilExec => {
+                self.tracees.entry(tid).or_default().until_exec = true;
+                false
+            }
+            Follow::None => {
+                if !self.tracees.contains_key(&tid) || self.tracees[&tid].tgid.is_none() {
+                    self.let_go_early.insert(tid);
+                }
+                self.let_go(pid);
+                true
+            }
+        }
+    }
+
+    /// Detaches a stopped process: it runs on untraced (a group-stop it is
+    /// in stays in effect). What it leaves running is still found at the end.
+    fn let_go(&mut self, pid: Pid) {
+        let tid = pid.as_raw();
+        if ptrace::detach(pid, None).is_err() {
+            cont(tid, 0);
+            return;
+        }
+        self.tracees.remove(&tid);
+        self.running.remove(&tid);
     }
 
     /// A signal is about to be delivered: note fatal-signal details, then
@@ -361,10 +392,12 @@ impl Tracer<'_> {
                 let sent = signals::is_sent(code);
                 let mut fault = Fault { signal: signo, si_code: code, tid, ..Default::default() };
                 if sent {
-                    // SAFETY: si_pid is valid for signals sent by kill/tkill.
+                    // SAFETY: the union field read by si_pid() is the one the kernel
+                    // fills for kill/tkill/sigqueue (si_code <= 0, checked above).
                     fault.sender_pid = Some(unsafe { info.si_pid() });
                 } else if signals::is_fault(signo) {
-                    // SAFETY: si_addr is valid for fault signals.
+                    // SAFETY: the kernel fills si_addr for fault signals raised by
+                    // the CPU (si_code > 0 and a fault signal, checked above).
                     fault.addr = Some(unsafe { info.si_addr() } as u64);
                     fault.ip = instruction_pointer(pid);
                     fault.location = fault.ip.and_then(|ip| location_of(tgid, ip));
@@ -398,12 +431,6 @@ fn is_possibly_fatal(sig: i32) -> bool {
 /// The trace options without fork and vfork following.
 fn follow_no_forks() -> ptrace::Options {
     super::spawn::trace_options() - ptrace::Options::PTRACE_O_TRACEFORK - ptrace::Options::PTRACE_O_TRACEVFORK
-}
-
-/// True when the process runs a Python interpreter (`python3.11`, `pypy3`),
-/// which may become a pytest process (an xdist worker) later.
-fn runs_python(pid: i32) -> bool {
-    super::proc::exe_name(pid).map_or(true, |n| n.starts_with("python") || n.starts_with("pypy"))
 }
 
 #[cfg(target_arch = "x86_64")]

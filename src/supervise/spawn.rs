@@ -3,12 +3,13 @@
 //! own, optionally seized by ptrace before it execs.
 
 use std::ffi::{CString, OsStr, OsString};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use nix::fcntl::OFlag;
 use nix::sys::ptrace;
 use nix::unistd::{fork, ForkResult, Pid};
 
@@ -121,18 +122,21 @@ impl Child {
     /// The error of a failed exec, if the child reported one.
     pub fn exec_error(&self) -> Option<std::io::Error> {
         let mut buf = [0u8; 4];
-        // SAFETY: read into a stack buffer from an fd we own.
-        let n = unsafe { libc::read(self.err_pipe.as_raw_fd(), buf.as_mut_ptr().cast(), 4) };
-        (n == 4).then(|| std::io::Error::from_raw_os_error(i32::from_ne_bytes(buf)))
+        let n = nix::unistd::read(self.err_pipe.as_raw_fd(), &mut buf);
+        (n == Ok(4)).then(|| std::io::Error::from_raw_os_error(i32::from_ne_bytes(buf)))
     }
 
     /// Gives the terminal back to the wrapper's process group.
     pub fn restore_terminal(&self) {
         if self.took_terminal {
-            // SAFETY: ignoring SIGTTOU around tcsetpgrp, as shells do.
+            // A background group calling tcsetpgrp gets SIGTTOU: ignore it
+            // for the call, as shells do.
+            // SAFETY: SIG_IGN and the disposition saved here are valid
+            // handlers; the wrapper has no SIGTTOU handler of its own that
+            // could run in between, and the old one is put back at once.
             unsafe {
                 let old = libc::signal(libc::SIGTTOU, libc::SIG_IGN);
-                libc::tcsetpgrp(0, libc::getpgrp());
+                let _ = nix::unistd::tcsetpgrp(std::io::stdin(), nix::unistd::getpgrp());
                 libc::signal(libc::SIGTTOU, old);
             }
         }
@@ -164,13 +168,75 @@ fn cstr(s: &OsStr) -> Result<CString> {
 }
 
 fn pipe_cloexec() -> Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills two fds.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("pipe2");
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe2")
+}
+
+/// `KEY=value` strings: the wrapper's environment minus `env_remove` and
+/// the overridden keys, plus `env_set`.
+fn environment(cmd: &Command) -> Result<Vec<CString>> {
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, _)| !cmd.env_remove.contains(k) && !cmd.env_set.iter().any(|(s, _)| s == k))
+        .collect();
+    env.extend(cmd.env_set.iter().cloned());
+    env.into_iter()
+        .map(|(k, v)| {
+            let mut kv = k.into_vec();
+            kv.push(b'=');
+            kv.extend(v.into_vec());
+            CString::new(kv).context("environment variable with a NUL byte")
+        })
+        .collect()
+}
+
+/// A NULL-terminated array of pointers into `strings` (which must outlive it).
+fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect()
+}
+
+/// Everything the child needs between fork and exec, prepared before the
+/// fork so the child allocates nothing.
+struct ExecPlan {
+    program: CString,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    take_terminal: bool,
+    parent: Pid,
+    go: OwnedFd,
+    err: OwnedFd,
+}
+
+/// The child side of the fork: own process group (and the terminal when
+/// the wrapper had it), die with the wrapper, default signals, wait for the
+/// parent's go (it seizes us first), then exec; a failed exec sends errno
+/// back through the error pipe.
+///
+/// # Safety
+/// Call only in the child of a fork: it calls only async-signal-safe
+/// functions and never returns. The pointers in `plan` must point into
+/// strings that outlive the call (they do: the parent's copies, inherited).
+unsafe fn exec_child(plan: &ExecPlan) -> ! {
+    libc::setpgid(0, 0);
+    if plan.take_terminal {
+        let old = libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+        libc::tcsetpgrp(0, libc::getpid());
+        libc::signal(libc::SIGTTOU, old);
     }
-    // SAFETY: fresh fds we own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    if libc::getppid() != plan.parent.as_raw() {
+        libc::_exit(127);
+    }
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGALRM] {
+        libc::signal(sig, libc::SIG_DFL);
+    }
+    let mut empty: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut empty);
+    libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    let mut b = [0u8; 1];
+    while libc::read(plan.go.as_raw_fd(), b.as_mut_ptr().cast(), 1) < 0 {}
+    libc::execve(plan.program.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr());
+    let errno = *libc::__errno_location();
+    libc::write(plan.err.as_raw_fd(), errno.to_ne_bytes().as_ptr().cast(), 4);
+    libc::_exit(127);
 }
 
 /// Forks and execs `cmd` in a new process group. With `traced`, the parent
@@ -179,86 +245,60 @@ fn pipe_cloexec() -> Result<(OwnedFd, OwnedFd)> {
 pub fn spawn(cmd: &Command, traced: bool) -> Result<Spawned> {
     let program = cstr(cmd.program.as_os_str())?;
     let argv: Vec<CString> = cmd.argv.iter().map(|a| cstr(a)).collect::<Result<_>>()?;
-    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
-        .filter(|(k, _)| !cmd.env_remove.contains(k) && !cmd.env_set.iter().any(|(s, _)| s == k))
-        .collect();
-    env.extend(cmd.env_set.iter().cloned());
-    let envp: Vec<CString> = env
-        .into_iter()
-        .map(|(k, v)| {
-            let mut kv = k.into_vec();
-            kv.push(b'=');
-            kv.extend(v.into_vec());
-            CString::new(kv).context("environment variable with a NUL byte")
-        })
-        .collect::<Result<_>>()?;
-    let argv_ptrs: Vec<*const libc::c_char> =
-        argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
-    let envp_ptrs: Vec<*const libc::c_char> =
-        envp.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
-
+    let envp = environment(cmd)?;
     let (go_r, go_w) = pipe_cloexec()?;
     let (err_r, err_w) = pipe_cloexec()?;
-    // SAFETY: plain libc queries.
-    let take_terminal = unsafe { libc::isatty(0) == 1 && libc::tcgetpgrp(0) == libc::getpgrp() };
-    let parent_pid = nix::unistd::getpid();
-
-    // SAFETY: the child only calls async-signal-safe functions before exec.
+    let stdin = std::io::stdin();
+    let take_terminal = nix::unistd::isatty(0).unwrap_or(false)
+        && nix::unistd::tcgetpgrp(&stdin).is_ok_and(|g| g == nix::unistd::getpgrp());
+    let plan = ExecPlan {
+        program,
+        argv: pointers(&argv),
+        envp: pointers(&envp),
+        take_terminal,
+        parent: nix::unistd::getpid(),
+        go: go_r,
+        err: err_w,
+    };
+    // SAFETY: the child runs only `exec_child` (async-signal-safe calls on
+    // memory prepared before the fork) and never returns into Rust code.
     match unsafe { fork() }.context("fork")? {
-        ForkResult::Child => unsafe {
-            libc::setpgid(0, 0);
-            if take_terminal {
-                let old = libc::signal(libc::SIGTTOU, libc::SIG_IGN);
-                libc::tcsetpgrp(0, libc::getpid());
-                libc::signal(libc::SIGTTOU, old);
-            }
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            if libc::getppid() != parent_pid.as_raw() {
-                libc::_exit(127);
-            }
-            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGALRM] {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            let mut b = [0u8; 1];
-            while libc::read(go_r.as_raw_fd(), b.as_mut_ptr().cast(), 1) < 0 {}
-            libc::execve(program.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr());
-            let errno = *libc::__errno_location();
-            libc::write(err_w.as_raw_fd(), errno.to_ne_bytes().as_ptr().cast(), 4);
-            libc::_exit(127);
-        },
+        // SAFETY: this is the child of the fork, as exec_child requires.
+        ForkResult::Child => unsafe { exec_child(&plan) },
         ForkResult::Parent { child } => {
-            drop(go_r);
-            drop(err_w);
-            // Mirror the child's setpgid so signals can go to the group at once.
-            // SAFETY: setpgid on our own child.
-            unsafe { libc::setpgid(child.as_raw(), child.as_raw()) };
-            let refused = if traced {
-                ptrace::seize(child, trace_options()).err().map(|e| format!("ptrace refused ({e})"))
-            } else {
-                None
-            };
-            // SAFETY: one byte to our own pipe.
-            unsafe { libc::write(go_w.as_raw_fd(), b"g".as_ptr().cast(), 1) };
-            drop(go_w);
+            drop(plan);
             let c = Child { pid: child, err_pipe: err_r, took_terminal: take_terminal, program: cmd.program.clone() };
-            if !traced {
-                // Untraced: block until exec succeeded (pipe closes) or failed.
-                if let Some(e) = c.exec_error() {
-                    reap(child);
-                    c.restore_terminal();
-                    return Err(crate::error::Error::exec_failed(&cmd.program, e).into());
-                }
-                return Ok(Spawned::Plain(c, String::new()));
-            }
-            Ok(match refused {
-                None => Spawned::Traced(c),
-                Some(why) => Spawned::Plain(c, why),
-            })
+            start(c, cmd, traced, go_w)
         }
     }
+}
+
+/// The parent side: mirrors the child's process group, seizes it when
+/// asked, then lets it exec.
+fn start(c: Child, cmd: &Command, traced: bool, go: OwnedFd) -> Result<Spawned> {
+    // Mirror the child's setpgid so signals can go to the group at once
+    // (EACCES once it has exec'd is fine: it did it itself).
+    let _ = nix::unistd::setpgid(c.pid, c.pid);
+    let refused = if traced {
+        ptrace::seize(c.pid, trace_options()).err().map(|e| format!("ptrace refused ({e})"))
+    } else {
+        None
+    };
+    let _ = nix::unistd::write(&go, b"g");
+    drop(go);
+    if !traced {
+        // Untraced: block until exec succeeded (pipe closes) or failed.
+        if let Some(e) = c.exec_error() {
+            reap(c.pid);
+            c.restore_terminal();
+            return Err(crate::error::Error::exec_failed(&cmd.program, e).into());
+        }
+        return Ok(Spawned::Plain(c, String::new()));
+    }
+    Ok(match refused {
+        None => Spawned::Traced(c),
+        Some(why) => Spawned::Plain(c, why),
+    })
 }
 
 fn reap(pid: Pid) {

@@ -50,6 +50,7 @@ fn forwarded(sig: i32, expect_code: i32) {
     std::thread::sleep(Duration::from_millis(200));
     let pytest_pid = pids_in(&pidfile_dir)[0];
     let started = Instant::now();
+    // SAFETY: kill(2) on our own unreaped child's pid; no memory involved.
     unsafe { libc::kill(child.id() as i32, sig) };
     let out = child.wait_with_output().unwrap();
     assert!(started.elapsed() < Duration::from_secs(20));
