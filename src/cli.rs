@@ -16,12 +16,14 @@ Exit status:
   2-5  pytest's own status of the last run (interrupted, internal error,
        usage error, no tests collected), when nothing failed or crashed
   64   bad usage of pytest-abort-wrap
-  70   the wrapper could not work (state folder, spawn, ptrace loop)
+  70   the wrapper could not work (state folder missing or in use by
+       another wrapper, spawn, ptrace loop)
   74   a crash record or report could not be written (the rest was)
   126  the command was found but cannot be executed (permission denied)
   127  the command was not found
   128+N  the wrapper got signal N (SIGINT, SIGTERM, SIGHUP), forwarded it
-       to pytest's process group, and wrote what had run";
+       to pytest's process group (a second signal kills the group), and
+       wrote what had run";
 
 /// Supervise pytest: name the test that crashed and how, keep every result
 /// already earned, and run the rest of the suite.
