@@ -49,6 +49,8 @@ CONFIG = {
     "BENCH_BIG_TESTS": (50000, 1000),
     "BENCH_BIG_CRASHES": (2000, 50),
     "BENCH_SANITIZE_FILES": (20, 3),
+    "BENCH_CRASHLOG_LINES": (1000000, 20000),  # crash log into all four formats, created from nothing
+    "BENCH_CRASHLOG_ROUNDS": (1, 1),
     # The original's postprocess runs only when its estimated time is below
     # this many seconds (estimated from the quadratic fit of the smaller runs).
     "BENCH_ORIG_LIMIT_S": (600, 120),
@@ -480,7 +482,8 @@ def wl_postprocess(quick):
     t = Table(
         "Postprocess: crashes into a json+html+csv set made by the real plugins",
         ["tests", "crashes", "largest file (html)", "original (s)", "ours json+html+csv (s)", "original / ours",
-         "ours +junit (s)", "peak RSS original", "peak RSS ours (x largest file)"],
+         "ours +junit (s)", "cp of the 4 files (s)", "ours +junit / cp", "peak RSS original",
+         "peak RSS ours (x largest file)"],
     )
     fit = []  # (crashes, tests, seconds) of the original
     for tests, k in cases:
@@ -501,7 +504,11 @@ def wl_postprocess(quick):
             return a + (["--junit-xml", run / "report.xml"] if junit else [])
 
         orig_cmd = ("original", [VBIN / "pytest-abort-postprocess", *args(False)], {}, None)
-        ours = [("ours", [POST, *args(False)], {}, None), ("ours +junit", [POST, *args(True)], {}, None)]
+        # The floor: copying the same four files (process start included).
+        cp = ("cp of the 4 files", ["cp", *[src / f"report.{e}" for e in ("json", "html", "csv", "xml")],
+                                    WORK / "pp-cp"], {}, None)
+        (WORK / "pp-cp").mkdir(parents=True, exist_ok=True)
+        ours = [("ours", [POST, *args(False)], {}, None), ("ours +junit", [POST, *args(True)], {}, None), cp]
 
         def check(name, res):
             if res.rc != 0:
@@ -532,9 +539,11 @@ def wl_postprocess(quick):
             fit.append((k, tests, orig_med))
         m = med(rs["ours"])
         mj = med(rs["ours +junit"])
+        mc = med(rs["cp of the 4 files"])
         rss = peak(rs["ours"] + rs["ours +junit"])
         t.add(tests, k, f"{html_size / 1e6:.2f} MB", f"{orig_med:.2f}" if orig_med else f"not run (est. {est:.0f})",
               f"{m:.3f}", f"{orig_med / m:.0f}x" if orig_med else f">{est / m:.0f}x (est.)", f"{mj:.3f}",
+              f"{mc:.3f}", f"{mj / mc:.2f}x",
               f"{mib(orig_rss)} MiB" if orig_rss else "-", f"{mib(rss)} MiB ({rss * 1024 / html_size:.2f}x)")
     emit(t)
 
@@ -574,12 +583,51 @@ def wl_sanitize(quick):
     emit(t)
 
 
+def wl_crashlog(quick):
+    """A huge crash log (bad input at scale) into all four formats, each
+    created from nothing: wall time and peak memory against the size of the
+    largest output."""
+    n = cfg("BENCH_CRASHLOG_LINES", quick)
+    rounds = cfg("BENCH_CRASHLOG_ROUNDS", quick)
+    clog = WORK / f"crashes-{n}.jsonl"
+    if not clog.exists():
+        print(f"    writing a {n}-line crash log ...", flush=True)
+        crash_log(clog, n)
+    run = WORK / "crashlog-run"
+    outs = {"json": run / "r.json", "html": run / "r.html", "csv": run / "r.csv", "xml": run / "r.xml"}
+
+    def prepare(_name):
+        fresh(run)
+
+    def check(name, res):
+        if res.rc != 0:
+            raise SystemExit(f"crashlog: {name} failed (rc={res.rc}):\n{res.stdout[-3000:]}")
+
+    cmd = [POST, "--crash-log", clog, "--json-report", outs["json"], "--html-report", outs["html"],
+           "--csv-report", outs["csv"], "--junit-xml", outs["xml"]]
+    SECTION[0] = f"crash log of {n} lines into four new reports"
+    print(f"\n== {SECTION[0]} ({clog.stat().st_size / 1e6:.0f} MB)", flush=True)
+    rs = alternate([("ours", cmd, {}, None)], rounds, prepare=prepare, check=check)["ours"]
+    sizes = {k: p.stat().st_size for k, p in outs.items()}
+    largest = max(sizes.values())
+    rss = peak(rs)
+    t = Table(
+        f"A crash log of {n} lines ({clog.stat().st_size / 1e6:.0f} MB) into four reports created from nothing",
+        ["median wall (s)", "peak RSS", "largest output", "peak RSS / largest output", "outputs (MB)"],
+    )
+    t.add(f"{med(rs):.2f}", f"{mib(rss)} MiB", f"{largest / 1e6:.0f} MB", f"{rss * 1024 / largest:.2f}",
+          ", ".join(f"{k} {v / 1e6:.0f}" for k, v in sizes.items()))
+    emit(t)
+    fresh(run)
+
+
 WORKLOADS = {
     "overhead": wl_overhead,
     "subprocess": wl_subprocess,
     "recovery": wl_recovery,
     "postprocess": wl_postprocess,
     "sanitize": wl_sanitize,
+    "crashlog": wl_crashlog,
 }
 
 

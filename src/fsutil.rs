@@ -43,47 +43,75 @@ pub fn atomic_write_parts(path: &Path, parts: &[&[u8]]) -> Result<Written> {
     atomic_write_with(path, |w| parts.iter().try_for_each(|p| w.write_all(p)))
 }
 
-/// Writes what `fill` writes to `path` atomically: a temp file in the
-/// target's folder is written through a buffer (so an output larger than
-/// memory can be produced in pieces), flushed and renamed over the target.
+/// Writes what `fill` writes to `path` atomically: see [`AtomicFile`].
+pub fn atomic_write_with(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<Written> {
+    let mut file = AtomicFile::create(path)?;
+    fill(file.writer()).with_context(|| format!("{}: cannot write", path.display()))?;
+    file.commit()
+}
+
+/// A file being replaced atomically, written in pieces: a temp file in the
+/// target's folder, written through a buffer (an output larger than memory
+/// can be produced piece by piece, several files at once), then flushed
+/// and renamed over the target by [`AtomicFile::commit`]. Dropped without
+/// a commit, it removes the temp file and leaves the target as it was.
 ///
-/// The target is `path`, or when `path` is a symbolic link (dangling ones
-/// included) the file it finally points to, as pytest writes through a
-/// link: the link stays a link. A target that was read-only is replaced
-/// and reported in [`Written::replaced_read_only`].
+/// The target is the path asked for, or when that is a symbolic link
+/// (dangling ones included) the file it finally points to, as pytest
+/// writes through a link: the link stays a link. A target that was
+/// read-only is replaced and reported in [`Written::replaced_read_only`].
 ///
 /// What is guaranteed: a crash or kill of this process, or a write error
 /// such as a full disk (the error is returned, naming the file), leaves
-/// either the old file or the new one, never a truncated mix; the temp file
-/// is removed on error. What is not: durability across a power loss or a
-/// kernel crash. The data is not fsynced (the kernel writes it back later),
-/// so after a power cut the file may be the old one, or on some file
-/// systems empty. The new file keeps the old file's permissions when there
-/// was one, else 0644.
-pub fn atomic_write_with(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<Written> {
-    let target = resolve_links(path)?;
-    let dir = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .with_context(|| format!("{}: cannot create a temp file in {}", path.display(), dir.display()))?;
-    {
-        // write_all of each buffered piece surfaces ENOSPC/EIO; the final
-        // flush surfaces the rest (nothing stays buffered after it).
-        let mut w = std::io::BufWriter::with_capacity(1 << 18, tmp.as_file());
-        fill(&mut w).and_then(|_| w.flush()).with_context(|| format!("{}: cannot write", path.display()))?;
+/// either the old file or the new one, never a truncated mix. What is not:
+/// durability across a power loss or a kernel crash. The data is not
+/// fsynced (the kernel writes it back later), so after a power cut the file
+/// may be the old one, or on some file systems empty. The new file keeps
+/// the old file's permissions when there was one, else 0644.
+pub struct AtomicFile {
+    path: PathBuf,
+    target: PathBuf,
+    out: std::io::BufWriter<tempfile::NamedTempFile>,
+}
+
+impl AtomicFile {
+    /// Starts replacing `path`: creates the temp file beside its target.
+    pub fn create(path: &Path) -> Result<AtomicFile> {
+        let target = resolve_links(path)?;
+        let dir = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .with_context(|| format!("{}: cannot create a temp file in {}", path.display(), dir.display()))?;
+        let out = std::io::BufWriter::with_capacity(1 << 18, tmp);
+        Ok(AtomicFile { path: path.to_path_buf(), target, out })
     }
-    let old_mode = fs::metadata(&target).ok().map(|m| m.permissions().mode() & 0o7777);
-    let _ = fs::set_permissions(tmp.path(), fs::Permissions::from_mode(old_mode.unwrap_or(0o644)));
-    tmp.persist(&target)
-        .map_err(|e| e.error)
-        .with_context(|| format!("{}: cannot rename the temp file into place", path.display()))?;
-    Ok(Written { replaced_read_only: old_mode.filter(|m| m & 0o222 == 0), target })
+
+    /// Where the new content goes. Write errors (ENOSPC, EIO) surface here
+    /// or at [`AtomicFile::commit`].
+    pub fn writer(&mut self) -> &mut dyn Write {
+        &mut self.out
+    }
+
+    /// Flushes the content and renames it over the target.
+    pub fn commit(self) -> Result<Written> {
+        let AtomicFile { path, target, out } = self;
+        let tmp = out
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("{}: cannot write", path.display()))?;
+        let old_mode = fs::metadata(&target).ok().map(|m| m.permissions().mode() & 0o7777);
+        let _ = fs::set_permissions(tmp.path(), fs::Permissions::from_mode(old_mode.unwrap_or(0o644)));
+        tmp.persist(&target)
+            .map_err(|e| e.error)
+            .with_context(|| format!("{}: cannot rename the temp file into place", path.display()))?;
+        Ok(Written { replaced_read_only: old_mode.filter(|m| m & 0o222 == 0), target })
+    }
 }
 
 /// The file `path` finally names: symbolic links followed (relative

@@ -26,18 +26,19 @@ fn main() {
         ));
         std::process::exit(0);
     }
-    let records = match record::read_crash_log(&log) {
+    let targets: Vec<(Kind, PathBuf)> = args.reports.targets();
+    // The log is streamed (read twice), never held whole: a huge one costs
+    // time, not memory.
+    let (unique, results) = match reports::postprocess_log(&log, &targets) {
         Ok(r) => r,
         Err(e) => {
             write_stderr(&format!("pytest-abort-postprocess: error: {e:#}\n"));
             std::process::exit(2);
         }
     };
-    let targets: Vec<(Kind, PathBuf)> = args.reports.targets();
-    let unique = record::dedupe_by_nodeid(&records).len();
     write_stdout(&format!("pytest-abort-postprocess: {unique} crashed tests in {}\n", log.display()));
     let mut failed = false;
-    for ((kind, _), res) in targets.iter().zip(reports::postprocess(&records, &targets)) {
+    for ((kind, _), res) in targets.iter().zip(results) {
         match res {
             Ok(p) => {
                 if let Some(note) = p.read_only_note() {

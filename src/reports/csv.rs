@@ -7,7 +7,8 @@ use std::collections::HashSet;
 use anyhow::{bail, Context as _, Result};
 
 use super::text::py_float;
-use super::{Doc, Entry};
+use super::doc::{Doc, Part, Render};
+use super::Entry;
 
 /// pytest-csv's default columns.
 pub(crate) const DEFAULT_HEADER: &str = "id,module,name,file,doc,markers,status,message,duration";
@@ -21,7 +22,10 @@ pub(crate) struct CsvDoc {
     rows: Vec<Vec<String>>,
     ids: HashSet<String>,
     names: HashSet<String>,
-    added: Vec<Vec<String>>,
+    /// Rows held as CSV text.
+    added: Vec<String>,
+    /// Entries noted (added, absorbed or streamed).
+    noted: usize,
     created: bool,
 }
 
@@ -52,7 +56,7 @@ impl CsvDoc {
         let col = |name: &str| header.iter().position(|h| h == name);
         let ids = col("id").map(|c| rows.iter().map(|r| r[c].trim().to_string()).collect()).unwrap_or_default();
         let names = col("name").map(|c| rows.iter().map(|r| r[c].trim().to_string()).collect()).unwrap_or_default();
-        Ok(CsvDoc { text, header, terminator, rows, ids, names, added: Vec::new(), created })
+        Ok(CsvDoc { text, header, terminator, rows, ids, names, added: Vec::new(), noted: 0, created })
     }
 
     fn has_id_column(&self) -> bool {
@@ -84,15 +88,26 @@ pub(crate) fn entry_cells(e: &Entry, header: &[String]) -> Vec<String> {
         .collect()
 }
 
-impl Doc for CsvDoc {
-    fn parse(text: String) -> Result<Self> {
-        Self::from_text(text, false)
+/// Appends one CSV record as Python's csv module (and the csv crate)
+/// writes it: a field is quoted when it holds the delimiter, a quote, CR
+/// or LF, quotes doubled; a lone empty field is `""`.
+fn record_into(cells: &[String], terminator: &str, out: &mut String) {
+    for (i, c) in cells.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        if c.contains([',', '"', '\r', '\n']) || (c.is_empty() && cells.len() == 1) {
+            out.push('"');
+            out.push_str(&c.replace('"', "\"\""));
+            out.push('"');
+        } else {
+            out.push_str(c);
+        }
     }
+    out.push_str(terminator);
+}
 
-    fn create() -> Self {
-        Self::from_text(format!("{DEFAULT_HEADER}\r\n"), true).expect("the default header parses")
-    }
-
+impl Render for CsvDoc {
     fn has(&self, nodeid: &str) -> bool {
         let id = nodeid.trim();
         if self.has_id_column() {
@@ -103,11 +118,48 @@ impl Doc for CsvDoc {
         }
     }
 
-    fn add(&mut self, e: &Entry) {
-        let cells = entry_cells(e, &self.header);
-        self.ids.insert(e.nodeid.trim().to_string());
-        self.names.insert(e.name());
-        self.added.push(cells);
+    fn note(&mut self, _e: &Entry) {
+        self.noted += 1;
+    }
+
+    fn remember(&mut self, nodeid: &str) {
+        let id = nodeid.trim();
+        self.names.insert(crate::record::split_nodeid(id).last().copied().unwrap_or("").to_string());
+        self.ids.insert(id.to_string());
+    }
+
+    fn entry_into(&self, _slot: usize, e: &Entry, out: &mut String) {
+        record_into(&entry_cells(e, &self.header), self.terminator, out);
+    }
+
+    fn held(&self, _slot: usize) -> &[String] {
+        &self.added
+    }
+
+    fn parts(&self) -> Option<Vec<Part<'_>>> {
+        if self.noted == 0 && !self.created {
+            return None;
+        }
+        let mut out = vec![Part::Text(Cow::Borrowed(self.text.as_str()))];
+        if !self.text.ends_with('\n') {
+            out.push(Part::Text(Cow::Borrowed(self.terminator)));
+        }
+        out.push(Part::Entries(0));
+        Some(out)
+    }
+}
+
+impl Doc for CsvDoc {
+    fn parse(text: String) -> Result<Self> {
+        Self::from_text(text, false)
+    }
+
+    fn create() -> Self {
+        Self::from_text(format!("{DEFAULT_HEADER}\r\n"), true).expect("the default header parses")
+    }
+
+    fn held_mut(&mut self, _slot: usize) -> &mut Vec<String> {
+        &mut self.added
     }
 
     fn absorb(&mut self, other: &Self) -> usize {
@@ -123,7 +175,10 @@ impl Doc for CsvDoc {
             let cells: Vec<String> = self.header.iter().map(|h| other.value(row, h)).collect();
             self.ids.insert(id.trim().to_string());
             self.names.insert(name.trim().to_string());
-            self.added.push(cells);
+            let mut line = String::new();
+            record_into(&cells, self.terminator, &mut line);
+            self.added.push(line);
+            self.noted += 1;
             n += 1;
         }
         n
@@ -131,24 +186,6 @@ impl Doc for CsvDoc {
 
     fn original(&self) -> &str {
         &self.text
-    }
-
-    fn render_parts(&self) -> Option<Vec<Cow<'_, str>>> {
-        if self.added.is_empty() && !self.created {
-            return None;
-        }
-        let term = if self.terminator == "\r\n" { ::csv::Terminator::CRLF } else { ::csv::Terminator::Any(b'\n') };
-        let mut w = ::csv::WriterBuilder::new().terminator(term).from_writer(Vec::new());
-        for row in &self.added {
-            w.write_record(row).expect("writing CSV to memory");
-        }
-        let bytes = w.into_inner().expect("flushing CSV to memory");
-        let mut out = vec![Cow::Borrowed(self.text.as_str())];
-        if !self.text.ends_with('\n') {
-            out.push(Cow::Borrowed(self.terminator));
-        }
-        out.push(Cow::Owned(String::from_utf8(bytes).expect("CSV of UTF-8 strings")));
-        Some(out)
     }
 }
 

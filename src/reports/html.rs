@@ -19,10 +19,11 @@ use serde::de::{Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAcces
 use serde_json::{json, Value};
 
 use super::text::{
-    self, attr_escape_into, escaped_offsets, html_escape, html_unescape, object_members, py_dumps, py_str_into,
+    self, attr_escape_into, escaped_offsets, html_escape, html_unescape, object_members, py_dump_into, py_str_into,
     skip_value,
 };
-use super::{Doc, Entry};
+use super::doc::{Doc, Part, Render};
+use super::Entry;
 
 /// Where rows of a page created by pytest-abort go (such pages have no
 /// script to build the table from the blob).
@@ -45,6 +46,8 @@ pub(crate) struct HtmlDoc {
     added: Vec<String>,
     added_rows: Vec<String>,
     added_results: BTreeMap<String, i64>,
+    /// Entries noted (added, absorbed or streamed).
+    noted: usize,
     /// The page is one pytest-abort created (rows rendered statically).
     static_rows: bool,
     created: bool,
@@ -507,18 +510,33 @@ impl HtmlDoc {
             added: Vec::new(),
             added_rows: Vec::new(),
             added_results: BTreeMap::new(),
+            noted: 0,
             static_rows: text.contains(ROWS_MARKER),
             created,
             text,
         })
     }
 
-    fn push(&mut self, key: &str, fragment: String, results: &[String]) {
-        self.keys.insert(key.trim().to_string());
-        for r in results {
-            *self.added_results.entry(r.clone()).or_default() += 1;
+    fn count(&mut self, result: &str) {
+        match self.added_results.get_mut(result) {
+            Some(n) => *n += 1,
+            None => {
+                self.added_results.insert(result.to_string(), 1);
+            }
         }
-        self.added.push(fragment);
+    }
+
+    /// The page before the blob with the counts bumped by what was noted.
+    fn new_prefix(&self) -> String {
+        let mut prefix = self.text[..self.attr.0].to_string();
+        for (cls, delta) in &self.added_results {
+            prefix = bump_count(&prefix, cls, *delta);
+        }
+        let ran: i64 = ["passed", "failed", "xpassed", "xfailed"]
+            .iter()
+            .map(|k| self.added_results.get(*k).copied().unwrap_or(0))
+            .sum();
+        bump_run_count(&prefix, ran)
     }
 }
 
@@ -567,6 +585,78 @@ fn bump_run_count(prefix: &str, delta: i64) -> String {
     .into_owned()
 }
 
+impl Render for HtmlDoc {
+    fn has(&self, nodeid: &str) -> bool {
+        self.keys.contains(nodeid.trim())
+    }
+
+    fn note(&mut self, e: &Entry) {
+        self.noted += 1;
+        self.count(&result_word(&e.outcome).to_lowercase());
+    }
+
+    fn remember(&mut self, nodeid: &str) {
+        self.keys.insert(nodeid.trim().to_string());
+    }
+
+    /// Slot 0: the blob's `tests`; slot 1: a created page's static rows.
+    fn slots(&self) -> usize {
+        if self.static_rows {
+            2
+        } else {
+            1
+        }
+    }
+
+    fn entry_into(&self, slot: usize, e: &Entry, out: &mut String) {
+        if slot == 1 {
+            out.push_str(&static_row(e));
+            return;
+        }
+        let mut frag = String::new();
+        py_str_into(&e.nodeid, true, &mut frag);
+        frag.push_str(": ");
+        py_dump_into(&entry_value(e, &self.columns), true, &mut frag);
+        attr_escape_into(&frag, out);
+    }
+
+    fn separator(&self, slot: usize, index: usize) -> &str {
+        if slot == 1 || (index == 0 && self.tests_empty) {
+            ""
+        } else {
+            ", "
+        }
+    }
+
+    fn held(&self, slot: usize) -> &[String] {
+        if slot == 1 {
+            &self.added_rows
+        } else {
+            &self.added
+        }
+    }
+
+    fn parts(&self) -> Option<Vec<Part<'_>>> {
+        if self.noted == 0 && !self.created {
+            return None;
+        }
+        let mut prefix = self.new_prefix();
+        let mut out = Vec::with_capacity(6);
+        if let Some(pos) = prefix.find(ROWS_MARKER).filter(|_| self.static_rows) {
+            let rest = prefix.split_off(pos);
+            out.extend([Part::Text(Cow::Owned(prefix)), Part::Entries(1), Part::Text(Cow::Owned(rest))]);
+        } else {
+            out.push(Part::Text(Cow::Owned(prefix)));
+        }
+        out.extend([
+            Part::Text(Cow::Borrowed(&self.text[self.attr.0..self.tests_close])),
+            Part::Entries(0),
+            Part::Text(Cow::Borrowed(&self.text[self.tests_close..])),
+        ]);
+        Some(out)
+    }
+}
+
 impl Doc for HtmlDoc {
     fn parse(text: String) -> Result<Self> {
         Self::from_text(text, false)
@@ -576,31 +666,30 @@ impl Doc for HtmlDoc {
         Self::from_text(created_page(), true).expect("the created page parses")
     }
 
-    fn has(&self, nodeid: &str) -> bool {
-        self.keys.contains(nodeid.trim())
-    }
-
-    fn add(&mut self, e: &Entry) {
-        let mut frag = String::new();
-        py_str_into(&e.nodeid, true, &mut frag);
-        frag.push_str(": ");
-        frag.push_str(&py_dumps(&entry_value(e, &self.columns), true));
-        if self.static_rows {
-            self.added_rows.push(static_row(e));
+    fn held_mut(&mut self, slot: usize) -> &mut Vec<String> {
+        if slot == 1 {
+            &mut self.added_rows
+        } else {
+            &mut self.added
         }
-        self.push(&e.nodeid, frag, &[result_word(&e.outcome).to_lowercase()]);
     }
 
     fn absorb(&mut self, other: &Self) -> usize {
         let mut n = 0;
         for (s, e, results) in &other.members {
-            let fragment = html_unescape(&other.text[*s..*e]);
+            // The member as `other` escaped it is valid in this attribute
+            // too (both double-quoted): kept as it is.
+            let escaped = &other.text[*s..*e];
+            let fragment = html_unescape(escaped);
             let key: String = match skip_value(fragment.as_bytes(), 0) {
                 Ok(end) => serde_json::from_str(&text::replace_lone_surrogates(&fragment[..end])).unwrap_or_default(),
                 Err(_) => String::new(),
             };
             if !self.has(&key) {
-                self.push(&key, fragment, results);
+                self.remember(&key);
+                self.noted += 1;
+                results.iter().for_each(|r| self.count(r));
+                self.added.push(escaped.to_string());
                 n += 1;
             }
         }
@@ -609,40 +698,6 @@ impl Doc for HtmlDoc {
 
     fn original(&self) -> &str {
         &self.text
-    }
-
-    fn render_parts(&self) -> Option<Vec<Cow<'_, str>>> {
-        if self.added.is_empty() && !self.created {
-            return None;
-        }
-        let mut insert = String::with_capacity(self.added.iter().map(|a| a.len() + a.len() / 4 + 2).sum());
-        for (i, frag) in self.added.iter().enumerate() {
-            if i > 0 || !self.tests_empty {
-                insert.push_str(", ");
-            }
-            attr_escape_into(frag, &mut insert);
-        }
-        let at = self.tests_close;
-        let mut prefix = self.text[..self.attr.0].to_string();
-        for (cls, delta) in &self.added_results {
-            prefix = bump_count(&prefix, cls, *delta);
-        }
-        let ran: i64 = ["passed", "failed", "xpassed", "xfailed"]
-            .iter()
-            .map(|k| self.added_results.get(*k).copied().unwrap_or(0))
-            .sum();
-        prefix = bump_run_count(&prefix, ran);
-        if !self.added_rows.is_empty() {
-            if let Some(pos) = prefix.find(ROWS_MARKER) {
-                prefix.insert_str(pos, &self.added_rows.concat());
-            }
-        }
-        Some(vec![
-            Cow::Owned(prefix),
-            Cow::Borrowed(&self.text[self.attr.0..at]),
-            Cow::Owned(insert),
-            Cow::Borrowed(&self.text[at..]),
-        ])
     }
 }
 

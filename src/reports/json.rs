@@ -9,8 +9,11 @@ use anyhow::{bail, Context as _, Result};
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{json, Map, Value};
 
-use super::text::{array_elements, object_members, py_dumps, py_float, replace_lone_surrogates, separator};
-use super::{Doc, Entry};
+use super::doc::{Doc, Part, Render};
+use super::text::{
+    array_elements, object_members, py_dump_into, py_dumps, py_float, replace_lone_surrogates, separator,
+};
+use super::Entry;
 
 /// A parsed pytest-json-report file.
 pub(crate) struct JsonDoc {
@@ -250,10 +253,57 @@ impl JsonDoc {
         })
     }
 
+    /// Holds an entry taken from another report.
     fn push(&mut self, nodeid: &str, outcome: &str, fragment: String) {
-        self.ids.insert(nodeid.trim().to_string());
-        *self.added_outcomes.entry(outcome.to_string()).or_default() += 1;
+        self.remember(nodeid);
+        self.count(outcome);
         self.added.push(fragment);
+    }
+
+    fn count(&mut self, outcome: &str) {
+        match self.added_outcomes.get_mut(outcome) {
+            Some(n) => *n += 1,
+            None => {
+                self.added_outcomes.insert(outcome.to_string(), 1);
+            }
+        }
+    }
+
+    /// The new `summary` object: every count bumped by what was noted.
+    fn new_summary(&self) -> String {
+        let n: i64 = self.added_outcomes.values().sum();
+        let mut summary = Map::new();
+        let mut pending: Vec<(&String, &i64)> = self
+            .added_outcomes
+            .iter()
+            .filter(|(k, _)| !k.is_empty() && !self.summary_value.contains_key(k.as_str()))
+            .collect();
+        for (k, v) in &self.summary_value {
+            if k == "total" || k == "collected" {
+                for (pk, pv) in pending.drain(..) {
+                    summary.insert(pk.clone(), json!(*pv));
+                }
+            }
+            let add = match k.as_str() {
+                "total" | "collected" => n,
+                "unskipped_total" => n - self.added_outcomes.get("skipped").copied().unwrap_or(0),
+                other => self.added_outcomes.get(other).copied().unwrap_or(0),
+            };
+            let nv = match v.as_i64() {
+                Some(x) => json!(x + add),
+                None => v.clone(),
+            };
+            summary.insert(k.clone(), nv);
+        }
+        for (pk, pv) in pending {
+            summary.insert(pk.clone(), json!(*pv));
+        }
+        py_dumps(&Value::Object(summary), true)
+    }
+
+    /// Nothing noted and not created: the file stays as it is.
+    fn unchanged(&self) -> bool {
+        self.added_outcomes.is_empty() && !self.created
     }
 }
 
@@ -322,6 +372,72 @@ pub(crate) fn entry_value(e: &Entry) -> Value {
     Value::Object(t)
 }
 
+impl Render for JsonDoc {
+    fn has(&self, nodeid: &str) -> bool {
+        self.ids.contains(nodeid.trim())
+    }
+
+    fn note(&mut self, e: &Entry) {
+        self.added_duration += e.duration;
+        self.count(&e.outcome);
+    }
+
+    fn remember(&mut self, nodeid: &str) {
+        self.ids.insert(nodeid.trim().to_string());
+    }
+
+    fn entry_into(&self, _slot: usize, e: &Entry, out: &mut String) {
+        py_dump_into(&entry_value(e), true, out);
+    }
+
+    fn separator(&self, _slot: usize, index: usize) -> &str {
+        if index == 0 && self.elems.is_empty() {
+            ""
+        } else {
+            &self.sep
+        }
+    }
+
+    fn held(&self, _slot: usize) -> &[String] {
+        &self.added
+    }
+
+    fn parts(&self) -> Option<Vec<Part<'_>>> {
+        if self.unchanged() {
+            return None;
+        }
+        // (start, end, replacement) in the original text; `None`: the new tests.
+        let at = self.elems.last().map(|e| e.1).unwrap_or(self.tests_close);
+        let mut edits: Vec<(usize, usize, Option<String>)> =
+            vec![(at, at, None), (self.summary.0, self.summary.1, Some(self.new_summary()))];
+        if let Some((s, e, code)) = self.exitcode {
+            let failures = self.added_outcomes.get("failed").copied().unwrap_or(0)
+                + self.added_outcomes.get("error").copied().unwrap_or(0);
+            if failures > 0 && (code == 0 || code == 5) {
+                edits.push((s, e, Some("1".into())));
+            }
+        }
+        if let Some((s, e, d)) = self.duration {
+            if self.added_duration > 0.0 {
+                edits.push((s, e, Some(py_float(d + self.added_duration))));
+            }
+        }
+        edits.sort_by_key(|x| x.0);
+        let mut out = Vec::with_capacity(2 * edits.len() + 1);
+        let mut pos = 0;
+        for (s, e, rep) in edits {
+            out.push(Part::Text(Cow::Borrowed(&self.text[pos..s])));
+            out.push(match rep {
+                Some(r) => Part::Text(Cow::Owned(r)),
+                None => Part::Entries(0),
+            });
+            pos = e;
+        }
+        out.push(Part::Text(Cow::Borrowed(&self.text[pos..])));
+        Some(out)
+    }
+}
+
 impl Doc for JsonDoc {
     fn parse(text: String) -> Result<Self> {
         Self::from_text(text, false)
@@ -337,14 +453,8 @@ impl Doc for JsonDoc {
         Self::from_text(py_dumps(&v, true), true).expect("a new report parses")
     }
 
-    fn has(&self, nodeid: &str) -> bool {
-        self.ids.contains(nodeid.trim())
-    }
-
-    fn add(&mut self, e: &Entry) {
-        self.added_duration += e.duration;
-        let frag = py_dumps(&entry_value(e), true);
-        self.push(&e.nodeid, &e.outcome, frag);
+    fn held_mut(&mut self, _slot: usize) -> &mut Vec<String> {
+        &mut self.added
     }
 
     fn absorb(&mut self, other: &Self) -> usize {
@@ -371,69 +481,6 @@ impl Doc for JsonDoc {
 
     fn original(&self) -> &str {
         &self.text
-    }
-
-    fn render_parts(&self) -> Option<Vec<Cow<'_, str>>> {
-        if self.added.is_empty() && !self.created {
-            return None;
-        }
-        let mut edits: Vec<(usize, usize, String)> = Vec::new();
-        // tests array
-        let joined = self.added.join(&self.sep);
-        let insert = if self.elems.is_empty() { joined } else { format!("{}{}", self.sep, joined) };
-        let at = self.elems.last().map(|e| e.1).unwrap_or(self.tests_close);
-        edits.push((at, at, insert));
-        // summary
-        let n: i64 = self.added_outcomes.values().sum();
-        let mut summary = Map::new();
-        let mut pending: Vec<(&String, &i64)> = self
-            .added_outcomes
-            .iter()
-            .filter(|(k, _)| !k.is_empty() && !self.summary_value.contains_key(k.as_str()))
-            .collect();
-        for (k, v) in &self.summary_value {
-            if k == "total" || k == "collected" {
-                for (pk, pv) in pending.drain(..) {
-                    summary.insert(pk.clone(), json!(*pv));
-                }
-            }
-            let add = match k.as_str() {
-                "total" | "collected" => n,
-                "unskipped_total" => n - self.added_outcomes.get("skipped").copied().unwrap_or(0),
-                other => self.added_outcomes.get(other).copied().unwrap_or(0),
-            };
-            let nv = match v.as_i64() {
-                Some(x) => json!(x + add),
-                None => v.clone(),
-            };
-            summary.insert(k.clone(), nv);
-        }
-        for (pk, pv) in pending {
-            summary.insert(pk.clone(), json!(*pv));
-        }
-        edits.push((self.summary.0, self.summary.1, py_dumps(&Value::Object(summary), true)));
-        if let Some((s, e, code)) = self.exitcode {
-            let failures = self.added_outcomes.get("failed").copied().unwrap_or(0)
-                + self.added_outcomes.get("error").copied().unwrap_or(0);
-            if failures > 0 && (code == 0 || code == 5) {
-                edits.push((s, e, "1".into()));
-            }
-        }
-        if let Some((s, e, d)) = self.duration {
-            if self.added_duration > 0.0 {
-                edits.push((s, e, py_float(d + self.added_duration)));
-            }
-        }
-        edits.sort_by_key(|x| x.0);
-        let mut out: Vec<Cow<'_, str>> = Vec::with_capacity(2 * edits.len() + 1);
-        let mut pos = 0;
-        for (s, e, rep) in edits {
-            out.push(Cow::Borrowed(&self.text[pos..s]));
-            out.push(Cow::Owned(rep));
-            pos = e;
-        }
-        out.push(Cow::Borrowed(&self.text[pos..]));
-        Some(out)
     }
 }
 

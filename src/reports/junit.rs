@@ -10,7 +10,8 @@ use quick_xml::events::Event;
 use quick_xml::Reader;
 
 use super::text::{xml_attr, xml_text};
-use super::{Doc, Entry};
+use super::doc::{Doc, Part, Render};
+use super::Entry;
 
 /// classname and name of a node id, the way pytest's junitxml derives them:
 /// `a/b/test_x.py::Cls::test_y[p]` -> (`a.b.test_x.Cls`, `test_y[p]`).
@@ -47,7 +48,6 @@ pub(crate) struct JunitDoc {
     /// Where new cases go: the first suite's `</testsuite>` (or the
     /// root's closing tag when there is no suite).
     insert_at: usize,
-    root_close: usize,
     cases: Vec<Case>,
     keys: HashSet<(String, String)>,
     added: Vec<String>,
@@ -169,7 +169,6 @@ impl JunitDoc {
             text,
             suite_tag,
             insert_at,
-            root_close,
             cases,
             keys,
             added: Vec::new(),
@@ -291,6 +290,73 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
 }
 
+impl Render for JunitDoc {
+    fn has(&self, nodeid: &str) -> bool {
+        self.keys.contains(&junit_names(nodeid.trim()))
+    }
+
+    fn note(&mut self, e: &Entry) {
+        let kind = match e.outcome.as_str() {
+            "failed" if e.flaky_pass => None,
+            "failed" => Some("failure"),
+            "error" => Some("error"),
+            "skipped" | "xfailed" => Some("skipped"),
+            _ => None,
+        };
+        self.count(kind, e.duration);
+    }
+
+    fn remember(&mut self, nodeid: &str) {
+        self.keys.insert(junit_names(nodeid.trim()));
+    }
+
+    fn entry_into(&self, _slot: usize, e: &Entry, out: &mut String) {
+        out.push_str(&entry_xml(e));
+    }
+
+    fn held(&self, _slot: usize) -> &[String] {
+        &self.added
+    }
+
+    fn parts(&self) -> Option<Vec<Part<'_>>> {
+        if self.added_tests == 0 && !self.created {
+            return None;
+        }
+        let t = self.text.as_str();
+        let text = |s: &'_ str| Part::Text(Cow::Owned(s.to_string()));
+        let out: Vec<Part<'_>> = match self.suite_tag {
+            Some((s, e, true)) => vec![
+                Part::Text(t[..s].into()),
+                Part::Text(self.suite_start(&t[s..e]).into()),
+                Part::Entries(0),
+                text("</testsuite>"),
+                Part::Text(t[e..].into()),
+            ],
+            Some((s, e, false)) => vec![
+                Part::Text(t[..s].into()),
+                Part::Text(self.suite_start(&t[s..e]).into()),
+                Part::Text(t[e..self.insert_at].into()),
+                Part::Entries(0),
+                Part::Text(t[self.insert_at..].into()),
+            ],
+            None => vec![
+                Part::Text(t[..self.insert_at].into()),
+                Part::Text(
+                    format!(
+                        "<testsuite name=\"pytest\" errors=\"{}\" failures=\"{}\" skipped=\"{}\" tests=\"{}\" time=\"{:.3}\">",
+                        self.added_errors, self.added_failures, self.added_skipped, self.added_tests, self.added_time
+                    )
+                    .into(),
+                ),
+                Part::Entries(0),
+                text("</testsuite>"),
+                Part::Text(t[self.insert_at..].into()),
+            ],
+        };
+        Some(out)
+    }
+}
+
 impl Doc for JunitDoc {
     fn parse(text: String) -> Result<Self> {
         Self::from_text(text, false)
@@ -306,21 +372,8 @@ errors=\"0\" failures=\"0\" skipped=\"0\" tests=\"0\" time=\"0.000\" timestamp=\
         Self::from_text(text, true).expect("a new JUnit report parses")
     }
 
-    fn has(&self, nodeid: &str) -> bool {
-        self.keys.contains(&junit_names(nodeid.trim()))
-    }
-
-    fn add(&mut self, e: &Entry) {
-        let kind = match e.outcome.as_str() {
-            "failed" if e.flaky_pass => None,
-            "failed" => Some("failure"),
-            "error" => Some("error"),
-            "skipped" | "xfailed" => Some("skipped"),
-            _ => None,
-        };
-        self.count(kind, e.duration);
-        self.keys.insert(junit_names(e.nodeid.trim()));
-        self.added.push(entry_xml(e));
+    fn held_mut(&mut self, _slot: usize) -> &mut Vec<String> {
+        &mut self.added
     }
 
     fn absorb(&mut self, other: &Self) -> usize {
@@ -337,43 +390,6 @@ errors=\"0\" failures=\"0\" skipped=\"0\" tests=\"0\" time=\"0.000\" timestamp=\
 
     fn original(&self) -> &str {
         &self.text
-    }
-
-    fn render_parts(&self) -> Option<Vec<Cow<'_, str>>> {
-        if self.added.is_empty() && !self.created {
-            return None;
-        }
-        let cases = self.added.concat();
-        let t = self.text.as_str();
-        let out: Vec<Cow<'_, str>> = match self.suite_tag {
-            Some((s, e, true)) => vec![
-                t[..s].into(),
-                self.suite_start(&t[s..e]).into(),
-                cases.into(),
-                "</testsuite>".into(),
-                t[e..].into(),
-            ],
-            Some((s, e, false)) => vec![
-                t[..s].into(),
-                self.suite_start(&t[s..e]).into(),
-                t[e..self.insert_at].into(),
-                cases.into(),
-                t[self.insert_at..].into(),
-            ],
-            None => {
-                let _ = self.root_close;
-                vec![
-                    t[..self.insert_at].into(),
-                    format!(
-                        "<testsuite name=\"pytest\" errors=\"{}\" failures=\"{}\" skipped=\"{}\" tests=\"{}\" time=\"{:.3}\">{cases}</testsuite>",
-                        self.added_errors, self.added_failures, self.added_skipped, self.added_tests, self.added_time
-                    )
-                    .into(),
-                    t[self.insert_at..].into(),
-                ]
-            }
-        };
-        Some(out)
     }
 }
 

@@ -13,14 +13,15 @@
 //!   `data-jsonblob` repair for pytest_html_merger.
 
 mod csv;
+mod doc;
 mod html;
 mod json;
 mod junit;
 mod merge;
+mod patch;
 mod sanitize;
 pub mod text;
 
-use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -30,6 +31,7 @@ use anyhow::{bail, Context as _, Result};
 use crate::journal::{Done, RunReports};
 use crate::record::{self, CrashRecord};
 
+pub(crate) use doc::Doc;
 pub use merge::complete;
 pub use sanitize::{sanitize_html_file, sanitize_paths, DEFAULT_GLOB};
 
@@ -272,30 +274,6 @@ pub fn crash_text(r: &CrashRecord) -> String {
     s
 }
 
-/// A report parsed for splicing. Implemented by each format.
-pub(crate) trait Doc: Sized {
-    /// Parses and validates `text`; errors when it is not this format.
-    fn parse(text: String) -> Result<Self>;
-    /// A new, empty report of this format.
-    fn create() -> Self;
-    /// True when the report already holds a test with this node id.
-    fn has(&self, nodeid: &str) -> bool;
-    /// Adds one entry (the caller checked [`Doc::has`]).
-    fn add(&mut self, e: &Entry);
-    /// Adds every test of `other` this report lacks; returns how many.
-    fn absorb(&mut self, other: &Self) -> usize;
-    /// The text the report was parsed from.
-    fn original(&self) -> &str;
-    /// The new text in pieces (mostly slices of the text it was parsed
-    /// from, so writing it needs no second copy of the file), or `None`
-    /// when nothing changed (a created report always renders).
-    fn render_parts(&self) -> Option<Vec<Cow<'_, str>>>;
-    /// [`Doc::render_parts`] joined.
-    fn render(&self) -> Option<String> {
-        self.render_parts().map(|parts| parts.concat())
-    }
-}
-
 /// The UTF-8 byte order mark some editors and tools put first.
 const BOM: &str = "\u{feff}";
 
@@ -336,42 +314,28 @@ fn add_crashes<D: Doc>(doc: &mut D, records: &[CrashRecord]) -> usize {
     added
 }
 
-fn patch_doc<D: Doc>(path: &Path, records: &[CrashRecord]) -> Result<Patched> {
-    let existing = read_report_bom(path)?;
-    let created = existing.is_none();
-    let (bom, mut doc) = match existing {
-        Some((bom, t)) => {
-            (bom, D::parse(t).with_context(|| format!("{}: not a valid report of its format", path.display()))?)
-        }
-        None => (false, D::create()),
-    };
-    let added = add_crashes(&mut doc, records);
-    let mut replaced_read_only = None;
-    if let Some(parts) = doc.render_parts() {
-        let bom = if bom { BOM.as_bytes() } else { b"" };
-        let bytes: Vec<&[u8]> = std::iter::once(bom).chain(parts.iter().map(|p| p.as_bytes())).collect();
-        replaced_read_only = crate::fsutil::atomic_write_parts(path, &bytes)?.replaced_read_only;
-    }
-    Ok(Patched { path: path.to_path_buf(), added, created, replaced_read_only })
-}
-
 /// Add one failed entry per crash record (dedupe by trimmed nodeid, first
 /// wins, skip empty nodeid) missing from the report; create the report when
 /// absent; idempotent (byte-identical on rerun); atomic write via
-/// crate::fsutil::atomic_write; error (file untouched) when the report is
+/// [`crate::fsutil::AtomicFile`]; error (file untouched) when the report is
 /// invalid for its format.
 pub fn patch_file(kind: Kind, path: &Path, records: &[CrashRecord]) -> Result<Patched> {
-    match kind {
-        Kind::Json => patch_doc::<json::JsonDoc>(path, records),
-        Kind::Html => patch_doc::<html::HtmlDoc>(path, records),
-        Kind::Csv => patch_doc::<csv::CsvDoc>(path, records),
-        Kind::Junit => patch_doc::<junit::JunitDoc>(path, records),
-    }
+    let (_, mut results) = patch::patch_all(records, &[(kind, path.to_path_buf())])?;
+    results.pop().expect("one result per target")
 }
 
 /// Patch every target; per-file errors collected, others still patched.
 pub fn postprocess(records: &[CrashRecord], targets: &[(Kind, PathBuf)]) -> Vec<Result<Patched>> {
-    targets.iter().map(|(k, p)| patch_file(*k, p, records)).collect()
+    let (_, results) = patch::patch_all(records, targets).expect("records in memory cannot fail to read");
+    results
+}
+
+/// [`postprocess`] from a crash log file, read as a stream (twice), so
+/// memory stays small however long the log is: returns the number of
+/// distinct crashed tests in the log and per target what was done. An
+/// error reading the log fails the whole call, touching no report.
+pub fn postprocess_log(log: &Path, targets: &[(Kind, PathBuf)]) -> Result<(usize, Vec<Result<Patched>>)> {
+    patch::patch_all(&patch::LogFile(log), targets)
 }
 
 /// Entries rendered by every format's snapshot tests: a fixed crash record.

@@ -1,0 +1,106 @@
+//! The one shape of a report format: parsed for splicing, asked which
+//! tests it holds, told which entries it will gain, and written out in
+//! parts. The parts are mostly slices of the parsed text; the new entries
+//! go into *slots* (the place in the file where entries go: the `tests`
+//! array of a JSON report, the blob of a pytest-html page, ...), so they
+//! can be rendered one at a time while the file is written, however many
+//! there are.
+
+use std::borrow::Cow;
+use std::io::{self, Write};
+
+use anyhow::Result;
+
+use super::Entry;
+
+/// One piece of a report's new text.
+pub(crate) enum Part<'a> {
+    /// Text, mostly a slice of the parsed file.
+    Text(Cow<'a, str>),
+    /// The new entries of one slot, in order: those the report holds as
+    /// text (added or absorbed), then the streamed ones.
+    Entries(usize),
+}
+
+/// The writing half of a report format: object safe, so reports of
+/// several formats can be written side by side from one pass over the
+/// crash log.
+pub(crate) trait Render {
+    /// True when the report already holds a test with this node id (one of
+    /// its own, or one added with [`Doc::add`]).
+    fn has(&self, nodeid: &str) -> bool;
+    /// Counts an entry that will be written: counters, totals, durations.
+    fn note(&mut self, e: &Entry);
+    /// Remembers a node id as held, for [`Render::has`].
+    fn remember(&mut self, nodeid: &str);
+    /// How many slots the report has (see the module docs).
+    fn slots(&self) -> usize {
+        1
+    }
+    /// Appends an entry as the format writes it in `slot`.
+    fn entry_into(&self, slot: usize, e: &Entry, out: &mut String);
+    /// What goes before entry number `index` of `slot` (counting the
+    /// held ones): `", "` between JSON elements, nothing for rows.
+    fn separator(&self, _slot: usize, _index: usize) -> &str {
+        ""
+    }
+    /// The entries of `slot` held as text (added or absorbed).
+    fn held(&self, slot: usize) -> &[String];
+    /// The new text in parts, with the noted counts; `None` when nothing
+    /// changed (a created report always renders).
+    fn parts(&self) -> Option<Vec<Part<'_>>>;
+}
+
+/// A report format: [`Render`] plus reading, creating and merging.
+pub(crate) trait Doc: Render + Sized {
+    /// Parses and validates `text`; errors when it is not this format.
+    fn parse(text: String) -> Result<Self>;
+    /// A new, empty report of this format.
+    fn create() -> Self;
+    /// The entries of `slot` held as text, to add to.
+    fn held_mut(&mut self, slot: usize) -> &mut Vec<String>;
+    /// Adds every test of `other` this report lacks; returns how many.
+    fn absorb(&mut self, other: &Self) -> usize;
+    /// The text the report was parsed from.
+    fn original(&self) -> &str;
+
+    /// Adds one entry (the caller checked [`Render::has`]).
+    fn add(&mut self, e: &Entry) {
+        self.remember(&e.nodeid);
+        self.note(e);
+        for slot in 0..self.slots() {
+            let mut text = String::new();
+            self.entry_into(slot, e, &mut text);
+            self.held_mut(slot).push(text);
+        }
+    }
+
+    /// The new text, or `None` when nothing changed.
+    fn render(&self) -> Option<String> {
+        let parts = self.parts()?;
+        let mut out = Vec::new();
+        write_parts(self, &parts, &mut out).expect("writing to memory");
+        Some(String::from_utf8(out).expect("every part is UTF-8"))
+    }
+}
+
+/// Writes `parts` of `doc` to `w`: text as it is, each slot's held
+/// entries with their separators.
+pub(crate) fn write_parts(doc: &(impl Render + ?Sized), parts: &[Part<'_>], w: &mut dyn Write) -> io::Result<()> {
+    for part in parts {
+        match part {
+            Part::Text(t) => w.write_all(t.as_bytes())?,
+            Part::Entries(slot) => write_held(doc, *slot, w)?,
+        }
+    }
+    Ok(())
+}
+
+/// Writes the held entries of `slot`, each after its separator.
+pub(crate) fn write_held(doc: &(impl Render + ?Sized), slot: usize, w: &mut dyn Write) -> io::Result<()> {
+    for (i, h) in doc.held(slot).iter().enumerate() {
+        w.write_all(doc.separator(slot, i).as_bytes())?;
+        w.write_all(h.as_bytes())?;
+    }
+    Ok(())
+}
