@@ -6,8 +6,8 @@ use std::collections::HashSet;
 
 use anyhow::{bail, Context as _, Result};
 
-use super::text::py_float;
 use super::doc::{Doc, Part, Render};
+use super::text::py_float;
 use super::Entry;
 
 /// pytest-csv's default columns.

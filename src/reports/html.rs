@@ -16,13 +16,13 @@ use std::sync::OnceLock;
 use anyhow::{bail, Context as _, Result};
 use regex::Regex;
 use serde::de::{Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use super::doc::{Doc, Part, Render};
 use super::text::{
-    self, attr_escape_into, escaped_offsets, html_escape, html_unescape, object_members, py_dump_into, py_str_into,
+    self, attr_escape_into, escaped_offsets, html_escape, html_unescape, object_members, py_str_into,
     skip_value,
 };
-use super::doc::{Doc, Part, Render};
 use super::Entry;
 
 /// Where rows of a page created by pytest-abort go (such pages have no
@@ -103,6 +103,8 @@ fn log_text(e: &Entry) -> String {
     log
 }
 
+/// The reference the direct writer is tested against (readable, slow).
+#[cfg(test)]
 /// The blob entry (`[ {...} ]`) pytest-html would write for this entry, with
 /// the row's cells following `columns`.
 pub(crate) fn entry_value(e: &Entry, columns: &[String]) -> Value {
@@ -120,7 +122,7 @@ pub(crate) fn entry_value(e: &Entry, columns: &[String]) -> Value {
             Value::from(format!("<td class=\"{}\">{inner}</td>", html_escape(c)))
         })
         .collect();
-    json!([{
+    serde_json::json!([{
         "extras": [],
         "result": result,
         "testId": e.nodeid,
@@ -128,6 +130,41 @@ pub(crate) fn entry_value(e: &Entry, columns: &[String]) -> Value {
         "resultsTableRow": cells,
         "log": log_text(e),
     }])
+}
+
+/// Writes `[entry_value(e, columns)]` as `py_dumps(.., true)` would,
+/// without building the value (once per crash).
+pub(crate) fn entry_json_into(e: &Entry, columns: &[String], out: &mut String) {
+    let result = result_word(&e.outcome);
+    let duration = format_duration(e.duration);
+    out.push_str("[{\"extras\": [], \"result\": \"");
+    out.push_str(result);
+    out.push_str("\", \"testId\": ");
+    py_str_into(&e.nodeid, true, out);
+    out.push_str(", \"duration\": ");
+    py_str_into(&duration, true, out);
+    out.push_str(", \"resultsTableRow\": [");
+    let mut cell = String::new();
+    for (i, c) in columns.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        cell.clear();
+        cell.push_str("<td class=\"");
+        text::html_escape_into(c, &mut cell);
+        cell.push_str("\">");
+        match c.as_str() {
+            "col-result" => cell.push_str(result),
+            "col-testId" | "col-name" => text::html_escape_into(&e.nodeid, &mut cell),
+            "col-duration" => cell.push_str(&duration),
+            _ => {}
+        }
+        cell.push_str("</td>");
+        py_str_into(&cell, true, out);
+    }
+    out.push_str("], \"log\": ");
+    py_str_into(&log_text(e), true, out);
+    out.push_str("}]");
 }
 
 const DEFAULT_COLUMNS: [&str; 4] = ["col-result", "col-testId", "col-duration", "col-links"];
@@ -616,7 +653,7 @@ impl Render for HtmlDoc {
         let mut frag = String::new();
         py_str_into(&e.nodeid, true, &mut frag);
         frag.push_str(": ");
-        py_dump_into(&entry_value(e, &self.columns), true, &mut frag);
+        entry_json_into(e, &self.columns, &mut frag);
         attr_escape_into(&frag, out);
     }
 
@@ -711,6 +748,17 @@ mod tests {
         let e = Entry::from_crash(&sample_record());
         let cols: Vec<String> = DEFAULT_COLUMNS.iter().map(|s| s.to_string()).collect();
         insta::assert_snapshot!(serde_json::to_string_pretty(&entry_value(&e, &cols)).unwrap());
+    }
+
+    #[test]
+    fn direct_writer_matches_the_value() {
+        let mut cols: Vec<String> = DEFAULT_COLUMNS.iter().map(|s| s.to_string()).collect();
+        cols.push("col-x\"<".into());
+        for e in crate::reports::json::tests::sample_entries() {
+            let mut direct = String::new();
+            entry_json_into(&e, &cols, &mut direct);
+            assert_eq!(direct, crate::reports::text::py_dumps(&entry_value(&e, &cols), true));
+        }
     }
 
     #[test]

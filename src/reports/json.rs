@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 
 use super::doc::{Doc, Part, Render};
 use super::text::{
-    array_elements, object_members, py_dump_into, py_dumps, py_float, replace_lone_surrogates, separator,
+    array_elements, object_members, py_dumps, py_float, py_str_into, replace_lone_surrogates, separator,
 };
 use super::Entry;
 
@@ -307,6 +307,8 @@ impl JsonDoc {
     }
 }
 
+/// The reference the direct writer is tested against (readable, slow).
+#[cfg(test)]
 /// The pytest-json-report test object for an entry.
 pub(crate) fn entry_value(e: &Entry) -> Value {
     let keywords = {
@@ -372,6 +374,87 @@ pub(crate) fn entry_value(e: &Entry) -> Value {
     Value::Object(t)
 }
 
+/// Writes [`entry_value`] as `py_dumps(.., true)` would, without building
+/// the value (this runs once per crash, a million times for a huge log).
+pub(crate) fn entry_json_into(e: &Entry, out: &mut String) {
+    use std::fmt::Write as _;
+    let s = |v: &str, out: &mut String| py_str_into(v, true, out);
+    out.push_str("{\"nodeid\": ");
+    s(&e.nodeid, out);
+    let _ = write!(out, ", \"lineno\": {}, \"outcome\": ", e.lineno.unwrap_or(0));
+    s(&e.outcome, out);
+    out.push_str(", \"keywords\": [");
+    s(&e.name(), out);
+    if let Some(file) = e.path.rsplit('/').next().filter(|f| !f.is_empty()) {
+        out.push_str(", ");
+        s(file, out);
+    }
+    if e.crash {
+        out.push_str(", \"pytest_abort_crash\"");
+    }
+    out.push_str(", \"\"]");
+    let passed = "{\"duration\": 0.0, \"outcome\": \"passed\"}";
+    match e.when.as_str() {
+        "setup" => {
+            out.push_str(", \"setup\": ");
+            stage_into(e, out);
+            let _ = write!(out, ", \"teardown\": {passed}}}");
+        }
+        "teardown" => {
+            let _ = write!(out, ", \"setup\": {passed}, \"call\": {passed}, \"teardown\": ");
+            stage_into(e, out);
+            out.push('}');
+        }
+        _ => {
+            let _ = write!(out, ", \"setup\": {passed}, \"call\": ");
+            stage_into(e, out);
+            let _ = write!(out, ", \"teardown\": {passed}}}");
+        }
+    }
+}
+
+/// The stage that decided the outcome, as [`entry_value`] builds it.
+fn stage_into(e: &Entry, out: &mut String) {
+    use std::fmt::Write as _;
+    let outcome = match e.outcome.as_str() {
+        "error" | "failed" => "failed",
+        "skipped" | "xfailed" => "skipped",
+        _ => "passed",
+    };
+    let _ = write!(out, "{{\"duration\": {}, \"outcome\": \"{outcome}\"", py_float(e.duration));
+    if !e.longrepr.is_empty() {
+        if outcome == "failed" {
+            out.push_str(", \"crash\": {\"path\": ");
+            py_str_into(&e.path, true, out);
+            let _ = write!(out, ", \"lineno\": {}, \"message\": ", e.lineno.map(|l| l + 1).unwrap_or(0));
+            py_str_into(&e.message, true, out);
+            out.push('}');
+        }
+        // A repeated key keeps its first place and its last value.
+        let mut streams: Vec<(&str, &str)> = Vec::new();
+        for (title, text) in &e.sections {
+            let key = if title.contains("stdout") {
+                "stdout"
+            } else if title.contains("stderr") {
+                "stderr"
+            } else {
+                continue;
+            };
+            match streams.iter_mut().find(|(k, _)| *k == key) {
+                Some(slot) => slot.1 = text,
+                None => streams.push((key, text)),
+            }
+        }
+        for (key, text) in streams {
+            let _ = write!(out, ", \"{key}\": ");
+            py_str_into(text, true, out);
+        }
+        out.push_str(", \"longrepr\": ");
+        py_str_into(&e.longrepr, true, out);
+    }
+    out.push('}');
+}
+
 impl Render for JsonDoc {
     fn has(&self, nodeid: &str) -> bool {
         self.ids.contains(nodeid.trim())
@@ -387,7 +470,7 @@ impl Render for JsonDoc {
     }
 
     fn entry_into(&self, _slot: usize, e: &Entry, out: &mut String) {
-        py_dump_into(&entry_value(e), true, out);
+        entry_json_into(e, out);
     }
 
     fn separator(&self, _slot: usize, index: usize) -> &str {
@@ -485,7 +568,7 @@ impl Doc for JsonDoc {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::reports::sample_record;
 
@@ -493,6 +576,42 @@ mod tests {
     fn synthetic_entry_snapshot() {
         let e = Entry::from_crash(&sample_record());
         insta::assert_snapshot!(py_dumps(&entry_value(&e), true));
+    }
+
+    /// Entries of every shape: the direct writer gives the bytes of the
+    /// value-building one.
+    pub(crate) fn sample_entries() -> Vec<Entry> {
+        let crash = Entry::from_crash(&sample_record());
+        let mut out = vec![crash.clone()];
+        for (outcome, when) in [("failed", "setup"), ("error", "teardown"), ("skipped", "call"), ("passed", "call")] {
+            out.push(Entry {
+                nodeid: format!("a/t.py::T::test_é[{outcome}]"),
+                outcome: outcome.into(),
+                when: when.into(),
+                duration: 0.000123,
+                longrepr: if outcome == "passed" { String::new() } else { "E   assert 1\n\"x\"".into() },
+                message: "assert 1".into(),
+                path: "a/t.py".into(),
+                lineno: Some(4),
+                sections: vec![
+                    ("Captured stdout call".into(), "o1\n".into()),
+                    ("Captured stderr call".into(), "e1\u{1}".into()),
+                    ("Captured stdout teardown".into(), "o2".into()),
+                    ("Captured log call".into(), "l".into()),
+                ],
+                crash: false,
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn direct_writer_matches_the_value() {
+        for e in sample_entries() {
+            let mut direct = String::new();
+            entry_json_into(&e, &mut direct);
+            assert_eq!(direct, py_dumps(&entry_value(&e), true));
+        }
     }
 
     #[test]

@@ -9,8 +9,8 @@ use anyhow::{bail, Context as _, Result};
 use quick_xml::events::Event;
 use quick_xml::Reader;
 
-use super::text::{xml_attr, xml_text};
 use super::doc::{Doc, Part, Render};
+use super::text::{xml_attr, xml_text};
 use super::Entry;
 
 /// classname and name of a node id, the way pytest's junitxml derives them:

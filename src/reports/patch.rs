@@ -98,7 +98,8 @@ fn open(kind: Kind, path: &Path) -> Result<Target<'_>> {
     fn load<D: Doc + 'static>(path: &Path) -> Result<(bool, bool, Box<dyn Render>)> {
         Ok(match read_report_bom(path)? {
             Some((bom, text)) => {
-                let doc = D::parse(text).with_context(|| format!("{}: not a valid report of its format", path.display()))?;
+                let doc =
+                    D::parse(text).with_context(|| format!("{}: not a valid report of its format", path.display()))?;
                 (false, bom, Box::new(doc))
             }
             None => (true, false, Box::new(D::create())),
@@ -183,7 +184,8 @@ impl<'d> Out<'d> {
                 write_held(doc, slot, file.writer()).with_context(io)?;
                 spills.push(None);
             } else {
-                let f = tempfile::tempfile_in(dir).with_context(|| format!("{}: cannot create a temp file", t.path.display()))?;
+                let f = tempfile::tempfile_in(dir)
+                    .with_context(|| format!("{}: cannot create a temp file", t.path.display()))?;
                 let mut w = io::BufWriter::with_capacity(1 << 16, f);
                 write_held(doc, slot, &mut w).with_context(io)?;
                 spills.push(Some(w));

@@ -54,31 +54,64 @@ pub fn py_dump_into(v: &Value, ensure_ascii: bool, out: &mut String) {
     }
 }
 
+/// Appends `s` to `out` with every byte for which `special` is true
+/// replaced by what `escape` appends (all such bytes are ASCII, so runs
+/// between them are whole characters and are copied in one piece).
+#[inline]
+fn escape_runs(s: &str, out: &mut String, special: impl Fn(u8) -> bool, mut escape: impl FnMut(u8, &mut String)) {
+    let b = s.as_bytes();
+    let mut start = 0;
+    for (i, &c) in b.iter().enumerate() {
+        if special(c) {
+            out.push_str(&s[start..i]);
+            escape(c, out);
+            start = i + 1;
+        }
+    }
+    out.push_str(&s[start..]);
+}
+
 /// A JSON string literal as Python writes it.
 pub fn py_str_into(s: &str, ensure_ascii: bool, out: &mut String) {
     use std::fmt::Write as _;
     out.push('"');
-    for c in s.chars() {
+    let b = s.as_bytes();
+    let mut start = 0;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c >= 0x20 && c != b'"' && c != b'\\' && (c < 0x7f || (c >= 0x80 && !ensure_ascii) || (c == 0x7f && !ensure_ascii)) {
+            i += 1;
+            continue;
+        }
+        out.push_str(&s[start..i]);
         match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x08 => out.push_str("\\b"),
+            0x0c => out.push_str("\\f"),
+            c if c < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c);
             }
-            c if ensure_ascii && (c as u32) > 0x7e => {
+            _ => {
+                // ensure_ascii: DEL and every non-ASCII character as \\uXXXX.
+                let ch = s[i..].chars().next().expect("a character starts here");
                 let mut buf = [0u16; 2];
-                for unit in c.encode_utf16(&mut buf) {
+                for unit in ch.encode_utf16(&mut buf) {
                     let _ = write!(out, "\\u{unit:04x}");
                 }
+                i += ch.len_utf8();
+                start = i;
+                continue;
             }
-            c => out.push(c),
         }
+        i += 1;
+        start = i;
     }
+    out.push_str(&s[start..]);
     out.push('"');
 }
 
@@ -313,32 +346,45 @@ pub fn separator(text: &str, open: usize, first_start: Option<usize>) -> String 
 /// Python's `html.escape(s, quote=True)` does.
 pub fn html_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 16);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#x27;"),
-            c => out.push(c),
-        }
-    }
+    html_escape_into(s, &mut out);
     out
+}
+
+/// [`html_escape`] appending to `out`.
+pub fn html_escape_into(s: &str, out: &mut String) {
+    escape_runs(
+        s,
+        out,
+        |c| matches!(c, b'&' | b'<' | b'>' | b'"' | b'\''),
+        |c, out| {
+            out.push_str(match c {
+                b'&' => "&amp;",
+                b'<' => "&lt;",
+                b'>' => "&gt;",
+                b'"' => "&quot;",
+                _ => "&#x27;",
+            })
+        },
+    )
 }
 
 /// Escapes text for pytest-html's `data-jsonblob` attribute the way its
 /// Jinja template does (`&#34;` for quotes).
 pub fn attr_escape_into(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&#34;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
+    escape_runs(
+        s,
+        out,
+        |c| matches!(c, b'&' | b'<' | b'>' | b'"' | b'\''),
+        |c, out| {
+            out.push_str(match c {
+                b'&' => "&amp;",
+                b'<' => "&lt;",
+                b'>' => "&gt;",
+                b'"' => "&#34;",
+                _ => "&#39;",
+            })
+        },
+    )
 }
 
 /// Decodes one character reference at the start of `s` (which begins with
@@ -442,20 +488,26 @@ pub fn escaped_offsets(s: &str, targets: &[usize]) -> Vec<usize> {
     out
 }
 
+/// True for characters XML 1.0 can hold.
+fn xml_char_ok(c: char) -> bool {
+    matches!(c as u32, 0x9 | 0xA | 0xD | 0x20..=0xD7FF | 0xE000..=0xFFFD | 0x10000..=0x10FFFF)
+}
+
 /// Replaces characters XML 1.0 cannot hold with `#xNN`, as pytest's junitxml
 /// does.
-pub fn xml_legal(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            let u = c as u32;
-            let ok = matches!(u, 0x9 | 0xA | 0xD | 0x20..=0xD7FF | 0xE000..=0xFFFD | 0x10000..=0x10FFFF);
-            if ok {
-                c.to_string()
-            } else {
-                format!("#x{u:02X}")
-            }
-        })
-        .collect()
+pub fn xml_legal(s: &str) -> Cow<'_, str> {
+    if s.chars().all(xml_char_ok) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if xml_char_ok(c) {
+            out.push(c);
+        } else {
+            out.push_str(&format!("#x{:02X}", c as u32));
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// Escapes text for an XML attribute (after [`xml_legal`]); newlines and
@@ -463,32 +515,40 @@ pub fn xml_legal(s: &str) -> String {
 /// normalization.
 pub fn xml_attr(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 8);
-    for c in xml_legal(s).chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\n' => out.push_str("&#10;"),
-            '\r' => out.push_str("&#13;"),
-            '\t' => out.push_str("&#9;"),
-            c => out.push(c),
-        }
-    }
+    escape_runs(
+        &xml_legal(s),
+        &mut out,
+        |c| matches!(c, b'&' | b'<' | b'>' | b'"' | b'\n' | b'\r' | b'\t'),
+        |c, out| {
+            out.push_str(match c {
+                b'&' => "&amp;",
+                b'<' => "&lt;",
+                b'>' => "&gt;",
+                b'"' => "&quot;",
+                b'\n' => "&#10;",
+                b'\r' => "&#13;",
+                _ => "&#9;",
+            })
+        },
+    );
     out
 }
 
 /// Escapes text for XML element content.
 pub fn xml_text(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 8);
-    for c in xml_legal(s).chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            c => out.push(c),
-        }
-    }
+    escape_runs(
+        &xml_legal(s),
+        &mut out,
+        |c| matches!(c, b'&' | b'<' | b'>'),
+        |c, out| {
+            out.push_str(match c {
+                b'&' => "&amp;",
+                b'<' => "&lt;",
+                _ => "&gt;",
+            })
+        },
+    );
     out
 }
 
@@ -508,6 +568,15 @@ mod tests {
 
     #[test]
     fn python_strings() {
+        let mut s = String::new();
+        py_str_into("a\u{7f}é😀\u{1}\u{8}\\\"x", true, &mut s);
+        assert_eq!(s, r#""a\u007f\u00e9\ud83d\ude00\u0001\b\\\"x""#);
+        s.clear();
+        py_str_into("a\u{7f}é\u{1}", false, &mut s);
+        assert_eq!(s, "\"a\u{7f}é\\u0001\"");
+        assert_eq!(html_escape("<a href='x'>&\"é"), "&lt;a href=&#x27;x&#x27;&gt;&amp;&quot;é");
+        assert_eq!(xml_attr("a\0<\"\n\u{fffe}é"), "a#x00&lt;&quot;&#10;#xFFFEé");
+        assert_eq!(xml_text("a&b\u{1b}"), "a&amp;b#x1B");
         let v = serde_json::json!({"a": ["é\n\"", 1, 2.5, null]});
         assert_eq!(py_dumps(&v, true), r#"{"a": ["\u00e9\n\"", 1, 2.5, null]}"#);
         assert_eq!(py_dumps(&v, false), "{\"a\": [\"é\\n\\\"\", 1, 2.5, null]}");

@@ -1,163 +1,22 @@
-//! The original's `data-jsonblob` sanitizer, so pytest_html_merger can read
-//! a report whose blob holds control characters: raw control characters
-//! inside JSON strings are escaped before parsing, then in every string
-//! value CR/CRLF become LF, LF becomes `<br/>`, a tab becomes two spaces and
-//! any other control or format character becomes a space.
-//!
-//! The work is one linear pass over the HTML-escaped attribute value
-//! ([`fast_sanitize`]): it decodes character references on the fly, checks
-//! the JSON grammar, and writes the value as the original writes it
-//! (`json.dumps(..., ensure_ascii=False)` then `html.escape(quote=True)`),
-//! without building a tree. Inputs it does not handle exactly (duplicate
-//! keys, lone surrogates, `NaN`, very deep nesting, invalid JSON) go the
-//! full-parse way ([`slow_sanitize`]), which is the reference semantics.
+//! One linear pass over the HTML-escaped attribute value that produces
+//! what [`super::reference`] produces, without building a tree: character
+//! references are decoded on the fly, the JSON grammar is checked, and the
+//! value is written as the original writes it. Inputs it does not handle
+//! exactly (duplicate keys, lone surrogates, `NaN`, very deep nesting,
+//! invalid JSON) return `None`, for the full parse.
 
-use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hasher};
-use std::path::{Path, PathBuf};
-
-use anyhow::{Context as _, Result};
-use serde_json::Value;
-
-use super::text::{entity_at, html_escape, html_unescape, py_dumps, py_float};
-
-/// Files a folder argument stands for, as the original's
-/// `sanitize_all_html_jsonblobs`.
-pub const DEFAULT_GLOB: &str = "*_log.html";
-
-/// True for characters in Unicode's general category C (control, format,
-/// private use, and the noncharacters of the unassigned ones).
-fn is_other(c: char) -> bool {
-    let u = c as u32;
-    matches!(u,
-        0x00..=0x1F | 0x7F..=0x9F
-        // Cf (format)
-        | 0xAD | 0x600..=0x605 | 0x61C | 0x6DD | 0x70F | 0x890..=0x891 | 0x8E2 | 0x180E
-        | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F | 0xFEFF
-        | 0xFFF9..=0xFFFB | 0x110BD | 0x110CD | 0x13430..=0x1343F | 0x1BCA0..=0x1BCA3
-        | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F
-        // Co (private use)
-        | 0xE000..=0xF8FF | 0xF0000..=0xFFFFD | 0x100000..=0x10FFFD
-        // Cn noncharacters
-        | 0xFDD0..=0xFDEF)
-        || (u & 0xFFFE) == 0xFFFE
-}
-
-fn sanitize_str(s: &str) -> String {
-    let s = s.replace("\r\n", "\n").replace('\r', "\n").replace('\n', "<br/>").replace('\t', "  ");
-    s.chars().map(|c| if is_other(c) { ' ' } else { c }).collect()
-}
-
-fn sanitize_value(v: &mut Value) {
-    match v {
-        Value::String(s) => *s = sanitize_str(s),
-        Value::Array(a) => a.iter_mut().for_each(sanitize_value),
-        Value::Object(m) => m.values_mut().for_each(sanitize_value),
-        _ => {}
-    }
-}
-
-/// Escapes raw control characters that sit inside JSON string literals.
-fn escape_controls_in_strings(json: &str) -> String {
-    let mut out = String::with_capacity(json.len() + 16);
-    let (mut in_str, mut escaped) = (false, false);
-    for c in json.chars() {
-        if !in_str {
-            in_str = c == '"';
-            out.push(c);
-            continue;
-        }
-        if escaped {
-            escaped = false;
-            out.push(c);
-            continue;
-        }
-        match c {
-            '\\' => {
-                escaped = true;
-                out.push(c);
-            }
-            '"' => {
-                in_str = false;
-                out.push(c);
-            }
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// The span of the first `data-jsonblob="..."` value (or, when there is no
-/// double-quoted one, `data-jsonblob='...'`), as the original's regexes
-/// `data-jsonblob="([^"]*)"` / `data-jsonblob='([^']*)'` find it.
-fn find_blob(text: &str) -> Option<(usize, usize)> {
-    for (open, quote) in [("data-jsonblob=\"", '"'), ("data-jsonblob='", '\'')] {
-        if let Some(at) = text.find(open) {
-            let start = at + open.len();
-            if let Some(len) = text[start..].find(quote) {
-                return Some((start, start + len));
-            }
-        }
-    }
-    None
-}
-
-/// The reference semantics, on a parsed tree: `Ok(None)` when the original
-/// would not touch the file.
-fn slow_sanitize(path: &Path, raw: &str) -> Result<Option<String>> {
-    // A lone surrogate (which Python's json reads) is read as U+FFFD.
-    let json = super::text::replace_lone_surrogates(&html_unescape(raw)).into_owned();
-    let maybe =
-        json.contains(['\n', '\r', '\t']) || ["\\n", "\\r", "\\t", "\\u000", "\\u001"].iter().any(|p| json.contains(p));
-    if !maybe {
-        return Ok(None);
-    }
-    let mut value: Value = match serde_json::from_str(&json) {
-        Ok(v) => v,
-        Err(_) => serde_json::from_str(&escape_controls_in_strings(&json))
-            .with_context(|| format!("{}: cannot parse the data-jsonblob", path.display()))?,
-    };
-    sanitize_value(&mut value);
-    Ok(Some(html_escape(&py_dumps(&value, false))))
-}
-
-/// Sanitizes a pytest-html report's `data-jsonblob` in place; `Ok(true)`
-/// when the file changed. A blob that cannot be parsed even after repair
-/// is an error naming the file (the file is left untouched).
-pub fn sanitize_html_file(path: &Path) -> Result<bool> {
-    let text = crate::fsutil::read_to_string(path)?;
-    let Some((start, end)) = find_blob(&text) else { return Ok(false) };
-    let raw = &text[start..end];
-    let new_attr = match fast_sanitize(raw) {
-        Some(Fast { maybe: false, .. }) => return Ok(false),
-        Some(Fast { out, .. }) => out,
-        None => match slow_sanitize(path, raw)? {
-            Some(out) => out,
-            None => return Ok(false),
-        },
-    };
-    if new_attr == raw {
-        return Ok(false);
-    }
-    crate::fsutil::atomic_write_parts(
-        path,
-        &[&text.as_bytes()[..start], new_attr.as_bytes(), &text.as_bytes()[end..]],
-    )?;
-    Ok(true)
-}
+use super::keys::{key_hash, KeySet};
+use super::rules::is_other;
+use crate::reports::text::{entity_at, py_float};
 
 /// What [`fast_sanitize`] made of an attribute value.
-struct Fast {
+pub(super) struct Fast {
     /// The original's pre-check: the decoded blob holds a raw newline, CR
     /// or tab, or one of `\n`, `\r`, `\t`, `\u000`, `\u001`. When false
     /// the original leaves the file alone.
-    maybe: bool,
+    pub(super) maybe: bool,
     /// The new attribute value.
-    out: String,
+    pub(super) out: String,
 }
 
 /// Bytes that a JSON string can copy straight from the escaped attribute
@@ -177,69 +36,6 @@ const PLAIN: [bool; 256] = {
 /// limit on the slow path is 128 too).
 const MAX_DEPTH: usize = 128;
 
-/// Identity hasher for the already-hashed keys of an object.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, _: &[u8]) {
-        unreachable!("only u64 keys")
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-/// The keys of one object seen so far: a short list, a hash set past 16.
-#[derive(Default)]
-struct KeySet {
-    few: Vec<u64>,
-    many: HashSet<u64, BuildHasherDefault<IdHasher>>,
-}
-
-impl KeySet {
-    fn clear(&mut self) {
-        self.few.clear();
-        if !self.many.is_empty() {
-            self.many.clear();
-        }
-    }
-
-    /// False when `h` was there already.
-    fn insert(&mut self, h: u64) -> bool {
-        if self.few.len() < 16 {
-            if self.few.contains(&h) {
-                return false;
-            }
-            self.few.push(h);
-            return true;
-        }
-        if self.many.is_empty() {
-            self.many.extend(self.few.iter().copied());
-        }
-        self.many.insert(h)
-    }
-}
-
-/// A quick hash of a key, eight bytes at a time (collisions only send the
-/// blob to the full parse).
-fn key_hash(b: &[u8]) -> u64 {
-    const K: u64 = 0x517cc1b727220a95;
-    let mut h = b.len() as u64;
-    let mut chunks = b.chunks_exact(8);
-    for c in &mut chunks {
-        let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
-        h = (h.rotate_left(5) ^ w).wrapping_mul(K);
-    }
-    for &x in chunks.remainder() {
-        h = (h.rotate_left(5) ^ x as u64).wrapping_mul(K);
-    }
-    h ^ (h >> 29)
-}
-
 /// True when one of the 8 bytes of `w` is not [`PLAIN`].
 #[inline(always)]
 fn has_special(w: u64) -> bool {
@@ -256,7 +52,7 @@ fn has_special(w: u64) -> bool {
 /// One pass over the escaped attribute value, producing
 /// `html.escape(json.dumps(sanitized(json.loads(html.unescape(raw)))))`;
 /// `None` when the input needs the full parse (see the module docs).
-fn fast_sanitize(raw: &str) -> Option<Fast> {
+pub(super) fn fast_sanitize(raw: &str) -> Option<Fast> {
     let mut sc = Scan {
         s: raw,
         b: raw.as_bytes(),
@@ -695,104 +491,12 @@ fn html_char(o: &mut String, c: char) {
     }
 }
 
-/// Matches a file name against a glob with `*` and `?`.
-fn glob_match(pat: &[u8], name: &[u8]) -> bool {
-    match (pat.first(), name.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => glob_match(&pat[1..], name) || (!name.is_empty() && glob_match(pat, &name[1..])),
-        (Some(b'?'), Some(_)) => glob_match(&pat[1..], &name[1..]),
-        (Some(p), Some(n)) if p == n => glob_match(&pat[1..], &name[1..]),
-        _ => false,
-    }
-}
-
-/// `f` over `items` on up to as many threads as there are cores (one blob
-/// needs about twice its size in memory, so a few at once stay small),
-/// results in input order.
-fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8).min(items.len());
-    if threads <= 1 {
-        return items.iter().map(f).collect();
-    }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut out: Vec<(usize, R)> = std::thread::scope(|sc| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                sc.spawn(|| {
-                    let mut mine = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(item) = items.get(i) else { break };
-                        mine.push((i, f(item)));
-                    }
-                    mine
-                })
-            })
-            .collect();
-        workers.into_iter().flat_map(|w| w.join().expect("sanitize worker panicked")).collect()
-    });
-    out.sort_by_key(|(i, _)| *i);
-    out.into_iter().map(|(_, r)| r).collect()
-}
-
-/// Sanitizes files, and in folders the files whose names match `glob`
-/// (default [`DEFAULT_GLOB`]); returns (modified, total, failed).
-pub fn sanitize_paths(paths: &[PathBuf], glob: &str) -> (usize, usize, usize) {
-    let glob = if glob.is_empty() { DEFAULT_GLOB } else { glob };
-    let mut files = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
-                .map(|d| {
-                    d.flatten()
-                        .filter(|e| e.path().is_file())
-                        .filter(|e| glob_match(glob.as_bytes(), e.file_name().to_string_lossy().as_bytes()))
-                        .map(|e| e.path())
-                        .collect()
-                })
-                .unwrap_or_default();
-            found.sort();
-            files.extend(found);
-        } else {
-            files.push(p.clone());
-        }
-    }
-    // Files are independent: sanitize them on every core, report in order.
-    let results = parallel_map(&files, |f| sanitize_html_file(f));
-    let (mut modified, mut failed) = (0, 0);
-    for r in results {
-        match r {
-            Ok(true) => modified += 1,
-            Ok(false) => {}
-            Err(e) => {
-                eprintln!("pytest-abort: {e:#}");
-                failed += 1;
-            }
-        }
-    }
-    (modified, files.len(), failed)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::path::Path;
 
-    #[test]
-    fn sanitizes_like_the_original() {
-        assert_eq!(sanitize_str("a\r\nb\tc\u{1}d\u{200b}"), "a<br/>b  c d ");
-        assert!(glob_match(b"*_log.html", b"x_log.html"));
-        assert!(!glob_match(b"*_log.html", b"x.html"));
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a_log.html");
-        // A raw newline inside a blob string (invalid JSON) is repaired.
-        std::fs::write(&p, "<div id=\"data-container\" data-jsonblob=\"{&#34;tests&#34;: {&#34;x&#34;: [{&#34;log&#34;: &#34;l1\nl2\\tz&#34;}]}}\"></div>").unwrap();
-        assert!(sanitize_html_file(&p).unwrap());
-        let out = std::fs::read_to_string(&p).unwrap();
-        assert!(out.contains("l1&lt;br/&gt;l2  z"), "{out}");
-        assert!(!sanitize_html_file(&p).unwrap());
-        std::fs::write(dir.path().join("b_log.html"), "data-jsonblob=\"{&#34;a&#34;: &#34;\\n\"").unwrap();
-        assert_eq!(sanitize_paths(&[dir.path().to_path_buf()], ""), (0, 2, 1));
-    }
+    use super::super::reference::slow_sanitize;
+    use super::*;
 
     /// The fast pass gives exactly what the full parse gives, or defers.
     fn same_as_slow(raw: &str) {
