@@ -20,8 +20,7 @@ use serde_json::Value;
 
 use super::doc::{Doc, Part, Render};
 use super::text::{
-    self, attr_escape_into, escaped_offsets, html_escape, html_unescape, object_members, py_str_into,
-    skip_value,
+    self, attr_escape_into, escaped_offsets, html_escape, html_unescape, object_members, py_str_into, skip_value,
 };
 use super::Entry;
 

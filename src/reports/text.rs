@@ -80,7 +80,7 @@ pub fn py_str_into(s: &str, ensure_ascii: bool, out: &mut String) {
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
-        if c >= 0x20 && c != b'"' && c != b'\\' && (c < 0x7f || (c >= 0x80 && !ensure_ascii) || (c == 0x7f && !ensure_ascii)) {
+        if c >= 0x20 && c != b'"' && c != b'\\' && (c < 0x7f || !ensure_ascii) {
             i += 1;
             continue;
         }

@@ -330,95 +330,15 @@ impl Scan<'_> {
         self.out.push_str("&quot;");
         let mut cr = false;
         loop {
-            let start = self.i;
-            while let Some(w) = self.b.get(self.i..self.i + 8) {
-                if has_special(u64::from_le_bytes(w.try_into().expect("8 bytes"))) {
-                    break;
-                }
-                self.i += 8;
-            }
-            while self.i < self.b.len() && PLAIN[self.b[self.i] as usize] {
-                self.i += 1;
-            }
-            if self.i > start {
-                let run = &self.s[start..self.i];
-                self.out.push_str(run);
-                if key {
-                    self.key.push_str(run);
-                }
-                cr = false;
-            }
-            let at = self.i;
-            // The references pytest-html writes, HTML-escaped the same way
-            // on the way out: copy them.
-            if self.b.get(at) == Some(&b'&') {
-                let same: Option<(usize, char)> = if self.at(at, b"&lt;") {
-                    Some((4, '<'))
-                } else if self.at(at, b"&gt;") {
-                    Some((4, '>'))
-                } else if self.at(at, b"&amp;") {
-                    Some((5, '&'))
-                } else {
-                    None
-                };
-                if let Some((n, c)) = same {
-                    self.out.push_str(&self.s[at..at + n]);
-                    if key {
-                        self.key.push(c);
-                    }
-                    self.i += n;
-                    cr = false;
-                    continue;
-                }
-            } else if self.b.get(at) == Some(&b'\\') && self.at(at + 1, b"&#34;") {
-                // An escaped quote.
-                self.out.push_str("\\&quot;");
-                if key {
-                    self.key.push('"');
-                }
-                self.i += 6;
+            if self.copy_run(key) {
                 cr = false;
                 continue;
             }
-            let (c, n) = self.char_at(at)?;
+            let (c, n) = self.char_at(self.i)?;
             self.i += n;
             let c = match c {
                 '"' => break,
-                '\\' => {
-                    self.check_after_backslash(self.i);
-                    match self.next()? {
-                        '"' => '"',
-                        '\\' => {
-                            self.check_after_backslash(self.i);
-                            '\\'
-                        }
-                        '/' => '/',
-                        'b' => '\u{8}',
-                        'f' => '\u{c}',
-                        'n' => '\n',
-                        'r' => '\r',
-                        't' => '\t',
-                        'u' => {
-                            let u = self.hex4()?;
-                            match u {
-                                0xD800..=0xDBFF => {
-                                    // A pair: `\uD83D\uDE00`; a lone half goes the slow way.
-                                    if self.next()? != '\\' || self.next()? != 'u' {
-                                        return None;
-                                    }
-                                    let lo = self.hex4()?;
-                                    if !(0xDC00..=0xDFFF).contains(&lo) {
-                                        return None;
-                                    }
-                                    char::from_u32(0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00))?
-                                }
-                                0xDC00..=0xDFFF => return None,
-                                _ => char::from_u32(u)?,
-                            }
-                        }
-                        _ => return None,
-                    }
-                }
+                '\\' => self.escape()?,
                 c => {
                     if matches!(c, '\n' | '\r' | '\t') {
                         self.maybe = true;
@@ -435,6 +355,100 @@ impl Scan<'_> {
         }
         self.out.push_str("&quot;");
         Some(())
+    }
+
+    /// Copies what goes to the output unchanged from byte `i` on: plain
+    /// bytes, the references pytest-html writes that are escaped the same
+    /// way on the way out (`&lt;`, `&gt;`, `&amp;`), and escaped quotes
+    /// (`\&#34;`, written `\&quot;`). True when it copied anything.
+    #[inline]
+    fn copy_run(&mut self, key: bool) -> bool {
+        let first = self.i;
+        let mut start = self.i;
+        loop {
+            let plain = self.i;
+            self.skip_plain();
+            if key {
+                self.key.push_str(&self.s[plain..self.i]);
+            }
+            let at = self.i;
+            let (n, c) = match self.b.get(at) {
+                Some(b'&') if self.at(at, b"&lt;") => (4, '<'),
+                Some(b'&') if self.at(at, b"&gt;") => (4, '>'),
+                Some(b'&') if self.at(at, b"&amp;") => (5, '&'),
+                Some(b'\\') if self.at(at + 1, b"&#34;") => {
+                    // An escaped quote: written `\&quot;` on the way out.
+                    self.out.push_str(&self.s[start..at]);
+                    self.out.push_str("\\&quot;");
+                    start = at + 6;
+                    (6, '"')
+                }
+                _ => break,
+            };
+            if key {
+                self.key.push(c);
+            }
+            self.i += n;
+        }
+        self.out.push_str(&self.s[start..self.i]);
+        self.i > first
+    }
+
+    /// Moves past plain bytes: a `memchr` search for the next byte that
+    /// can end a run (`&` and `\\` in a pytest-html blob), then a word-wise
+    /// check that the bytes before it are all plain.
+    #[inline]
+    fn skip_plain(&mut self) {
+        let end = memchr::memchr2(b'&', b'\\', &self.b[self.i..]).map_or(self.b.len(), |k| self.i + k);
+        while let Some(w) = self.b.get(self.i..(self.i + 8).min(end)).filter(|w| w.len() == 8) {
+            if has_special(u64::from_le_bytes(w.try_into().expect("8 bytes"))) {
+                break;
+            }
+            self.i += 8;
+        }
+        while self.i < end && PLAIN[self.b[self.i] as usize] {
+            self.i += 1;
+        }
+    }
+
+    /// The character a backslash escape stands for (after the backslash).
+    fn escape(&mut self) -> Option<char> {
+        self.check_after_backslash(self.i);
+        Some(match self.next()? {
+            '"' => '"',
+            '\\' => {
+                self.check_after_backslash(self.i);
+                '\\'
+            }
+            '/' => '/',
+            'b' => '\u{8}',
+            'f' => '\u{c}',
+            'n' => '\n',
+            'r' => '\r',
+            't' => '\t',
+            'u' => self.unicode_escape()?,
+            _ => return None,
+        })
+    }
+
+    /// A `\\uXXXX` escape (after the `u`), a surrogate pair as one
+    /// character; a lone half goes the slow way.
+    fn unicode_escape(&mut self) -> Option<char> {
+        let u = self.hex4()?;
+        match u {
+            0xD800..=0xDBFF => {
+                if self.next()? != '\\' || self.next()? != 'u' {
+                    return None;
+                }
+                let lo = self.hex4()?;
+                if !(0xDC00..=0xDFFF).contains(&lo) {
+                    return None;
+                }
+                char::from_u32(0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00))
+            }
+            0xDC00..=0xDFFF => None,
+            _ => char::from_u32(u),
+        }
     }
 
     /// A key's character as `json.dumps` then `html.escape` write it.
