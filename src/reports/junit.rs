@@ -67,103 +67,127 @@ fn attr_of(e: &quick_xml::events::BytesStart, name: &[u8]) -> Option<String> {
         .map(|v| v.into_owned())
 }
 
+/// The span of the first `<testsuite ...>` start tag, and whether it was
+/// self-closing.
+type SuiteTag = (usize, usize, bool);
+
+/// What reading a JUnit file finds, event by event: the root, the first
+/// suite's start tag and end, and every test case with its span.
+#[derive(Default)]
+struct Scan {
+    depth: usize,
+    root: Option<String>,
+    suite_tag: Option<SuiteTag>,
+    suite_depth: Option<usize>,
+    first_suite_close: Option<usize>,
+    root_close: Option<usize>,
+    cases: Vec<Case>,
+    open_case: Option<Case>,
+}
+
+impl Scan {
+    /// A start tag (or an empty element) spanning `span`.
+    fn start(&mut self, e: &quick_xml::events::BytesStart, span: (usize, usize), empty: bool) -> Result<()> {
+        let name = e.name();
+        let name = name.as_ref();
+        if self.depth == 0 {
+            if self.root.is_some() {
+                bail!("more than one root element");
+            }
+            self.root = Some(String::from_utf8_lossy(name).into_owned());
+        }
+        match name {
+            b"testsuite" if self.suite_tag.is_none() => {
+                self.suite_tag = Some((span.0, span.1, empty));
+                if empty {
+                    self.first_suite_close = Some(span.1);
+                } else {
+                    self.suite_depth = Some(self.depth);
+                }
+            }
+            b"testcase" => {
+                let key = (attr_of(e, b"classname").unwrap_or_default(), attr_of(e, b"name").unwrap_or_default());
+                let time = attr_of(e, b"time").and_then(|t| t.parse().ok()).unwrap_or(0.0);
+                let case = Case { key, span, kind: None, time };
+                if empty {
+                    self.cases.push(case);
+                } else {
+                    self.open_case = Some(case);
+                }
+            }
+            b"failure" | b"error" | b"skipped" => {
+                if let Some(c) = self.open_case.as_mut().filter(|c| c.kind.is_none()) {
+                    c.kind = Some(match name {
+                        b"failure" => "failure",
+                        b"error" => "error",
+                        _ => "skipped",
+                    });
+                }
+            }
+            _ => {}
+        }
+        if !empty {
+            self.depth += 1;
+        } else if self.depth == 0 {
+            self.root_close = Some(span.0);
+        }
+        Ok(())
+    }
+
+    /// An end tag spanning `span`.
+    fn end(&mut self, name: &[u8], span: (usize, usize)) -> Result<()> {
+        self.depth = self.depth.checked_sub(1).context("unbalanced XML")?;
+        match name {
+            b"testcase" => {
+                if let Some(mut c) = self.open_case.take() {
+                    c.span.1 = span.1;
+                    self.cases.push(c);
+                }
+            }
+            b"testsuite" if self.suite_depth == Some(self.depth) && self.first_suite_close.is_none() => {
+                self.first_suite_close = Some(span.0);
+            }
+            _ => {}
+        }
+        if self.depth == 0 {
+            self.root_close = Some(span.0);
+        }
+        Ok(())
+    }
+
+    /// Checks the whole: the first suite's tag, where new cases go, the cases.
+    fn finish(self) -> Result<(Option<SuiteTag>, usize, Vec<Case>)> {
+        if self.depth != 0 {
+            bail!("the XML ends before its elements close (truncated file?)");
+        }
+        match self.root.as_deref() {
+            Some("testsuites") | Some("testsuite") => {}
+            Some(other) => bail!("not JUnit XML: the root element is <{other}>"),
+            None => bail!("not JUnit XML: no root element"),
+        }
+        let root_close = self.root_close.context("no root element end")?;
+        Ok((self.suite_tag, self.first_suite_close.unwrap_or(root_close), self.cases))
+    }
+}
+
 impl JunitDoc {
     fn from_text(text: String, created: bool) -> Result<Self> {
         let mut rd = Reader::from_str(&text);
         rd.config_mut().check_end_names = true;
-        let mut depth = 0usize;
-        let mut root: Option<String> = None;
-        let mut suite_tag = None;
-        let mut first_suite_close = None;
-        let mut root_close = None;
-        let mut cases = Vec::new();
-        let mut open_case: Option<Case> = None;
-        let mut suite_depth = None;
+        let mut scan = Scan::default();
         loop {
             let before = rd.buffer_position() as usize;
             let ev = rd.read_event().with_context(|| format!("invalid XML near byte {before}"))?;
             let after = rd.buffer_position() as usize;
             match ev {
-                Event::Start(ref e) | Event::Empty(ref e) => {
-                    let empty = matches!(ev, Event::Empty(_));
-                    let name = e.name().as_ref().to_vec();
-                    if depth == 0 {
-                        if root.is_some() {
-                            bail!("more than one root element");
-                        }
-                        root = Some(String::from_utf8_lossy(&name).into_owned());
-                    }
-                    match name.as_slice() {
-                        b"testsuite" if suite_tag.is_none() => {
-                            suite_tag = Some((before, after, empty));
-                            if empty {
-                                first_suite_close = Some(after);
-                            } else {
-                                suite_depth = Some(depth);
-                            }
-                        }
-                        b"testcase" => {
-                            let key =
-                                (attr_of(e, b"classname").unwrap_or_default(), attr_of(e, b"name").unwrap_or_default());
-                            let time = attr_of(e, b"time").and_then(|t| t.parse().ok()).unwrap_or(0.0);
-                            let case = Case { key, span: (before, after), kind: None, time };
-                            if empty {
-                                cases.push(case);
-                            } else {
-                                open_case = Some(case);
-                            }
-                        }
-                        b"failure" | b"error" | b"skipped" => {
-                            if let Some(c) = open_case.as_mut() {
-                                if c.kind.is_none() {
-                                    c.kind = Some(match name.as_slice() {
-                                        b"failure" => "failure",
-                                        b"error" => "error",
-                                        _ => "skipped",
-                                    });
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
-                    if !empty {
-                        depth += 1;
-                    } else if depth == 0 {
-                        root_close = Some(before);
-                    }
-                }
-                Event::End(ref e) => {
-                    depth = depth.checked_sub(1).context("unbalanced XML")?;
-                    match e.name().as_ref() {
-                        b"testcase" => {
-                            if let Some(mut c) = open_case.take() {
-                                c.span.1 = after;
-                                cases.push(c);
-                            }
-                        }
-                        b"testsuite" if suite_depth == Some(depth) && first_suite_close.is_none() => {
-                            first_suite_close = Some(before);
-                        }
-                        _ => {}
-                    }
-                    if depth == 0 {
-                        root_close = Some(before);
-                    }
-                }
+                Event::Start(ref e) => scan.start(e, (before, after), false)?,
+                Event::Empty(ref e) => scan.start(e, (before, after), true)?,
+                Event::End(ref e) => scan.end(e.name().as_ref(), (before, after))?,
                 Event::Eof => break,
                 _ => {}
             }
         }
-        if depth != 0 {
-            bail!("the XML ends before its elements close (truncated file?)");
-        }
-        match root.as_deref() {
-            Some("testsuites") | Some("testsuite") => {}
-            Some(other) => bail!("not JUnit XML: the root element is <{other}>"),
-            None => bail!("not JUnit XML: no root element"),
-        }
-        let root_close = root_close.context("no root element end")?;
-        let insert_at = first_suite_close.unwrap_or(root_close);
+        let (suite_tag, insert_at, cases) = scan.finish()?;
         let keys = cases.iter().map(|c| c.key.clone()).collect();
         Ok(JunitDoc {
             text,
@@ -194,7 +218,6 @@ impl JunitDoc {
 
     /// The first suite's start tag with updated counters.
     fn suite_start(&self, tag: &str) -> String {
-        let self_closing = tag.trim_end().ends_with("/>");
         let inner = tag.trim_start_matches('<').trim_end_matches('>').trim_end_matches('/');
         let re = regex::Regex::new(r#"([A-Za-z_:][-A-Za-z0-9_:.]*)\s*=\s*("[^"]*"|'[^']*')"#).expect("valid regex");
         let name = inner.split_whitespace().next().unwrap_or("testsuite");
@@ -213,7 +236,6 @@ impl JunitDoc {
         if let Some((_, v)) = attrs.iter_mut().find(|(k, _)| k == "time") {
             *v = format!("{:.3}", v.parse::<f64>().unwrap_or(0.0) + self.added_time);
         }
-        let _ = self_closing;
         let mut out = format!("<{name}");
         for (k, v) in attrs {
             out.push_str(&format!(" {k}=\"{v}\""));
