@@ -117,9 +117,7 @@ pub fn crashinfo_path(state_dir: &Path, run: u32, worker: &str) -> PathBuf {
 /// detail in xdist's own message, never the record).
 pub fn write_crashinfo(state_dir: &Path, run: u32, record: &CrashRecord) {
     let path = crashinfo_path(state_dir, run, &record.worker);
-    if let Some(parent) = path.parent() {
-        let _ = std::fs::create_dir_all(parent);
-    }
+    let _ = fsutil::create_parent(&path);
     if let Ok(json) = serde_json::to_vec(record) {
         let _ = fsutil::atomic_write(&path, &json);
     }

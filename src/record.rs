@@ -256,19 +256,37 @@ pub fn append_records(path: &Path, records: &[CrashRecord]) -> Result<()> {
 /// Parses crash-log text tolerantly: blank lines, lines that are not JSON
 /// objects and records without a string `nodeid` are skipped.
 pub fn parse_crash_log(text: &str) -> Vec<CrashRecord> {
-    text.lines()
-        .filter_map(|line| {
-            let line = line.trim();
-            if line.is_empty() {
-                return None;
+    text.lines().filter_map(parse_crash_line).collect()
+}
+
+/// Parses one crash-log line: `None` for a blank line, a line that is not
+/// a JSON object, or a record without a string `nodeid`. A lone surrogate
+/// escape (which Python's json writes for such node ids) reads as U+FFFD.
+pub fn parse_crash_line(line: &str) -> Option<CrashRecord> {
+    let line = line.trim();
+    if line.is_empty() {
+        return None;
+    }
+    let line = crate::reports::text::replace_lone_surrogates(line);
+    // One typed parse when the line is plain: exactly one `"nodeid"` key
+    // whose value is a string (an unescaped `"` cannot sit inside a JSON
+    // string, so the text says it), and no repeated field. Anything else
+    // takes the tree, which decides the odd cases as before.
+    let b = line.as_bytes();
+    let mut keys = memchr::memmem::find_iter(b, b"\"nodeid\"");
+    if let (true, Some(at), None) = (line.starts_with('{'), keys.next(), keys.next()) {
+        let rest = line[at + 8..].trim_start();
+        if rest.strip_prefix(':').is_some_and(|v| v.trim_start().starts_with('"')) {
+            if let Ok(r) = serde_json::from_str::<CrashRecord>(&line) {
+                return Some(r);
             }
-            let value: serde_json::Value = serde_json::from_str(line).ok()?;
-            if !value.get("nodeid").is_some_and(|v| v.is_string()) {
-                return None;
-            }
-            serde_json::from_value(value).ok()
-        })
-        .collect()
+        }
+    }
+    let value: serde_json::Value = serde_json::from_str(&line).ok()?;
+    if !value.get("nodeid").is_some_and(|v| v.is_string()) {
+        return None;
+    }
+    serde_json::from_value(value).ok()
 }
 
 /// Reads a crash log; a missing file is an empty log.
@@ -364,6 +382,30 @@ pub fn de_opt_pid<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Err
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crash_lines_parse_the_same_either_way() {
+        let tree = |l: &str| -> Option<CrashRecord> {
+            let v: serde_json::Value = serde_json::from_str(l.trim()).ok()?;
+            v.get("nodeid").is_some_and(|n| n.is_string()).then(|| serde_json::from_value(v).ok())?
+        };
+        for l in [
+            r#"{"nodeid": "a.py::t", "signal": 11, "duration": "0.5"}"#,
+            r#"{"nodeid": 3, "reason": "x"}"#,
+            r#"{"reason": "no id"}"#,
+            r#"{"nodeid": "a", "nodeid": "b"}"#,
+            r#"{"nodeid": "a", "reason": "r", "reason": "s"}"#,
+            r#"{"x": {"nodeid": "in"}, "nodeid": "out"}"#,
+            r#"["x", {"nodeid": "y"}]"#,
+            r#"{"nodeid" : "spaced", "worker": "gw1"}"#,
+            r#"{"reason": "say "nodeid": "x"", "nodeid": "real"}"#,
+            "not json",
+            "",
+        ] {
+            assert_eq!(parse_crash_line(l), tree(l), "{l}");
+        }
+        assert_eq!(parse_crash_line(r#"{"nodeid": "a\ud800b"}"#).unwrap().nodeid, "a\u{fffd}b");
+    }
 
     #[test]
     fn reads_original_records_and_skips_junk() {

@@ -64,7 +64,7 @@ impl LogFile<'_> {
 impl Source for LogFile<'_> {
     fn scan(&self, f: &mut dyn FnMut(u64, &CrashRecord)) -> Result<()> {
         self.lines(&mut |at, line| {
-            if let Some(r) = record::parse_crash_log(line).pop() {
+            if let Some(r) = record::parse_crash_line(line) {
                 f(at, &r);
             }
             Ok(true)
@@ -75,7 +75,7 @@ impl Source for LogFile<'_> {
         let mut next = 0;
         self.lines(&mut |at, line| {
             if positions.get(next) == Some(&at) {
-                let r = record::parse_crash_log(line).pop().context("the crash log changed while it was read")?;
+                let r = record::parse_crash_line(line).context("the crash log changed while it was read")?;
                 f(next, &r)?;
                 next += 1;
             }

@@ -189,7 +189,8 @@ pub fn replace_lone_surrogates(json: &str) -> Cow<'_, str> {
 /// and XML-based readers reject the page.
 pub fn visible_controls(s: &str) -> Cow<'_, str> {
     let hidden = |c: char| matches!(c, '\0'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{7f}');
-    if !s.contains(hidden) {
+    // ASCII bytes are whole characters in UTF-8: a byte scan decides.
+    if !s.bytes().any(|b| b < 0x80 && hidden(b as char)) {
         return Cow::Borrowed(s);
     }
     Cow::Owned(
@@ -496,7 +497,10 @@ fn xml_char_ok(c: char) -> bool {
 /// Replaces characters XML 1.0 cannot hold with `#xNN`, as pytest's junitxml
 /// does.
 pub fn xml_legal(s: &str) -> Cow<'_, str> {
-    if s.chars().all(xml_char_ok) {
+    // The only characters a Rust string can hold that XML cannot: C0
+    // controls other than tab, LF and CR, and U+FFFE, U+FFFF.
+    let c0 = s.bytes().any(|b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'));
+    if !c0 && !s.contains(['\u{fffe}', '\u{ffff}']) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
