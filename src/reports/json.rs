@@ -600,6 +600,7 @@ pub(crate) mod tests {
                     ("Captured log call".into(), "l".into()),
                 ],
                 crash: false,
+                ..Default::default()
             });
         }
         out
