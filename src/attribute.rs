@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use crate::forensics;
 use crate::journal::ProcessJournal;
 use crate::marker::{self, Marker};
 use crate::model::{Crash, Death, Phase, Worker};
@@ -35,7 +36,8 @@ pub struct Attribution {
 pub fn attribute(ctx: &Context, end: &ProcessEnd, interrupted: Option<i32>) -> Attribution {
     let mut out = Attribution::default();
     let Some(journal) = ProcessJournal::read_head_and_tail(&ctx.state_dir, ctx.run, end.pid) else {
-        return out; // not a pytest process
+        out.crash = startup_crash(ctx, end, interrupted);
+        return out;
     };
     let marker_file = marker::marker_path(&ctx.marker_dir, &journal.worker);
     let marker = match marker::read_marker(&marker_file) {
@@ -91,6 +93,30 @@ fn build(ctx: &Context, end: &ProcessEnd, journal: &ProcessJournal, marker: Opti
         rechecks: Vec::new(),
         flaky_result: None,
     }
+}
+
+/// A process without a journal that the plugin marked on import as a pytest
+/// process of this run (and its worker): one that died of a signal before
+/// the plugin was configured crashed at startup, in the module its stack
+/// was importing (a conftest, say). Any other end is not a crash.
+fn startup_crash(ctx: &Context, end: &ProcessEnd, interrupted: Option<i32>) -> Option<Crash> {
+    let worker = forensics::startup_worker(&ctx.state_dir, ctx.run, end.pid)?;
+    let traceback = forensics::read_traceback(&ctx.state_dir, ctx.run, end.pid);
+    let signal = match end.outcome {
+        Outcome::Signaled { signal, .. } => signal,
+        // Without ptrace a worker's status may be unknown: faulthandler's
+        // dump names the fatal signal.
+        Outcome::Unknown => traceback.as_deref().and_then(forensics::signal_from_traceback)?,
+        _ => return None,
+    };
+    if interrupted.is_some() && !(signals::is_fault(signal) || signal == libc::SIGABRT) {
+        return None; // it went down with the wrapper's forwarded signal
+    }
+    let journal = ProcessJournal { worker, ..ProcessJournal::default() };
+    let mut crash = build(ctx, end, &journal, None);
+    crash.nodeid = traceback.as_deref().and_then(forensics::module_being_imported).unwrap_or_default();
+    crash.phase = Phase::Startup;
+    Some(crash)
 }
 
 /// True when a process with this pid exists (and is not a zombie).

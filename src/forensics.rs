@@ -16,10 +16,47 @@ pub fn faulthandler_path(state_dir: &Path, run: u32, pid: i32) -> PathBuf {
     state_dir.join("faulthandler").join(format!("r{run}-{pid}.txt"))
 }
 
+/// First line of a faulthandler file the plugin opened on import, before
+/// conftests load: `pytest-abort startup: worker=<main|gwN>`. It marks a
+/// pytest process of the run even when that process dies before it writes
+/// a journal.
+const STARTUP_HEADER: &str = "pytest-abort startup: worker=";
+
+/// The worker id a pytest process's faulthandler file names, when the
+/// plugin opened it on import (see [`STARTUP_HEADER`]).
+pub fn startup_worker(state_dir: &Path, run: u32, pid: i32) -> Option<String> {
+    let text = std::fs::read_to_string(faulthandler_path(state_dir, run, pid)).ok()?;
+    Some(text.lines().next()?.strip_prefix(STARTUP_HEADER)?.trim().to_string())
+}
+
+/// The module a dying process was importing, from faulthandler's stack
+/// (most recent call first): the innermost `<module>` frame outside
+/// installed packages (a conftest that imports a crashing library is
+/// named, not the library), else the innermost `<module>` frame. Relative
+/// to the wrapper's folder when inside it.
+pub fn module_being_imported(traceback: &str) -> Option<String> {
+    let modules: Vec<&str> = traceback
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("File \"")?.strip_suffix(" in <module>"))
+        .filter_map(|l| l.rsplit_once("\", line ").map(|(path, _)| path))
+        .filter(|path| !path.starts_with('<'))
+        .collect();
+    let installed = |p: &&str| p.contains("/site-packages/") || p.contains("/dist-packages/");
+    let path = modules.iter().find(|p| !installed(p)).or(modules.first())?;
+    let cwd = std::env::current_dir().ok();
+    let relative = cwd.as_deref().and_then(|d| Path::new(path).strip_prefix(d).ok());
+    Some(relative.map_or_else(|| path.to_string(), |r| r.display().to_string()))
+}
+
 /// The Python stacks faulthandler dumped for that process, if any.
 pub fn read_traceback(state_dir: &Path, run: u32, pid: i32) -> Option<String> {
     let bytes = std::fs::read(faulthandler_path(state_dir, run, pid)).ok()?;
     let text = String::from_utf8_lossy(&bytes);
+    let text = match text.split_once('\n') {
+        Some((first, rest)) if first.starts_with(STARTUP_HEADER) => rest,
+        _ if text.starts_with(STARTUP_HEADER) => "",
+        _ => &text,
+    };
     let text = text.trim();
     if text.is_empty() {
         return None;
@@ -126,6 +163,36 @@ pub fn write_crashinfo(state_dir: &Path, run: u32, record: &CrashRecord) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn module_being_imported_prefers_the_users_module() {
+        let dump = "Fatal Python error: Segmentation fault\n\nCurrent thread 0x1 (most recent call first):\n  \
+            File \"/venv/lib/python3.11/site-packages/gpu/__init__.py\", line 3 in <module>\n  \
+            File \"<frozen importlib._bootstrap>\", line 690 in _load_unlocked\n  \
+            File \"/src/sub dir/conftest.py\", line 1 in <module>\n  \
+            File \"/venv/lib/python3.11/site-packages/_pytest/config/__init__.py\", line 788 in _importconftest\n  \
+            File \"/venv/lib/python3.11/site-packages/pytest/__main__.py\", line 9 in <module>\n";
+        assert_eq!(module_being_imported(dump).as_deref(), Some("/src/sub dir/conftest.py"));
+        let only_installed = "  File \"/venv/lib/python3.11/site-packages/plug.py\", line 3 in <module>\n";
+        assert_eq!(
+            module_being_imported(only_installed).as_deref(),
+            Some("/venv/lib/python3.11/site-packages/plug.py")
+        );
+        assert_eq!(module_being_imported("Fatal Python error: Aborted\n"), None);
+    }
+
+    #[test]
+    fn startup_header_names_the_worker_and_stays_out_of_the_traceback() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = faulthandler_path(dir.path(), 1, 42);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "pytest-abort startup: worker=gw3\n").unwrap();
+        assert_eq!(startup_worker(dir.path(), 1, 42).as_deref(), Some("gw3"));
+        assert_eq!(read_traceback(dir.path(), 1, 42), None);
+        std::fs::write(&path, "pytest-abort startup: worker=main\nFatal Python error: Aborted\n").unwrap();
+        assert_eq!(read_traceback(dir.path(), 1, 42).as_deref(), Some("Fatal Python error: Aborted"));
+        assert_eq!(startup_worker(dir.path(), 2, 42), None);
+    }
 
     #[test]
     fn names_signal_from_dump() {

@@ -87,7 +87,14 @@ class WrapSession:
     dumps sent to a file the wrapper reads."""
 
     def __init__(
-        self, config: pytest.Config, state: str, run: str, journal: Journal, problems: Problems, controller: bool
+        self,
+        config: pytest.Config,
+        state: str,
+        run: str,
+        journal: Journal,
+        problems: Problems,
+        controller: bool,
+        fault_file=None,
     ) -> None:
         self.config = config
         self.state = state
@@ -98,7 +105,9 @@ class WrapSession:
         self.deselect: set = set()
         self.only: Optional[set] = None
         self.ignore: set = set()
-        self.fault_file = None
+        # Opened when the plugin was imported (to catch crashes before this
+        # point), else in pytest_sessionstart.
+        self.fault_file = fault_file
         journal.write(
             {
                 "ev": "start",
@@ -151,8 +160,9 @@ class WrapSession:
 
         path = os.path.join(self.state, "faulthandler", f"r{self.run}-{os.getpid()}.txt")
         try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            self.fault_file = open(path, "w")
+            if self.fault_file is None:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                self.fault_file = open(path, "w")
             faulthandler.enable(file=self.fault_file, all_threads=True)
             signum = int(os.environ.get(ENV_DUMP_SIGNAL) or 0)
             if signum:

@@ -80,6 +80,43 @@ __all__ = [
     "pytest_configure",
 ]
 
+def _early_fault_file():
+    """Under the wrapper, sends fatal-error stacks to this process's file in
+    the state folder from the moment the plugin is imported (before
+    conftests are), so that a process that dies before the plugin is
+    configured leaves both a sign that it was a pytest process of this run
+    and the stack of the module it was importing (the wrapper records a
+    crash at startup from it). :class:`WrapSession` keeps the same file.
+
+    Only the supervised pytest and its own xdist workers do this (a worker's
+    parent is the process that set ``PYTEST_ABORT_WRAP_ACTIVE``; ``workerinput``
+    does not exist yet while a worker imports its conftests)."""
+    state = os.environ.get(ENV_WRAP_STATE)
+    if not state:
+        return None
+    active = os.environ.get(ENV_WRAP_ACTIVE)
+    if active and not (os.environ.get("PYTEST_XDIST_WORKER") and str(os.getppid()) == active):
+        return None  # a pytest that a test started
+    import faulthandler
+
+    run = os.environ.get(ENV_WRAP_RUN, "1")
+    try:
+        folder = os.path.join(state, "faulthandler")
+        os.makedirs(folder, exist_ok=True)
+        f = open(os.path.join(folder, f"r{run}-{os.getpid()}.txt"), "w")
+        # The wrapper's sign of a pytest process of this run, and its worker
+        # id (the stacks faulthandler dumps follow this line).
+        f.write("pytest-abort startup: worker=%s\n" % (os.environ.get("PYTEST_XDIST_WORKER") or "main"))
+        f.flush()
+        faulthandler.enable(file=f, all_threads=True)
+        return f
+    except (OSError, ValueError, RuntimeError):
+        return None  # WrapSession tries again, and reports a failure
+
+
+#: Set on import under the wrapper (see :func:`_early_fault_file`).
+_EARLY_FAULT_FILE = _early_fault_file()
+
 #: The names the plugin objects are registered under, one per job.
 _MARKER_PLUGIN = "pytest_abort_marker"
 _WRAP_PLUGIN = "pytest_abort_wrap"
@@ -179,7 +216,8 @@ def pytest_configure(config: pytest.Config) -> None:
             register(ShardSelector(config, shard), _SHARD_PLUGIN)
 
         journal = Journal(os.path.join(wrap_state, "journal", f"r{run}-{os.getpid()}.jsonl"), problems)
-        register(WrapSession(config, wrap_state, run, journal, problems, controller), _WRAP_PLUGIN)
+        session = WrapSession(config, wrap_state, run, journal, problems, controller, _EARLY_FAULT_FILE)
+        register(session, _WRAP_PLUGIN)
         if not controller:
             register(TestJournal(journal), _TESTS_PLUGIN)
     if not is_worker:

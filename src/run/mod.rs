@@ -275,7 +275,11 @@ fn absorb(session: &mut Session, number: u32, one: OneRun, ignore: &mut Vec<Stri
             .filter(|c| !c.key().is_empty() && !previously_crashed.contains(c.key()))
             .count(),
         finished,
-        stop: session.interrupted.is_some() || one.session_expired,
+        // pytest itself died before its session (a conftest crashed at
+        // import): another run would crash the same way.
+        stop: session.interrupted.is_some()
+            || one.session_expired
+            || one.crashes.iter().any(|c| c.phase == Phase::Startup && c.worker == crate::model::Worker::Main),
     };
     session.collection_finished = journal.collection_finished;
     session.crashes.extend(one.crashes);

@@ -118,20 +118,29 @@ impl Observer for RunObserver<'_> {
     }
 
     fn watched_pids(&mut self) -> Vec<i32> {
+        // Journaled processes, and those that only opened their faulthandler
+        // file so far (they may die at startup, before any journal).
         let prefix = format!("r{}-", self.ctx.run);
-        std::fs::read_dir(crate::journal::journal_dir(&self.ctx.state_dir))
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|e| {
-                        e.file_name()
-                            .to_string_lossy()
-                            .strip_prefix(&prefix)
-                            .and_then(|r| r.strip_suffix(".jsonl"))
-                            .and_then(|p| p.parse().ok())
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        let pids_in = |dir: std::path::PathBuf, suffix: &str| -> Vec<i32> {
+            std::fs::read_dir(dir)
+                .map(|d| {
+                    d.flatten()
+                        .filter_map(|e| {
+                            e.file_name()
+                                .to_string_lossy()
+                                .strip_prefix(&prefix)
+                                .and_then(|r| r.strip_suffix(suffix))
+                                .and_then(|p| p.parse().ok())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut pids = pids_in(crate::journal::journal_dir(&self.ctx.state_dir), ".jsonl");
+        pids.extend(pids_in(self.ctx.state_dir.join("faulthandler"), ".txt"));
+        pids.sort_unstable();
+        pids.dedup();
+        pids
     }
 
     fn interrupted(&mut self, signal: i32) {

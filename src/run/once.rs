@@ -142,7 +142,9 @@ pub(super) fn run_once(
     };
     let sup = supervise::run(&cmd, &opts, &mut obs)?;
     let journal = RunJournal::read(&prep.state_dir, plan.run);
-    let no_plugin = (journal.processes.is_empty() && sup.interrupted.is_none())
+    // A pytest that crashed before the plugin was configured has no journal
+    // but a startup crash: that says what happened.
+    let no_plugin = (journal.processes.is_empty() && obs.crashes.is_empty() && sup.interrupted.is_none())
         .then(|| explain_no_plugin(&prep.base, sup.outcome, plan.run));
     Ok(OneRun {
         sup,

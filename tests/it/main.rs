@@ -17,6 +17,7 @@ mod reports;
 mod retry_cli;
 mod shard;
 mod slurm;
+mod startup;
 mod supervise;
 mod util;
 mod wrap;
