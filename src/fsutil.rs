@@ -10,6 +10,8 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 
 /// What an atomic write did besides writing the bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -159,7 +161,7 @@ pub fn append_locked(path: &Path, bytes: &[u8]) -> Result<()> {
         .mode(0o644)
         .open(path)
         .with_context(|| format!("{}: cannot open for appending", path.display()))?;
-    let _lock = Flock::exclusive(&file).with_context(|| format!("{}: cannot lock", path.display()))?;
+    let file = lock_exclusive(file).with_context(|| format!("{}: cannot lock", path.display()))?;
     let fresh = ends_mid_line(&file).with_context(|| format!("{}: cannot read its end", path.display()))?;
     let mut text = Vec::with_capacity(bytes.len() + 1);
     if fresh {
@@ -167,7 +169,7 @@ pub fn append_locked(path: &Path, bytes: &[u8]) -> Result<()> {
     }
     text.extend_from_slice(bytes);
     // One write, so a reader never sees the newline without the record.
-    (&file).write_all(&text).with_context(|| format!("{}: cannot append", path.display()))?;
+    (&*file).write_all(&text).with_context(|| format!("{}: cannot append", path.display()))?;
     Ok(())
 }
 
@@ -194,35 +196,19 @@ pub fn with_lock<T>(lock_path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T
         .mode(0o644)
         .open(lock_path)
         .with_context(|| format!("{}: cannot open the lock file", lock_path.display()))?;
-    let _lock = Flock::exclusive(&file).with_context(|| format!("{}: cannot lock", lock_path.display()))?;
+    let _lock = lock_exclusive(file).with_context(|| format!("{}: cannot lock", lock_path.display()))?;
     f()
 }
 
-/// An exclusive advisory lock held until dropped.
-struct Flock<'a>(&'a File);
-
-impl<'a> Flock<'a> {
-    fn exclusive(file: &'a File) -> std::io::Result<Self> {
-        use std::os::fd::AsRawFd;
-        loop {
-            // SAFETY: flock on a valid, open descriptor.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-            if rc == 0 {
-                return Ok(Flock(file));
-            }
-            let err = std::io::Error::last_os_error();
-            if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(err);
-            }
+/// Takes an exclusive `flock` on `file` (through `nix`), waiting for it; the
+/// lock is released when the returned guard is dropped.
+fn lock_exclusive(mut file: File) -> std::io::Result<Flock<File>> {
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusive) {
+            Ok(lock) => return Ok(lock),
+            Err((f, Errno::EINTR)) => file = f,
+            Err((_, e)) => return Err(e.into()),
         }
-    }
-}
-
-impl Drop for Flock<'_> {
-    fn drop(&mut self) {
-        use std::os::fd::AsRawFd;
-        // SAFETY: unlocking a descriptor we locked.
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
     }
 }
 
