@@ -130,7 +130,7 @@ pub struct Done {
 impl Done {
     /// True for outcomes that make the suite fail.
     pub fn is_failure(&self) -> bool {
-        matches!(self.outcome.as_str(), "failed" | "error")
+        crate::model::TestOutcome::parse(&self.outcome).is_some_and(crate::model::TestOutcome::is_failure)
     }
 }
 

@@ -35,3 +35,39 @@ pub mod statelock;
 pub mod summary;
 pub mod supervise;
 pub mod watchdog;
+
+#[cfg(test)]
+mod tests {
+    /// README's "How the code is laid out" names every module and file of
+    /// `src/` (binaries aside).
+    #[test]
+    fn readme_layout_names_every_module() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+        let start = readme.find("## How the code is laid out").expect("the layout section");
+        let table = &readme[start..start + readme[start..].find("\n## Development").unwrap_or(readme.len() - start)];
+        let mut missing = Vec::new();
+        for entry in std::fs::read_dir(format!("{root}/src")).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if ["lib.rs", "bin"].contains(&name.as_str()) {
+                continue;
+            }
+            if entry.path().is_dir() {
+                if !table.contains(&format!("`{name}/`")) {
+                    missing.push(format!("{name}/"));
+                }
+                for file in std::fs::read_dir(entry.path()).unwrap().flatten() {
+                    let f = file.file_name().to_string_lossy().into_owned();
+                    let named =
+                        f == "mod.rs" || f == "tests.rs" || !f.ends_with(".rs") || table.contains(&format!("`{f}`"));
+                    if !named {
+                        missing.push(format!("{name}/{f}"));
+                    }
+                }
+            } else if !table.contains(&format!("`{name}`")) {
+                missing.push(name);
+            }
+        }
+        assert!(missing.is_empty(), "README's layout table does not name: {missing:?}");
+    }
+}
