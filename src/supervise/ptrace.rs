@@ -57,6 +57,9 @@ struct Tracee {
     tgid: Option<i32>,
     /// Followed only up to its exec ([`Follow::UntilExec`]).
     until_exec: bool,
+    /// Its parent's fork/vfork event was seen (the parent's stop and the
+    /// child's first stop come in either order).
+    announced: bool,
 }
 
 struct Tracer<'a> {
@@ -96,7 +99,7 @@ pub fn supervise(child: Child, opts: &Options, observer: &mut dyn Observer) -> R
         let_go_early: HashSet::new(),
         root_outcome: None,
     };
-    t.tracees.insert(child.pid.as_raw(), Tracee { tgid: Some(child.pid.as_raw()), until_exec: false });
+    t.tracees.insert(child.pid.as_raw(), Tracee { tgid: Some(child.pid.as_raw()), until_exec: false, announced: true });
     let result = t.follow_until_the_root_ends().map(|()| t.finish());
     forward::set_ticker(None);
     child.restore_terminal();
@@ -274,7 +277,9 @@ impl Tracer<'_> {
                 self.tracees.entry(new).or_default().tgid = Some(tgid);
             } else {
                 if !self.let_go_early.remove(&new) {
-                    self.tracees.entry(new).or_default().tgid = Some(new);
+                    let entry = self.tracees.entry(new).or_default();
+                    entry.tgid = Some(new);
+                    entry.announced = true;
                 }
                 if !self.unfollowed.contains(&tid) && self.observer.follow(parent_tgid) == Follow::None {
                     // Its later forks cost no stops at all.
@@ -359,7 +364,9 @@ impl Tracer<'_> {
                 false
             }
             Follow::None => {
-                if !self.tracees.contains_key(&tid) || self.tracees[&tid].tgid.is_none() {
+                if !self.tracees.get(&tid).is_some_and(|t| t.announced) {
+                    // The parent's fork event is still to come: it must
+                    // not register this child again.
                     self.let_go_early.insert(tid);
                 }
                 self.let_go(pid);

@@ -392,3 +392,39 @@ fn a_second_sigterm_kills_a_deaf_pytest_xdist() {
         second_signal_escalates(mode, &["-n", "2"]);
     }
 }
+
+// ---- children let go at birth leave no trace in the tracer ----
+
+const THREADS_FORKING: &str = r#"
+import subprocess, threading
+def test_threads_fork_at_once():
+    go = threading.Event()
+    def run():
+        go.wait()
+        for _ in range(3):
+            subprocess.run(["true"])
+    threads = [threading.Thread(target=run) for _ in range(24)]
+    for t in threads: t.start()
+    go.set()
+    for t in threads: t.join()
+def test_after(): pass
+"#;
+
+/// Many threads' first forks at once: each child is let go of whichever of
+/// its first stop and its parent's fork event the wrapper sees first, and
+/// none is left behind as a phantom traced process (listed as a leftover,
+/// or waited for at the end).
+#[test]
+fn children_let_go_at_birth_are_not_phantom_leftovers() {
+    for xdist in [&[][..], &["-n", "2"][..]] {
+        for _ in 0..3 {
+            let s = Suite::new();
+            s.write("test_f.py", THREADS_FORKING);
+            let mut py = xdist.to_vec();
+            py.push("test_f.py");
+            let r = s.wrap(&[], &py);
+            assert_eq!(r.code(), 0, "{xdist:?}\n{}", r.dump());
+            assert!(!r.stderr().contains("LEFTOVER"), "{xdist:?}: phantom leftovers\n{}", r.dump());
+        }
+    }
+}
