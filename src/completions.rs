@@ -130,7 +130,7 @@ fn completions(args: &CompletionsArgs) -> Result<()> {
         Some(dir) => {
             for name in names {
                 let path = write_under(dir, &args.shell.install_path(name), &completion_script(args.shell, name)?)?;
-                println!("{}", path.display());
+                crate::reporter::terminal::write_stdout(&format!("{}\n", path.display()));
             }
         }
         None => {
@@ -148,7 +148,8 @@ fn manpages(args: &ManpageArgs) -> Result<()> {
     match &args.out_dir {
         Some(dir) => {
             for name in COMMANDS {
-                println!("{}", write_under(dir, &manpage_path(name), &manpage(name)?)?.display());
+                let path = write_under(dir, &manpage_path(name), &manpage(name)?)?;
+                crate::reporter::terminal::write_stdout(&format!("{}\n", path.display()));
             }
         }
         None => print_bytes(&manpage(&args.command)?)?,
@@ -176,7 +177,7 @@ fn report(what: &str, res: Result<()>) -> i32 {
     match res {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("pytest-abort {what}: error: {e:#}");
+            crate::reporter::terminal::write_stderr(&format!("pytest-abort {what}: error: {e:#}\n"));
             1
         }
     }

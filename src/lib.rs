@@ -11,6 +11,8 @@
 //! [`record::CrashRecord`] turns into the crash log's strings; [`fsutil`] holds the atomic-write and locked-append helpers.
 
 #![warn(missing_docs)]
+// Output goes through the reporters (src/reporter/terminal.rs), whose writes never panic.
+#![warn(clippy::print_stdout, clippy::print_stderr)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod attribute;

@@ -118,7 +118,7 @@ pub fn sanitize_paths(paths: &[PathBuf], glob: &str) -> (usize, usize, usize) {
     let files = match expand(paths, glob) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("pytest-abort: {e:#}");
+            crate::reporter::terminal::write_stderr(&format!("pytest-abort: {e:#}\n"));
             return (0, 0, 1);
         }
     };
@@ -130,7 +130,7 @@ pub fn sanitize_paths(paths: &[PathBuf], glob: &str) -> (usize, usize, usize) {
             Ok(true) => modified += 1,
             Ok(false) => {}
             Err(e) => {
-                eprintln!("pytest-abort: {e:#}");
+                crate::reporter::terminal::write_stderr(&format!("pytest-abort: {e:#}\n"));
                 failed += 1;
             }
         }
