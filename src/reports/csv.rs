@@ -136,16 +136,17 @@ impl Render for CsvDoc {
         &self.added
     }
 
-    fn parts(&self) -> Option<Vec<Part<'_>>> {
-        if self.noted == 0 && !self.created {
-            return None;
-        }
+    fn changed(&self) -> bool {
+        self.noted > 0 || self.created
+    }
+
+    fn layout(&self) -> Vec<Part<'_>> {
         let mut out = vec![Part::Text(Cow::Borrowed(self.text.as_str()))];
         if !self.text.ends_with('\n') {
             out.push(Part::Text(Cow::Borrowed(self.terminator)));
         }
         out.push(Part::Entries(0));
-        Some(out)
+        out
     }
 }
 

@@ -46,9 +46,16 @@ pub(crate) trait Render {
     }
     /// The entries of `slot` held as text (added or absorbed).
     fn held(&self, slot: usize) -> &[String];
-    /// The new text in parts, with the noted counts; `None` when nothing
-    /// changed (a created report always renders).
-    fn parts(&self) -> Option<Vec<Part<'_>>>;
+    /// True when the file must be written: something was noted, or the
+    /// report is a new one.
+    fn changed(&self) -> bool;
+    /// The new text in parts, with the noted counts.
+    fn layout(&self) -> Vec<Part<'_>>;
+    /// [`Render::layout`], or `None` when nothing changed (the file then
+    /// stays as it is, byte for byte).
+    fn parts(&self) -> Option<Vec<Part<'_>>> {
+        self.changed().then(|| self.layout())
+    }
 }
 
 /// A report format: [`Render`] plus reading, creating and merging.

@@ -672,10 +672,11 @@ impl Render for HtmlDoc {
         }
     }
 
-    fn parts(&self) -> Option<Vec<Part<'_>>> {
-        if self.noted == 0 && !self.created {
-            return None;
-        }
+    fn changed(&self) -> bool {
+        self.noted > 0 || self.created
+    }
+
+    fn layout(&self) -> Vec<Part<'_>> {
         let mut prefix = self.new_prefix();
         let mut out = Vec::with_capacity(6);
         if let Some(pos) = prefix.find(ROWS_MARKER).filter(|_| self.static_rows) {
@@ -689,7 +690,7 @@ impl Render for HtmlDoc {
             Part::Entries(0),
             Part::Text(Cow::Borrowed(&self.text[self.tests_close..])),
         ]);
-        Some(out)
+        out
     }
 }
 

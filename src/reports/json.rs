@@ -300,11 +300,6 @@ impl JsonDoc {
         }
         py_dumps(&Value::Object(summary), true)
     }
-
-    /// Nothing noted and not created: the file stays as it is.
-    fn unchanged(&self) -> bool {
-        self.added_outcomes.is_empty() && !self.created
-    }
 }
 
 /// The reference the direct writer is tested against (readable, slow).
@@ -485,10 +480,11 @@ impl Render for JsonDoc {
         &self.added
     }
 
-    fn parts(&self) -> Option<Vec<Part<'_>>> {
-        if self.unchanged() {
-            return None;
-        }
+    fn changed(&self) -> bool {
+        !self.added_outcomes.is_empty() || self.created
+    }
+
+    fn layout(&self) -> Vec<Part<'_>> {
         // (start, end, replacement) in the original text; `None`: the new tests.
         let at = self.elems.last().map(|e| e.1).unwrap_or(self.tests_close);
         let mut edits: Vec<(usize, usize, Option<String>)> =
@@ -517,7 +513,7 @@ impl Render for JsonDoc {
             pos = e;
         }
         out.push(Part::Text(Cow::Borrowed(&self.text[pos..])));
-        Some(out)
+        out
     }
 }
 

@@ -340,10 +340,11 @@ impl Render for JunitDoc {
         &self.added
     }
 
-    fn parts(&self) -> Option<Vec<Part<'_>>> {
-        if self.added_tests == 0 && !self.created {
-            return None;
-        }
+    fn changed(&self) -> bool {
+        self.added_tests > 0 || self.created
+    }
+
+    fn layout(&self) -> Vec<Part<'_>> {
         let t = self.text.as_str();
         let text = |s: &'_ str| Part::Text(Cow::Owned(s.to_string()));
         let out: Vec<Part<'_>> = match self.suite_tag {
@@ -375,7 +376,7 @@ impl Render for JunitDoc {
                 Part::Text(t[self.insert_at..].into()),
             ],
         };
-        Some(out)
+        out
     }
 }
 
