@@ -144,3 +144,35 @@ fn control_characters_in_node_ids_are_escaped_on_the_terminal() {
     assert!(ours.iter().any(|l| l.contains("\\x1b[31mred")), "escaped, still readable: {ours:?}");
     assert!(ours.iter().any(|l| l.contains("nul\\x00here")), "{ours:?}");
 }
+
+#[test]
+fn events_are_on_disk_while_the_run_goes_on() {
+    // The test after the crash runs in the second pytest run and looks at
+    // the events file from inside: the crash must already be there.
+    let s = Suite::new();
+    s.write(
+        "test_follow.py",
+        r#"
+import ctypes, json, os
+
+def test_crash():
+    ctypes.string_at(0)
+
+def test_sees_the_crash_event():
+    lines = open(os.environ["EVENTS_UNDER_TEST"]).read().splitlines()
+    types = [json.loads(l)["type"] for l in lines]
+    assert "test_crashed" in types, types
+"#,
+    );
+    let ev = s.path().join("events.jsonl");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pytest-abort-wrap"));
+    cmd.arg("--crash-log").arg(s.crash_log()).arg("--events").arg(&ev).arg("--").arg(python());
+    cmd.args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "test_follow.py"]);
+    cmd.env("EVENTS_UNDER_TEST", &ev);
+    let r = s.run_cmd(cmd);
+    assert_eq!(r.code(), 1, "{}", r.dump());
+    let events = read_events(&ev);
+    let last = events.last().unwrap();
+    assert_eq!(last["passed"], 1, "the test saw the crash event while the run went on: {}", r.dump());
+    assert_eq!(last["failed"], 0, "{}", r.dump());
+}
