@@ -173,6 +173,35 @@ fn leftover_trees_die(mode: &[&str], tag: &'static str) {
     }
 }
 
+/// `--keep-leftovers` lists the whole tree and leaves it running.
+fn kept_trees_are_listed_whole(mode: &[&str], tag: &'static str) {
+    let (bash_sleep, sleep) = (format!("98761{tag}7"), format!("98761{tag}8"));
+    let _reaper = Reaper(vec![bash_sleep.clone(), sleep.clone()]);
+    let s = Suite::new();
+    s.write(
+        "test_k.py",
+        &format!(
+            "import subprocess\ndef test_tree():\n    subprocess.Popen(['bash', '-c', 'setsid sleep {sleep} & sleep {bash_sleep}'], start_new_session=True)\n"
+        ),
+    );
+    let mut args = mode.to_vec();
+    args.push("--keep-leftovers");
+    let r = s.wrap(&args, &["test_k.py"]);
+    assert_eq!(r.code(), 0, "{mode:?}\n{}", r.dump());
+    let err = r.stderr();
+    let listed: Vec<&str> = err.lines().filter(|l| l.starts_with("LEFTOVER pid ")).collect();
+    for n in [&bash_sleep, &sleep] {
+        assert!(listed.iter().any(|l| l.ends_with(&format!("sleep {n}"))), "{mode:?}: sleep {n} not listed\n{err}");
+        assert!(!Reaper::find(n).is_empty(), "{mode:?}: sleep {n} was killed despite --keep-leftovers\n{err}");
+    }
+}
+
+#[test]
+fn kept_leftover_trees_are_listed_whole() {
+    kept_trees_are_listed_whole(MODES[0], "1");
+    kept_trees_are_listed_whole(MODES[1], "2");
+}
+
 #[test]
 fn leftover_trees_die_ptrace() {
     leftover_trees_die(MODES[0], "1");
