@@ -60,6 +60,13 @@ pub enum Event {
     Collected {
         /// Node ids in run order.
         nodeids: Vec<String>,
+        /// Tests the user's own options deselected (`-k`, `-m`,
+        /// `--deselect`), not counting the wrapper's plan.
+        #[serde(default)]
+        user_deselected: Option<usize>,
+        /// Tests the wrapper's plan deselected.
+        #[serde(default)]
+        plan_deselected: Option<usize>,
     },
     /// A test finished its protocol.
     Done(Done),
@@ -125,6 +132,46 @@ pub struct Done {
     /// Start time (epoch seconds).
     #[serde(default)]
     pub start: f64,
+    /// The entries this process's report plugins wrote for the test, when
+    /// it had any: put into a report the process never got to write, they
+    /// make it the same as if it had.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reports: Option<Box<PluginEntries>>,
+}
+
+/// What the report plugins of the process that ran a test wrote for it
+/// (each part absent when that plugin was not active there).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct PluginEntries {
+    /// pytest-json-report's test object.
+    #[serde(default)]
+    pub json: Option<serde_json::Value>,
+    /// pytest-html's result entries (the list under the node id in the
+    /// page's `tests`).
+    #[serde(default)]
+    pub html: Option<serde_json::Value>,
+    /// junitxml's `<testcase>` elements and counters.
+    #[serde(default)]
+    pub junit: Option<JunitEntries>,
+    /// pytest-csv's rows, column header to cell.
+    #[serde(default)]
+    pub csv: Option<Vec<BTreeMap<String, String>>>,
+}
+
+/// junitxml's part of [`PluginEntries`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct JunitEntries {
+    /// The `<testcase>` elements, as XML text.
+    #[serde(default)]
+    pub xml: Vec<String>,
+    /// What the test added to junitxml's counters (`passed`, `failure`,
+    /// `skipped`, `error`).
+    #[serde(default)]
+    pub stats: BTreeMap<String, i64>,
+    /// Cases counted twice (a passed call with a teardown error), which
+    /// junitxml subtracts from `tests`.
+    #[serde(default)]
+    pub double: i64,
 }
 
 impl Done {
@@ -267,6 +314,10 @@ pub struct RunJournal {
     pub done: Vec<Done>,
     /// Whether any process finished collecting.
     pub collection_finished: bool,
+    /// What a plain run would count as `collected` and `deselected`: the
+    /// tests collected (selected, the user's deselected and the plan's),
+    /// and the user's deselected; `None` when no process said.
+    pub counts: Option<(usize, usize)>,
 }
 
 impl RunJournal {
@@ -293,8 +344,12 @@ impl RunJournal {
         for pj in rj.processes.values() {
             for e in &pj.events {
                 match e {
-                    Event::Collected { nodeids } => {
+                    Event::Collected { nodeids, user_deselected, plan_deselected } => {
                         rj.collection_finished = true;
+                        if let (None, Some(user)) = (rj.counts, user_deselected) {
+                            let total = nodeids.len() + user + plan_deselected.unwrap_or(0);
+                            rj.counts = Some((total, *user));
+                        }
                         for n in nodeids {
                             if seen_collected.insert(n.clone()) {
                                 rj.collected.push(n.clone());

@@ -108,6 +108,10 @@ class WrapSession:
         # Opened when the plugin was imported (to catch crashes before this
         # point), else in pytest_sessionstart.
         self.fault_file = fault_file
+        # Deselected tests: all of them, and those the run plan deselected
+        # (the rest are the user's own -k/-m/--deselect).
+        self.deselected_all = 0
+        self.deselected_by_plan = 0
         journal.write(
             {
                 "ev": "start",
@@ -200,12 +204,25 @@ class WrapSession:
             drop = item.nodeid in self.deselect or (self.only is not None and item.nodeid not in self.only)
             (dropped if drop else keep).append(item)
         if dropped:
+            self.deselected_by_plan += len(dropped)
             config.hook.pytest_deselected(items=dropped)
             items[:] = keep
 
+    def pytest_deselected(self, items) -> None:
+        """Counts every deselection (the user's and the plan's)."""
+        self.deselected_all += len(items)
+
     def pytest_collection_finish(self, session) -> None:
-        """Journals the tests this process will run."""
-        self.journal.write({"ev": "collected", "nodeids": [i.nodeid for i in session.items]})
+        """Journals the tests this process will run, and how many the user
+        and the plan deselected (the merged reports count as one plain run)."""
+        self.journal.write(
+            {
+                "ev": "collected",
+                "nodeids": [i.nodeid for i in session.items],
+                "user_deselected": self.deselected_all - self.deselected_by_plan,
+                "plan_deselected": self.deselected_by_plan,
+            }
+        )
 
     def pytest_sessionfinish(self, session, exitstatus) -> None:
         """Journals pytest's exit status."""
@@ -228,6 +245,73 @@ class WrapSession:
             self.fault_file = None
 
 
+class ReportEntries:
+    """What the report plugins of this process wrote for one test, taken from
+    them when its protocol ends, so that the wrapper can put exactly those
+    entries into a report the process never got to write (it died later).
+
+    Reads the plugins' own per-test state: pytest-json-report's test item,
+    pytest-html's result entries, junitxml's ``<testcase>`` elements and
+    counters, and pytest-csv's rows. A plugin that is absent or whose state
+    looks different is left out; the wrapper then builds that entry from the
+    journal's outcome instead.
+    """
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.json = getattr(getattr(config, "_json_report", None), "_json_tests", None)
+        plugins = config.pluginmanager.get_plugins()
+        html = next((p for p in plugins if type(p).__module__.startswith("pytest_html") and hasattr(p, "_report")), None)
+        self.html = getattr(getattr(html, "_report", None), "data", None)
+        self.xml = None
+        try:
+            from _pytest.junitxml import xml_key
+
+            self.xml = config.stash.get(xml_key, None)
+        except ImportError:
+            pass
+        csv_reporter = getattr(config, "_csv_reporter", None)
+        self.csv_rows = getattr(csv_reporter, "_rows", None)
+
+    def active(self) -> bool:
+        return any(x is not None for x in (self.json, self.html, self.xml, self.csv_rows))
+
+    def mark(self) -> tuple:
+        """Where the plugins' lists stand before a test."""
+        xml = self.xml
+        junit = None
+        if xml is not None:
+            junit = (len(xml.node_reporters_ordered), dict(xml.stats), xml.cnt_double_fail_tests)
+        return (junit, len(self.csv_rows) if isinstance(self.csv_rows, list) else None)
+
+    def taken(self, nodeid: str, mark: tuple) -> Dict[str, Any]:
+        """The entries written for `nodeid` since `mark`."""
+        out: Dict[str, Any] = {}
+        try:
+            if isinstance(self.json, dict) and nodeid in self.json:
+                out["json"] = self.json[nodeid]
+            if isinstance(self.html, dict) and self.html.get("tests", {}).get(nodeid):
+                out["html"] = self.html["tests"][nodeid]
+            junit, csv_at = mark
+            if junit is not None:
+                import xml.etree.ElementTree as ET
+
+                at, stats, double = junit
+                xml = self.xml
+                out["junit"] = {
+                    "xml": [ET.tostring(r.to_xml(), encoding="unicode") for r in xml.node_reporters_ordered[at:]],
+                    "stats": {k: v - stats.get(k, 0) for k, v in xml.stats.items()},
+                    "double": xml.cnt_double_fail_tests - double,
+                }
+            if csv_at is not None:
+                out["csv"] = [
+                    {h: "" if v is None else str(v) for col in row.values() for h, v in col.items()}
+                    for row in self.csv_rows[csv_at:]
+                ]
+        except Exception:  # the plugins' internals changed: leave them out
+            return {}
+        return out
+
+
 class TestJournal:
     """Plugin object: one ``done`` line per finished test, with its outcome,
     duration, location and (when it did not pass) its longrepr and output
@@ -237,26 +321,41 @@ class TestJournal:
 
     __test__ = False  # not a test class, whatever pytest's python_classes say
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, config: Optional[pytest.Config] = None) -> None:
         self.journal = journal
+        self.config = config
         self.reports: List[Any] = []
         self.quoted_paths: Dict[str, str] = {}
+        self.entries: Optional[ReportEntries] = None
+        self.entries_mark: Optional[tuple] = None
 
-    def pytest_runtest_logreport(self, report) -> None:
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_logreport(self, report):
         """Gathers a test's phase reports; journals the test after its
         teardown (so one cut short by KeyboardInterrupt or an internal
-        error is not journaled)."""
+        error is not journaled). Wraps the other plugins' hooks: the report
+        plugins' state is marked before a test's first report reaches them
+        and read after its last one has."""
         when = report.when
+        if when == "setup" and self.config is not None:
+            if self.entries is None:
+                self.entries = ReportEntries(self.config)
+            self.entries_mark = self.entries.mark() if self.entries.active() else None
+        yield
         if when == "setup":
             self.reports = [report]
         elif when == "teardown":
             self.reports.append(report)
             reports, self.reports = self.reports, []
-            self._journal_done(report.nodeid, reports)
+            taken = None
+            if self.entries is not None and self.entries_mark is not None:
+                taken = self.entries.taken(report.nodeid, self.entries_mark)
+            self.entries_mark = None
+            self._journal_done(report.nodeid, reports, taken)
         else:
             self.reports.append(report)
 
-    def _journal_done(self, nodeid: str, reports: list) -> None:
+    def _journal_done(self, nodeid: str, reports: list, entries: Optional[Dict[str, Any]] = None) -> None:
         outcome, decided_by, duration, longrepr, sections, location = "passed", "call", 0.0, None, None, None
         for report in reports:
             duration += report.duration
@@ -283,7 +382,13 @@ class TestJournal:
                         sections = [(title, _clip(text)) for title, text in report.sections]
         if location is None:
             return
-        self.journal.write_line(self._done_line(nodeid, outcome, duration, decided_by, location, longrepr, sections))
+        line = self._done_line(nodeid, outcome, duration, decided_by, location, longrepr, sections)
+        if entries:
+            try:
+                line = line[:-2] + ',"reports":' + json.dumps(entries, default=str) + "}\n"
+            except (TypeError, ValueError):
+                pass
+        self.journal.write_line(line)
 
     def _done_line(self, nodeid, outcome, duration, decided_by, location, longrepr, sections) -> str:
         # Per-test hot path: the line is built from constant parts and

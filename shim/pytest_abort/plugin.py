@@ -219,6 +219,6 @@ def pytest_configure(config: pytest.Config) -> None:
         session = WrapSession(config, wrap_state, run, journal, problems, controller, _EARLY_FAULT_FILE)
         register(session, _WRAP_PLUGIN)
         if not controller:
-            register(TestJournal(journal), _TESTS_PLUGIN)
+            register(TestJournal(journal, config), _TESTS_PLUGIN)
     if not is_worker:
         register(XdistController(config, wrap_state, run, journal, problems), _XDIST_PLUGIN)

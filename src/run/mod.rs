@@ -140,6 +140,11 @@ pub struct Session {
     pub skipped_files: Vec<String>,
     /// Whether the last run's collection finished.
     pub collection_finished: bool,
+    /// What one plain run would count as collected (every test of the
+    /// session, the user's deselected ones included) and deselected (by the
+    /// user's own `-k`/`-m`/`--deselect`), from the first run that finished
+    /// collecting; the wrapper's own deselections never count.
+    pub counts: Option<(usize, usize)>,
 }
 
 impl Session {
@@ -332,6 +337,9 @@ fn note_supervision(session: &mut Session, one: &OneRun, out: &Reporters) {
 /// report paths; returns how many tests finished in it.
 fn merge_journal(session: &mut Session, journal: &RunJournal, number: u32) -> usize {
     let before = session.done.len();
+    if session.counts.is_none() {
+        session.counts = journal.counts;
+    }
     let selected_seen: HashSet<String> = session.selected.iter().cloned().collect();
     for n in &journal.collected {
         if !selected_seen.contains(n) {

@@ -10,6 +10,7 @@ mod crash_log_append;
 mod flaky;
 mod forensics;
 mod github;
+mod journal_entries;
 mod messages;
 mod output;
 mod report_input;
