@@ -43,6 +43,19 @@ impl Drop for Reaper {
     }
 }
 
+/// SIGKILLs these pids on drop (a wrapper and its stopped or deaf pytest),
+/// so a failed assertion leaves nothing running; cleared once both were
+/// reaped, since their pids may then be reused.
+struct KillOnDrop(Vec<i32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for &p in &self.0 {
+            send(p as u32, libc::SIGKILL);
+        }
+    }
+}
+
 /// Waits until `path` exists (written by a test), or panics after `secs`.
 fn wait_for_file(path: &Path, secs: u64, what: &str) {
     let until = Instant::now() + Duration::from_secs(secs);
@@ -313,6 +326,7 @@ fn sigstop_stops(mode: &[&str], xdist: &[&str]) {
         assert!(Instant::now() < until, "test_stop never started");
         std::thread::sleep(Duration::from_millis(50));
     };
+    let mut guard = KillOnDrop(vec![pid, child.id() as i32]);
     // Stopped: the state says so (T, or t while a tracer listens) and the
     // test makes no progress.
     let until = Instant::now() + Duration::from_secs(20);
@@ -323,7 +337,8 @@ fn sigstop_stops(mode: &[&str], xdist: &[&str]) {
         }
         if Instant::now() >= until || s.path().join("resumed").exists() {
             send(pid as u32, libc::SIGKILL);
-            let out = child.wait_with_output().unwrap();
+            let (out, _) = finish(child, 60, pid);
+            guard.0.clear();
             panic!(
                 "{mode:?} {xdist:?}: the test did not stop (state {state:?})\n{}",
                 String::from_utf8_lossy(&out.stderr)
@@ -336,6 +351,7 @@ fn sigstop_stops(mode: &[&str], xdist: &[&str]) {
     assert!(matches!(proc::stat(pid).map(|st| st.state), Some('T' | 't')));
     send(pid as u32, libc::SIGCONT);
     let (out, in_time) = finish(child, 60, pid);
+    guard.0.clear(); // Both ended and were reaped: their pids may be reused.
     assert!(in_time, "{mode:?} {xdist:?}: the run did not end after SIGCONT");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{mode:?} {xdist:?}\n{err}");
@@ -391,6 +407,7 @@ fn second_signal_escalates(mode: &[&str], xdist: &[&str]) {
         assert!(Instant::now() < until, "test_deaf never started");
         std::thread::sleep(Duration::from_millis(50));
     };
+    let mut guard = KillOnDrop(vec![pid, child.id() as i32]);
     std::thread::sleep(Duration::from_millis(300));
     send(child.id(), libc::SIGTERM);
     std::thread::sleep(Duration::from_millis(1500));
@@ -399,6 +416,7 @@ fn second_signal_escalates(mode: &[&str], xdist: &[&str]) {
     }
     send(child.id(), libc::SIGTERM);
     let (out, in_time) = finish(child, 30, pid);
+    guard.0.clear(); // Both ended and were reaped: their pids may be reused.
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(in_time, "{mode:?} {xdist:?}: the second SIGTERM did not stop the run\n{err}");
     assert_eq!(out.status.code(), Some(143), "{mode:?} {xdist:?}\n{err}");
