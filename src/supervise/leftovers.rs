@@ -24,8 +24,7 @@ const KILL_FOR: Duration = Duration::from_secs(5);
 /// `seeds` are more processes known to belong to it (traced ones).
 pub fn tree(root: i32, seeds: &[i32]) -> Vec<i32> {
     let me = std::process::id() as i32;
-    // SAFETY: getpgrp has no arguments and cannot fail.
-    let my_group = unsafe { libc::getpgrp() };
+    let my_group = nix::unistd::getpgrp().as_raw();
     let table: HashMap<i32, Stat> = proc::all_pids()
         .into_iter()
         .filter(|&p| p != me)

@@ -83,9 +83,9 @@ mod tests {
         let me = std::process::id() as i32;
         let s = stat(me).expect("own stat");
         assert!(!s.is_dead());
-        // SAFETY: getppid/getpgrp/getsid(0) only return ids of this process.
-        let (ppid, pgrp, sid) = unsafe { (libc::getppid(), libc::getpgrp(), libc::getsid(0)) };
-        assert_eq!((s.ppid, s.pgrp, s.session), (ppid, pgrp, sid));
+        use nix::unistd::{getpgrp, getppid, getsid};
+        let sid = getsid(None).unwrap();
+        assert_eq!((s.ppid, s.pgrp, s.session), (getppid().as_raw(), getpgrp().as_raw(), sid.as_raw()));
         assert!(alive(me));
         assert!(all_pids().contains(&me));
         assert_eq!(tgid(me), Some(me));
@@ -97,15 +97,14 @@ mod tests {
     fn sees_a_stopped_child_and_its_zombie() {
         let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
         let pid = child.id() as i32;
-        // SAFETY: signals our own child, which we have not reaped yet.
-        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        let child_pid = crate::supervise::pid::Target::process(pid);
+        child_pid.signal(libc::SIGSTOP).unwrap();
         let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while stat(pid).unwrap().state != 'T' {
             assert!(std::time::Instant::now() < until, "never stopped");
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        // SAFETY: as above.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        child_pid.kill();
         while alive(pid) {
             assert!(std::time::Instant::now() < until, "never died");
             std::thread::sleep(std::time::Duration::from_millis(10));
