@@ -65,37 +65,53 @@ def median(values: List[float]) -> Optional[float]:
 
 
 def _usable(d) -> Optional[float]:
-    if isinstance(d, bool) or not isinstance(d, (int, float)):
+    """A duration that counts: an int or float, finite, not negative
+    (``-0.0`` becomes ``0.0``)."""
+    if d.__class__ is not float and d.__class__ is not int:
         return None
     d = float(d)
-    return d + 0.0 if d >= 0.0 and d != float("inf") and d == d else None
+    return d + 0.0 if 0.0 <= d < _INF else None
 
 
-def _balance(nodeids: Sequence[str], total: int, by: str, durations: Dict[str, float]) -> Dict[str, int]:
-    known = [v for v in (_usable(durations.get(n)) for n in nodeids) if v is not None]
-    fill = median(known)
+_INF = float("inf")
+
+
+def _balance(nodeids: Sequence[str], total: int, by: str, durations: Dict[str, float]) -> List[int]:
+    """Greedy duration balance: the 1-based shard of each test. Keys are
+    numbered in first-seen order; the sort compares plain tuples."""
+    get = durations.get
+    known_of = [_usable(get(n)) for n in nodeids]
+    fill = median([d for d in known_of if d is not None])
     if fill is None:
         fill = 1.0
-    weight: Dict[str, float] = {}
-    for n in nodeids:
-        d = _usable(durations.get(n))
-        key = key_of(n, by)
-        weight[key] = weight.get(key, 0.0) + (fill if d is None else d)
-    order = sorted(weight, key=lambda k: (-weight[k], k))
-    heap = [(0.0, i) for i in range(max(total, 1))]
-    out: Dict[str, int] = {}
-    for key in order:
-        load, i = heapq.heappop(heap)
-        out[key] = i + 1
-        heapq.heappush(heap, (load + weight[key], i))
-    return out
+    index: Dict[str, int] = {}
+    keys: List[str] = []
+    weight: List[float] = []
+    key_of_test = []
+    for n, d in zip(nodeids, known_of):
+        key = n if by == "test" else n.split("::", 1)[0]
+        i = index.get(key)
+        if i is None:
+            i = index[key] = len(keys)
+            keys.append(key)
+            weight.append(0.0)
+        weight[i] += fill if d is None else d
+        key_of_test.append(i)
+    order = sorted(zip([-w for w in weight], keys, range(len(keys))))
+    heap = [(0.0, s) for s in range(max(total, 1))]
+    shard_of_key = [0] * len(keys)
+    replace = heapq.heapreplace
+    for neg, _, i in order:
+        load, s = heap[0]
+        shard_of_key[i] = s + 1
+        replace(heap, (load - neg, s))
+    return [shard_of_key[i] for i in key_of_test]
 
 
 def assign(nodeids: Sequence[str], total: int, by: str, mode: str, durations: Dict[str, float]) -> List[int]:
     """The 1-based shard of every test in ``nodeids`` (same order)."""
     if mode == "duration":
-        of_key = _balance(nodeids, total, by, durations)
-        return [of_key[key_of(n, by)] for n in nodeids]
+        return _balance(nodeids, total, by, durations)
     crc = zlib.crc32
     total = max(total, 1)
     if by == "test":

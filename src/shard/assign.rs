@@ -102,45 +102,40 @@ pub fn assign<S: AsRef<str>>(
                 })
                 .collect()
         }
-        ShardMode::Duration => {
-            let of_key = balance(nodeids, total, by, durations);
-            nodeids.iter().map(|n| of_key[key_of(n.as_ref(), by)]).collect()
-        }
+        ShardMode::Duration => balance(nodeids, total, by, durations),
     }
 }
 
-/// Greedy duration balance: key -> 1-based shard (see the module docs).
-fn balance<'a, S: AsRef<str>>(
-    nodeids: &'a [S],
-    total: u32,
-    by: ShardBy,
-    durations: &HashMap<String, f64>,
-) -> HashMap<&'a str, u32> {
-    let mut known: Vec<f64> = nodeids.iter().filter_map(|n| usable(durations.get(n.as_ref()))).collect();
+/// Greedy duration balance: the 1-based shard of each test (see the module
+/// docs). Keys are numbered in first-seen order, so every test costs two
+/// hash lookups and the sort compares plain values.
+fn balance<S: AsRef<str>>(nodeids: &[S], total: u32, by: ShardBy, durations: &HashMap<String, f64>) -> Vec<u32> {
+    let known_of: Vec<Option<f64>> = nodeids.iter().map(|n| usable(durations.get(n.as_ref()))).collect();
+    let mut known: Vec<f64> = known_of.iter().flatten().copied().collect();
     let fill = median(&mut known).unwrap_or(1.0);
-    let mut order: Vec<&str> = Vec::new();
-    let mut weight: HashMap<&str, f64> = HashMap::new();
-    for n in nodeids {
-        let n = n.as_ref();
-        let key = key_of(n, by);
-        let d = usable(durations.get(n)).unwrap_or(fill);
-        match weight.get_mut(key) {
-            Some(w) => *w += d,
-            None => {
-                order.push(key);
-                weight.insert(key, d);
-            }
-        }
+    let mut index: HashMap<&str, usize> = HashMap::with_capacity(nodeids.len());
+    let (mut keys, mut weight): (Vec<&str>, Vec<f64>) = (Vec::new(), Vec::new());
+    let mut key_of_test = Vec::with_capacity(nodeids.len());
+    for (n, d) in nodeids.iter().zip(&known_of) {
+        let key = key_of(n.as_ref(), by);
+        let i = *index.entry(key).or_insert_with(|| {
+            keys.push(key);
+            weight.push(0.0);
+            keys.len() - 1
+        });
+        weight[i] += d.unwrap_or(fill);
+        key_of_test.push(i);
     }
-    order.sort_by(|a, b| weight[b].total_cmp(&weight[a]).then_with(|| a.cmp(b)));
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    order.sort_unstable_by(|&a, &b| weight[b].total_cmp(&weight[a]).then_with(|| keys[a].cmp(keys[b])));
     // Min-heap of (load, shard index); f64 loads are finite and >= 0, so
     // their bit patterns order like the values.
     let mut heap: BinaryHeap<Reverse<(u64, u32)>> = (0..total.max(1)).map(|i| Reverse((0f64.to_bits(), i))).collect();
-    let mut out = HashMap::with_capacity(order.len());
-    for key in order {
-        let Reverse((load, i)) = heap.pop().expect("at least one shard");
-        out.insert(key, i + 1);
-        heap.push(Reverse(((f64::from_bits(load) + weight[key]).to_bits(), i)));
+    let mut shard_of_key = vec![0u32; keys.len()];
+    for i in order {
+        let Reverse((load, s)) = heap.pop().expect("at least one shard");
+        shard_of_key[i] = s + 1;
+        heap.push(Reverse(((f64::from_bits(load) + weight[i]).to_bits(), s)));
     }
-    out
+    key_of_test.into_iter().map(|i| shard_of_key[i]).collect()
 }

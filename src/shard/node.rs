@@ -239,6 +239,7 @@ impl ShardMode {
 
 /// Test counts of a shard (or of a merge).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Counts {
     /// Tests this shard selected.
     pub selected: usize,
