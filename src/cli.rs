@@ -53,6 +53,12 @@ pub struct WrapArgs {
     #[arg(long)]
     pub no_ptrace: bool,
 
+    /// Resume every time in a fresh pytest process that collects again
+    /// (without it, a serial pytest that is safe to fork collects once and
+    /// runs the tests in forked children, forking again after a crash).
+    #[arg(long)]
+    pub fresh_resume: bool,
+
     /// Folder for markers, journals and the shim copy (default: a private
     /// temp folder, removed at the end unless --keep-state).
     #[arg(long, value_name = "DIR")]
@@ -184,6 +190,7 @@ impl WrapArgs {
             flaky_result: self.flaky_result,
             reports: self.reports.targets(),
             extra_env: Vec::new(),
+            fork_resume: !self.fresh_resume,
         }
     }
 }

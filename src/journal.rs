@@ -26,6 +26,14 @@ pub fn journal_path(state_dir: &Path, run: u32, pid: i32) -> PathBuf {
     journal_dir(state_dir).join(format!("r{run}-{pid}.jsonl"))
 }
 
+/// True when the pytest process `pid` of `run`, started as a fork server,
+/// declined to serve (forking was unsafe): it runs the tests itself. The
+/// shim says so with an empty file beside its journal, which the
+/// supervisor can check at each fork without reading the journal.
+pub fn fork_declined(state_dir: &Path, run: u32, pid: i32) -> bool {
+    journal_dir(state_dir).join(format!("r{run}-{pid}.no-fork")).exists()
+}
+
 /// One line of a journal.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "ev", rename_all = "snake_case")]
@@ -42,6 +50,14 @@ pub enum Event {
         /// True for an xdist controller (it starts the workers).
         #[serde(default)]
         xdist_controller: bool,
+        /// True for a process that may run its tests in forked children
+        /// (resume by fork): like a controller, its forks are pytest
+        /// processes.
+        #[serde(default)]
+        fork_server: bool,
+        /// In a child a fork server forked to run tests: the server's pid.
+        #[serde(default)]
+        forked_from: Option<i32>,
     },
     /// Collection of a file started.
     Collect {
@@ -183,7 +199,16 @@ impl Done {
 
 /// Parses journal text; unparsable lines (a torn last line) are skipped.
 pub fn parse_journal(text: &str) -> Vec<Event> {
-    text.lines().filter(|l| !l.trim().is_empty()).filter_map(|l| serde_json::from_str(l).ok()).collect()
+    text.lines().filter(|l| !l.trim().is_empty()).filter_map(parse_line).collect()
+}
+
+/// One event; a lone surrogate in a string (Python writes one for a node
+/// id that holds it) is read as U+FFFD instead of losing the line.
+fn parse_line(line: &str) -> Option<Event> {
+    serde_json::from_str(line).ok().or_else(|| match crate::reports::text::replace_lone_surrogates(line) {
+        std::borrow::Cow::Owned(fixed) => serde_json::from_str(&fixed).ok(),
+        std::borrow::Cow::Borrowed(_) => None,
+    })
 }
 
 /// What one pytest process's journal says about it.
@@ -410,6 +435,13 @@ mod tests {
         assert_eq!(pj.stage(), Phase::SessionFinish);
         assert!(!pj.ended_normally());
         assert!(pj.events.len() < 20000);
+    }
+
+    #[test]
+    fn a_lone_surrogate_does_not_lose_the_line() {
+        let text = "{\"ev\":\"done\",\"nodeid\":\"t.py::t[a\\ud800b]\",\"outcome\":\"passed\"}\n";
+        let events = parse_journal(text);
+        assert!(matches!(&events[..], [Event::Done(d)] if d.nodeid == "t.py::t[a\u{fffd}b]"), "{events:?}");
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub struct Summary {
     pub xpassed: usize,
     /// Selected tests that neither finished nor crashed.
     pub not_run: usize,
-    /// pytest runs made.
+    /// pytest runs made (a fork server's children count one each).
     pub runs_used: usize,
     /// Most runs allowed.
     pub max_runs: u32,
@@ -62,7 +62,7 @@ impl Summary {
             xfailed: session.count(TestOutcome::Xfailed),
             xpassed: session.count(TestOutcome::Xpassed),
             not_run: session.not_run().len(),
-            runs_used: session.runs.len(),
+            runs_used: session.runs_used() as usize,
             max_runs,
             supervision: session.mode.map(|m| m.to_string()).unwrap_or_else(|| "none".into()),
             ptrace_refused: session.ptrace_refused.clone(),

@@ -66,6 +66,12 @@ class Journal:
         except OSError as e:
             self._failed(e)
 
+    def reopen(self, path: str) -> None:
+        """Continues in another file (a forked child's own journal): the
+        inherited descriptor is closed here only, not in the parent."""
+        self.close()
+        self.__init__(path, self.problems)
+
     def close(self) -> None:
         """Closes the file."""
         if self.fd is not None:
@@ -112,20 +118,43 @@ class WrapSession:
         # (the rest are the user's own -k/-m/--deselect).
         self.deselected_all = 0
         self.deselected_by_plan = 0
-        journal.write(
-            {
-                "ev": "start",
-                "pid": os.getpid(),
-                "worker": worker_id(config),
-                "rootdir": str(config.rootpath),
-                # An xdist controller starts the workers; every other pytest
-                # process only starts a test's own subprocesses.
-                "xdist_controller": controller,
-            }
-        )
+        #: The run plan as read (empty when unreadable).
+        self.plan: Dict[str, Any] = {}
         self._read_plan()
+        #: Whether this process may become a fork server for resume (it then
+        #: forks the processes that run the tests; see _resume.py).
+        self.fork_server = bool(self.plan.get("fork")) and not controller and not self.is_worker
+        journal.write(self._start_event(controller))
         if not self.is_worker:
             self._redirect_reports()
+
+    def _start_event(self, controller: bool, **extra: Any) -> Dict[str, Any]:
+        return {
+            "ev": "start",
+            "pid": os.getpid(),
+            "worker": worker_id(self.config),
+            "rootdir": str(self.config.rootpath),
+            # An xdist controller starts the workers, and so may a fork
+            # server (the wrapper follows their forks); every other pytest
+            # process only starts a test's own subprocesses.
+            "xdist_controller": controller,
+            "fork_server": self.fork_server,
+            **extra,
+        }
+
+    def forked(self, parent: int) -> None:
+        """In a child the fork server forked to run tests: journal and
+        fatal-error dumps go to this process's own files from now on."""
+        self.fork_server = False
+        self.journal.reopen(os.path.join(self.state, "journal", f"r{self.run}-{os.getpid()}.jsonl"))
+        self.journal.write(self._start_event(False, forked_from=parent))
+        if self.fault_file is not None:
+            try:
+                self.fault_file.close()
+            except OSError:
+                pass
+            self.fault_file = None
+        self._send_fatal_dumps()
 
     def _read_plan(self) -> None:
         path = os.path.join(self.state, "plan.json")
@@ -135,6 +164,7 @@ class WrapSession:
         except (OSError, ValueError) as e:
             self.problems.report("plan", f"cannot read the run plan {path}: {e}; running every test")
             return
+        self.plan = plan
         self.deselect = set(plan.get("deselect") or ())
         self.ignore = set(plan.get("ignore") or ())
         if plan.get("only") is not None:
@@ -160,6 +190,9 @@ class WrapSession:
         """After pytest's own faulthandler setup: sends fatal-error dumps (and
         the wrapper's dump signal) to this process's file in the state
         folder; the wrapper attaches it to the crash record and echoes it."""
+        self._send_fatal_dumps()
+
+    def _send_fatal_dumps(self) -> None:
         import faulthandler
 
         path = os.path.join(self.state, "faulthandler", f"r{self.run}-{os.getpid()}.txt")

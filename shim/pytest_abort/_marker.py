@@ -68,6 +68,9 @@ class AtomicMarker:
         except OSError as e:
             self.problems.report("marker-rm", f"cannot remove the marker {self.path}: {e}")
 
+    def reset(self) -> None:
+        """Nothing to reset: each write replaces the whole file."""
+
     def close(self) -> None:
         """Nothing stays open."""
 
@@ -121,6 +124,17 @@ class InPlaceMarker:
         """Marks the process idle."""
         self._put(b'{"status": "idle"}')
 
+    def reset(self) -> None:
+        """Empties the file (in a forked child: an earlier child's longer
+        marker must not show through the padding of this one's)."""
+        if self.fd is None:
+            return
+        try:
+            os.ftruncate(self.fd, 0)
+            self.size = 0
+        except OSError as e:
+            self._failed(e)
+
     def close(self) -> None:
         """Closes the file (the marker stays, saying idle)."""
         if self.fd is not None:
@@ -143,11 +157,21 @@ class MarkerWriter:
         # Only under the wrapper's watchdog do markers carry the test's own
         # timeout mark (looking it up costs a walk over the node chain).
         self.watch_marks = bool(os.environ.get(ENV_WATCH_MARKS))
-        # Formatted once: the part of every marker that never changes.
+        self.worker = worker_id(config)
+        self._format_tail()
+
+    def forked(self) -> None:
+        """In a child the fork server forked: a fresh marker, whose constant
+        part holds this process's pid."""
+        self.marker.reset()
+        self._format_tail()
+
+    def _format_tail(self) -> None:
+        """Formats the part of every marker that never changes."""
         self.tail = ', "status": "running", "pid": %d, "gpu_id": %s, "worker": %s' % (
             os.getpid(),
             q(gpu_id_from_env()),
-            q(worker_id(config)),
+            q(self.worker),
         )
 
     # The per-test path is kept lean: it builds the marker's JSON from

@@ -38,7 +38,10 @@ where it has a job:
 - :class:`~pytest_abort._shard.ShardSelector` (under ``--shard``): keeps
   the tests of this shard at collection time;
 - :class:`~pytest_abort._controller.XdistController` (not an xdist worker):
-  workers' marker paths, and what a dead worker took down.
+  workers' marker paths, and what a dead worker took down;
+- :class:`~pytest_abort._resume.ForkServer` (under the wrapper, serial, when
+  the run plan allows resuming by fork): collects once and runs the tests in
+  forked children, forking again after a crash.
 """
 
 from __future__ import annotations
@@ -123,7 +126,8 @@ _WRAP_PLUGIN = "pytest_abort_wrap"
 _TESTS_PLUGIN = "pytest_abort_tests"
 _XDIST_PLUGIN = "pytest_abort_xdist"
 _SHARD_PLUGIN = "pytest_abort_shard"
-_PLUGIN_NAMES = (_MARKER_PLUGIN, _WRAP_PLUGIN, _TESTS_PLUGIN, _XDIST_PLUGIN, _SHARD_PLUGIN)
+_FORK_PLUGIN = "pytest_abort_fork"
+_PLUGIN_NAMES = (_MARKER_PLUGIN, _WRAP_PLUGIN, _TESTS_PLUGIN, _XDIST_PLUGIN, _SHARD_PLUGIN, _FORK_PLUGIN)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -203,8 +207,10 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     run = os.environ.get(ENV_WRAP_RUN, "1")
     journal = None
+    marker_writer = None
     if marker:
-        register(MarkerWriter(config, marker, wrap_state is not None, problems), _MARKER_PLUGIN)
+        marker_writer = MarkerWriter(config, marker, wrap_state is not None, problems)
+        register(marker_writer, _MARKER_PLUGIN)
     if wrap_state is not None:
         from ._journal import Journal, TestJournal, WrapSession
         from ._shard import ShardSelector, read_plan
@@ -216,9 +222,13 @@ def pytest_configure(config: pytest.Config) -> None:
             register(ShardSelector(config, shard), _SHARD_PLUGIN)
 
         journal = Journal(os.path.join(wrap_state, "journal", f"r{run}-{os.getpid()}.jsonl"), problems)
-        session = WrapSession(config, wrap_state, run, journal, problems, controller, _EARLY_FAULT_FILE)
-        register(session, _WRAP_PLUGIN)
+        wrap = WrapSession(config, wrap_state, run, journal, problems, controller, _EARLY_FAULT_FILE)
+        register(wrap, _WRAP_PLUGIN)
         if not controller:
             register(TestJournal(journal, config), _TESTS_PLUGIN)
+        if wrap.fork_server:
+            from ._resume import ForkServer
+
+            register(ForkServer(config, wrap, journal, marker_writer), _FORK_PLUGIN)
     if not is_worker:
         register(XdistController(config, wrap_state, run, journal, problems), _XDIST_PLUGIN)

@@ -7,6 +7,7 @@
 //! into a record as it happens; [`repro`] reruns single tests (`--reproduce`,
 //! `--recheck-crashed`); this module holds the loop and its result.
 
+mod narrow;
 mod observer;
 mod once;
 mod repro;
@@ -68,6 +69,9 @@ pub struct Config {
     pub reports: Vec<(crate::reports::Kind, PathBuf)>,
     /// More environment for every pytest run (the shard plan).
     pub extra_env: Vec<(String, String)>,
+    /// Resume mode: let a serial pytest that is safe to fork collect once
+    /// and run the tests in forked children (`--fresh-resume` turns it off).
+    pub fork_resume: bool,
 }
 
 impl Default for Config {
@@ -87,6 +91,7 @@ impl Default for Config {
             flaky_result: crate::model::FlakyResult::Fail,
             reports: Vec::new(),
             extra_env: Vec::new(),
+            fork_resume: true,
         }
     }
 }
@@ -104,6 +109,9 @@ pub struct RunInfo {
     pub finished: usize,
     /// Crashes of this run.
     pub crashes: usize,
+    /// pytest processes that ran tests: 1, or the children a fork server
+    /// forked (each counts as one run toward `--max-runs`).
+    pub processes: u32,
 }
 
 /// The result of the whole loop.
@@ -158,6 +166,12 @@ impl Session {
         let done: HashSet<&str> = self.done.iter().map(|d| d.nodeid.as_str()).collect();
         let crashed = self.crashed_nodeids();
         self.selected.iter().map(String::as_str).filter(|n| !done.contains(n) && !crashed.contains(n)).collect()
+    }
+
+    /// pytest runs used toward `--max-runs` (a fork server's children
+    /// count one each).
+    pub fn runs_used(&self) -> u32 {
+        self.runs.iter().map(|r| r.processes).sum()
     }
 
     /// Count of finished tests with this outcome.
@@ -235,12 +249,29 @@ pub fn run(cfg: &Config, out: &Reporters) -> Result<Session> {
     let prep = prepare(cfg)?;
     let mut session = Session { state_dir: prep.state_dir.clone(), ..Default::default() };
     let mut ignore: Vec<String> = Vec::new();
-    for number in 1..=cfg.max_runs.max(1) {
+    let mut files = narrow::CollectedFiles::default();
+    let (mut number, mut used) = (0, 0);
+    while used < cfg.max_runs.max(1) {
+        number += 1;
         let purpose = if number == 1 { "the command".to_string() } else { session.rerun_purpose(cfg.retry_mode) };
         out.emit(Event::RunStarted { run: number, max_runs: cfg.max_runs, purpose });
-        let plan = Plan { run: number, deselect: session.deselect(cfg.retry_mode), ignore: ignore.clone(), only: None };
+        let resume = cfg.retry_mode == RetryMode::Resume;
+        let mut plan_ignore = ignore.clone();
+        if resume && number > 1 && session.collection_finished {
+            plan_ignore.extend(files.without(&session.not_run()));
+        }
+        let plan = Plan {
+            run: number,
+            deselect: session.deselect(cfg.retry_mode),
+            ignore: plan_ignore,
+            only: None,
+            fork: resume && cfg.fork_resume,
+            max_forks: cfg.max_runs.max(1) - used,
+        };
         let one = run_once(cfg, &prep, &plan, cfg.crash_log.as_deref(), out)?;
+        files.absorb(&one.journal);
         let step = absorb(&mut session, number, one, &mut ignore, out);
+        used += session.runs.last().map_or(1, |r| r.processes);
         let left_behind = !session.not_run().is_empty() || !session.collection_finished;
         let again = match cfg.retry_mode {
             RetryMode::Resume => step.new_crashes > 0 && left_behind,
@@ -294,6 +325,7 @@ fn absorb(session: &mut Session, number: u32, one: OneRun, ignore: &mut Vec<Stri
         selected: one.journal.collected.len(),
         finished,
         crashes: step.new_crashes,
+        processes: narrow::processes_used(journal),
     };
     out.emit(Event::RunFinished {
         run: number,

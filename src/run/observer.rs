@@ -105,7 +105,12 @@ impl Observer for RunObserver<'_> {
             return if *known { Follow::None } else { Follow::UntilExec };
         }
         match crate::journal::read_start(&self.ctx.state_dir, self.ctx.run, pid) {
-            Some(crate::journal::Event::Start { xdist_controller, .. }) => {
+            Some(crate::journal::Event::Start { xdist_controller, fork_server, .. }) => {
+                if fork_server && !crate::journal::fork_declined(&self.ctx.state_dir, self.ctx.run, pid) {
+                    // Its children are the pytest processes that run the
+                    // tests (not cached: it may still decline to serve).
+                    return Follow::UntilExec;
+                }
                 self.runs_tests.insert(pid, !xdist_controller);
                 if xdist_controller {
                     Follow::UntilExec

@@ -25,11 +25,19 @@ pub(super) struct Plan {
     pub run: u32,
     /// Tests not to run.
     pub deselect: Vec<String>,
-    /// Files not to collect (their collection crashed).
+    /// Files not to collect: their collection crashed, or (resume) they
+    /// hold no test left.
     pub ignore: Vec<String>,
     /// When set, only these tests run (reproduction, recheck).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub only: Option<Vec<String>>,
+    /// A serial pytest process may collect once and run the tests in
+    /// forked children, forking again after a crash (resume mode; the shim
+    /// checks that forking is safe).
+    pub fork: bool,
+    /// Most children a fork server may fork in this run (the runs left of
+    /// `--max-runs`).
+    pub max_forks: u32,
 }
 
 /// A state folder: given (kept), or a private temp folder.

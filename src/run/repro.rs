@@ -26,7 +26,7 @@ pub(super) fn recheck(cfg: &Config, prep: &Prepared, session: &mut Session, out:
         let mut runs = Vec::new();
         for _ in 0..n {
             number += 1;
-            let plan = Plan { run: number, deselect: vec![], ignore: vec![], only: Some(vec![id.clone()]) };
+            let plan = Plan { run: number, only: Some(vec![id.clone()]), ..Default::default() };
             let one = run_once(cfg, prep, &plan, None, &Reporters::none())?;
             let again = one.crashes.iter().find(|c| c.key() == id);
             crashed += u32::from(again.is_some());
@@ -84,7 +84,7 @@ pub fn reproduce(cfg: &Config, nodeid: &str, repeat: u32, out: &Reporters) -> Re
     let mut r = Reproduction::default();
     for number in 1..=repeat.max(1) {
         out.emit(Event::ReproduceRun { nodeid: nodeid.to_string(), run: number, repeat });
-        let plan = Plan { run: number, deselect: vec![], ignore: vec![], only: Some(vec![nodeid.to_string()]) };
+        let plan = Plan { run: number, only: Some(vec![nodeid.to_string()]), ..Default::default() };
         let one = run_once(cfg, &prep, &plan, cfg.crash_log.as_deref(), out)?;
         r.runs = number;
         r.found |= one.journal.collected.iter().any(|n| n == nodeid);

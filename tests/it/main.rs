@@ -15,6 +15,7 @@ mod messages;
 mod output;
 mod report_input;
 mod reports;
+mod resume;
 mod retry_cli;
 mod shard;
 mod slurm;

@@ -23,6 +23,7 @@ duration\t'Greedy balance of the durations in `--durations-file`'"
 complete -c pytest-abort-wrap -l durations-file -d 'Per-test durations (JSON object node id -> seconds): read to balance `--shard-mode duration`, and written or updated after every run' -r -F
 complete -c pytest-abort-wrap -l out-dir -d 'Also leave the crash log, every report asked for and a summary.json under fixed names in DIR, for `pytest-abort merge`' -r -F
 complete -c pytest-abort-wrap -l no-ptrace -d 'Supervise with waitpid and /proc scans instead of ptrace'
+complete -c pytest-abort-wrap -l fresh-resume -d 'Resume every time in a fresh pytest process that collects again (without it, a serial pytest that is safe to fork collects once and runs the tests in forked children, forking again after a crash)'
 complete -c pytest-abort-wrap -l keep-state -d 'Keep the state folder'
 complete -c pytest-abort-wrap -l keep-leftovers -d 'Leave processes that tests left behind running'
 complete -c pytest-abort-wrap -s q -l quiet -d 'No progress lines or summary on stderr'
