@@ -21,6 +21,8 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 build_python="${1:-$repo/.venv/bin/python}"
 profile="${MATURIN_PROFILE:-dev}"
 fail() { echo "scripts/test-wheel.sh: $*" >&2; exit 1; }
+# Each phase says how long the previous ones took, so a slow CI log shows where.
+phase() { echo "== wheel [$((SECONDS))s]: $*"; }
 "$build_python" -c 'import maturin' 2>/dev/null || fail "$build_python has no maturin (pip install maturin)"
 
 # Under target/ (ignored by git), at a fixed path: cargo then sees the same
@@ -30,10 +32,10 @@ rm -rf "$work"
 mkdir -p "$work"
 trap 'rm -rf "$work"' EXIT
 
-echo "== wheel: clean clone of HEAD"
+phase "clean clone of HEAD"
 git clone --quiet --no-local "$repo" "$work/src"
 
-echo "== wheel: pip wheel (maturin, profile $profile)"
+phase "pip wheel (maturin, profile $profile)"
 start=$SECONDS
 # (maturin's PEP 517 backend runs the `maturin` command next to its Python.)
 PATH="$(dirname "$build_python"):$PATH" CARGO_TARGET_DIR="$repo/target/wheel-target" MATURIN_PEP517_ARGS="--profile $profile --compatibility pypi" \
@@ -59,7 +61,7 @@ if command -v cargo >/dev/null 2>&1 || command -v rustc >/dev/null 2>&1; then
   fail "a Rust toolchain is still on PATH ($(command -v cargo rustc | head -1))"
 fi
 
-echo "== wheel: fresh venv with pytest, then the wheel"
+phase "fresh venv with pytest, then the wheel"
 python3 -m venv "$work/venv"
 venv_py="$work/venv/bin/python"
 "$venv_py" -m pip install --quiet --disable-pip-version-check pytest
@@ -73,7 +75,7 @@ for f in share/man/man1/pytest-abort-wrap.1 share/bash-completion/completions/py
   [ -s "$work/venv/$f" ] || fail "the wheel did not install $f"
 done
 
-echo "== wheel: pytest-abort-wrap on examples/crash_suite"
+phase "pytest-abort-wrap on examples/crash_suite"
 cd "$work/src"
 set +e
 pytest-abort-wrap --crash-log "$work/crashes.jsonl" --junit-xml "$work/junit.xml" -- \
@@ -94,8 +96,9 @@ assert got == want, f"crash records {got}, expected {want}"
 print(f"crash records: {got}")
 PY
 
-echo "== wheel: Python API tests against the installed wheel"
+phase "Python API tests against the installed wheel"
 "$venv_py" -m pip install --quiet --disable-pip-version-check \
   pytest-xdist pytest-html pytest-json-report pytest-csv pytest_html_merger
 "$venv_py" -c 'from pytest_abort.abort_handling import find_binary, wheel_binary; import sys; b = find_binary(); assert b == wheel_binary(), b; print("API finds", b)'
 "$venv_py" -m pytest -p no:cacheprovider -q shim/tests
+phase "done"
