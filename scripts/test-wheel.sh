@@ -103,4 +103,10 @@ phase "Python API tests against the installed wheel"
   pytest-xdist pytest-html pytest-json-report pytest-csv pytest_html_merger
 "$venv_py" -c 'from pytest_abort.abort_handling import find_binary, wheel_binary; import sys; b = find_binary(); assert b == wheel_binary(), b; print("API finds", b)'
 "$venv_py" -m pytest -p no:cacheprovider -q shim/tests
+# Under the wrapper, pytest_abort is the copy it puts first on PYTHONPATH;
+# that copy's API still runs the wheel's binaries, with the venv off PATH.
+probe='from pytest_abort.abort_handling import find_binary; print("found:" + find_binary())'
+found="$(PATH=/usr/bin:/bin "$work/venv/bin/pytest-abort-wrap" -q -- "$venv_py" -c "$probe" 2>/dev/null | sed -n 's/^found://p')" || true
+[ "$found" = "$work/venv/bin/pytest-abort" ] || fail "under the wrapper the API found '$found', not the wheel's binary"
+echo "under the wrapper the API finds $found"
 phase "done"

@@ -99,22 +99,37 @@ def wheel_binary(name: str = "pytest-abort") -> Optional[str]:
     ``sys.path`` is never mistaken for ours.
     """
     try:
-        from importlib.metadata import PackageNotFoundError, distribution
-    except ImportError:  # pragma: no cover - Python < 3.8
-        return None
-    try:
-        dist = distribution("pytest-abort")
-        files = dist.files or []
-    except (PackageNotFoundError, OSError):
+        from importlib.metadata import distributions
+    except ImportError:  # pragma: no cover
         return None
     here = os.path.realpath(os.path.abspath(__file__))
-    located = [(f, os.path.realpath(str(dist.locate_file(f)))) for f in files]
-    if not any(path == here for _, path in located):
+    ours: List[str] = []
+    others: List[str] = []
+    try:
+        for dist in distributions():
+            if (dist.metadata["Name"] or "").lower().replace("_", "-") != "pytest-abort":
+                continue
+            located = [(f, os.path.realpath(str(dist.locate_file(f)))) for f in (dist.files or [])]
+            found = [path for f, path in located if f.name == name and _usable(path)]
+            mine = any(path == here for _, path in located)
+            (ours if mine else others).extend(found)
+    except OSError:
         return None
-    for f, path in located:
-        if f.name == name and _usable(path):
-            return path
+    if ours:
+        return ours[0]
+    # The copy of this package that pytest-abort-wrap puts first on
+    # PYTHONPATH has no RECORD: the wheel installed in this environment
+    # (its dist-info further down sys.path) is its own.
+    if others and _embedded(here):
+        return others[0]
     return None
+
+
+def _embedded(here: str) -> bool:
+    """True for the copy of this package that pytest-abort-wrap writes into
+    its state folder (``$PYTEST_ABORT_WRAP_STATE``)."""
+    state = os.environ.get("PYTEST_ABORT_WRAP_STATE", "")
+    return bool(state) and here.startswith(os.path.join(os.path.realpath(state), ""))
 
 
 def find_binary(name: str = "pytest-abort") -> str:
