@@ -20,6 +20,8 @@ pub(crate) struct CsvDoc {
     terminator: &'static str,
     /// Every row, as a column -> value map in header order.
     rows: Vec<Vec<String>>,
+    /// Indices of `rows` removed by [`Doc::drop_entries`].
+    dropped: HashSet<usize>,
     ids: HashSet<String>,
     names: HashSet<String>,
     /// Rows held as CSV text.
@@ -56,7 +58,25 @@ impl CsvDoc {
         let col = |name: &str| header.iter().position(|h| h == name);
         let ids = col("id").map(|c| rows.iter().map(|r| r[c].trim().to_string()).collect()).unwrap_or_default();
         let names = col("name").map(|c| rows.iter().map(|r| r[c].trim().to_string()).collect()).unwrap_or_default();
-        Ok(CsvDoc { text, header, terminator, rows, ids, names, added: Vec::new(), noted: 0, created })
+        Ok(CsvDoc {
+            text,
+            header,
+            terminator,
+            rows,
+            dropped: HashSet::new(),
+            ids,
+            names,
+            added: Vec::new(),
+            noted: 0,
+            created,
+        })
+    }
+
+    /// Where the header line ends (after its terminator).
+    fn header_end(&self) -> usize {
+        let mut rd = ::csv::ReaderBuilder::new().has_headers(true).from_reader(self.text.as_bytes());
+        let _ = rd.headers();
+        (rd.position().byte() as usize).min(self.text.len())
     }
 
     fn has_id_column(&self) -> bool {
@@ -129,7 +149,18 @@ impl Render for CsvDoc {
     }
 
     fn entry_into(&self, _slot: usize, e: &Entry, out: &mut String) {
-        record_into(&entry_cells(e, &self.header), self.terminator, out);
+        match e.plugin.as_ref().and_then(|p| p.csv.as_ref()).filter(|r| !r.is_empty()) {
+            // pytest-csv's own rows (every column it knows), from the
+            // process that ran the test.
+            Some(rows) => {
+                for row in rows {
+                    let cells: Vec<String> =
+                        self.header.iter().map(|h| row.get(h).cloned().unwrap_or_default()).collect();
+                    record_into(&cells, self.terminator, out);
+                }
+            }
+            None => record_into(&entry_cells(e, &self.header), self.terminator, out),
+        }
     }
 
     fn held(&self, _slot: usize) -> &[String] {
@@ -137,10 +168,21 @@ impl Render for CsvDoc {
     }
 
     fn changed(&self) -> bool {
-        self.noted > 0 || self.created
+        self.noted > 0 || self.created || !self.dropped.is_empty()
     }
 
     fn layout(&self) -> Vec<Part<'_>> {
+        if !self.dropped.is_empty() {
+            // Rows go: the header as it was, then the kept rows anew.
+            let mut text = self.text[..self.header_end()].to_string();
+            if !text.ends_with('\n') {
+                text.push_str(self.terminator);
+            }
+            for (_, row) in self.rows.iter().enumerate().filter(|(i, _)| !self.dropped.contains(i)) {
+                record_into(row, self.terminator, &mut text);
+            }
+            return vec![Part::Text(Cow::Owned(text)), Part::Entries(0)];
+        }
         let mut out = vec![Part::Text(Cow::Borrowed(self.text.as_str()))];
         if !self.text.ends_with('\n') {
             out.push(Part::Text(Cow::Borrowed(self.terminator)));
@@ -163,13 +205,33 @@ impl Doc for CsvDoc {
         &mut self.added
     }
 
-    fn absorb(&mut self, other: &Self) -> usize {
+    fn drop_entries(&mut self, ids: &HashSet<String>) -> usize {
+        let Some(col) = self.header.iter().position(|h| h == "id") else { return 0 };
         let mut n = 0;
-        for row in &other.rows {
+        for (i, row) in self.rows.iter().enumerate() {
+            let id = row[col].trim();
+            // A row without an id is pytest-csv's row for xdist's stand-in
+            // report of a crashed worker's test (it has no item to name).
+            if (id.is_empty() || ids.contains(id)) && self.dropped.insert(i) {
+                self.ids.remove(id);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    fn absorb(&mut self, other: &Self) -> usize {
+        // Known before this absorb: a test's further rows (one per subtest
+        // or phase) in `other` all come along with its first.
+        let (ids, names) = (self.ids.clone(), self.names.clone());
+        let mut n = 0;
+        for (i, row) in other.rows.iter().enumerate() {
+            if other.dropped.contains(&i) {
+                continue;
+            }
             let id = other.value(row, "id");
             let name = other.value(row, "name");
-            let known =
-                if self.has_id_column() { self.ids.contains(id.trim()) } else { self.names.contains(name.trim()) };
+            let known = if self.has_id_column() { ids.contains(id.trim()) } else { names.contains(name.trim()) };
             if known {
                 continue;
             }

@@ -7,6 +7,7 @@
 //! there are.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::io::{self, Write};
 
 use anyhow::Result;
@@ -66,7 +67,13 @@ pub(crate) trait Doc: Render + Sized {
     fn create() -> Self;
     /// The entries of `slot` held as text, to add to.
     fn held_mut(&mut self, slot: usize) -> &mut Vec<String>;
-    /// Adds every test of `other` this report lacks; returns how many.
+    /// Removes the report's own entries of these node ids (and, in formats
+    /// that have them, entries without a node id: xdist's stand-ins for a
+    /// crashed worker's test); returns how many. Entries added since the
+    /// parse stay.
+    fn drop_entries(&mut self, ids: &HashSet<String>) -> usize;
+    /// Adds every test of `other` this report lacks (not those dropped from
+    /// it); returns how many.
     fn absorb(&mut self, other: &Self) -> usize;
     /// The text the report was parsed from.
     fn original(&self) -> &str;

@@ -35,10 +35,13 @@ pub(crate) struct HtmlDoc {
     attr: (usize, usize),
     /// Index in `text` of the (escaped) `}` closing `tests`.
     tests_close: usize,
-    tests_empty: bool,
     /// Existing tests: span `key_start..value_end` in `text` (escaped),
     /// results.
     members: Vec<(usize, usize, Vec<String>)>,
+    /// The (trimmed) key of each of `members`.
+    member_keys: Vec<String>,
+    /// Indices of `members` removed by [`Doc::drop_entries`].
+    dropped: HashSet<usize>,
     keys: HashSet<String>,
     /// `td` classes of the file's own rows (`col-result`, ...).
     columns: Vec<String>,
@@ -528,19 +531,21 @@ impl HtmlDoc {
         let (members_raw, results, columns, targets) = scan;
         let esc = escaped_offsets(&text[attr.0..attr.1], &targets);
         let mut members = Vec::with_capacity(members_raw.len());
-        let mut keys = HashSet::with_capacity(members_raw.len());
+        let mut member_keys = Vec::with_capacity(members_raw.len());
         for ((mem, results), span) in members_raw.into_iter().zip(results).zip(esc.chunks_exact(2)) {
-            keys.insert(if mem.key.trim().len() == mem.key.len() { mem.key } else { mem.key.trim().to_string() });
+            member_keys.push(if mem.key.trim().len() == mem.key.len() { mem.key } else { mem.key.trim().to_string() });
             members.push((attr.0 + span[0], attr.0 + span[1], results));
         }
+        let keys: HashSet<String> = member_keys.iter().cloned().collect();
         let tests_close = attr.0 + esc[esc.len() - 1];
         let columns =
             if columns.is_empty() { DEFAULT_COLUMNS.iter().map(|s| s.to_string()).collect() } else { columns };
         Ok(HtmlDoc {
             attr,
             tests_close,
-            tests_empty: members.is_empty(),
             members,
+            member_keys,
+            dropped: HashSet::new(),
             keys,
             columns,
             added: Vec::new(),
@@ -621,6 +626,12 @@ fn bump_run_count(prefix: &str, delta: i64) -> String {
     .into_owned()
 }
 
+/// pytest-html's own result entries for an entry filled in from a
+/// journal, when the process that ran the test had the plugin.
+fn plugin_html(e: &Entry) -> Option<&Vec<Value>> {
+    e.plugin.as_ref().and_then(|p| p.html.as_ref()).and_then(Value::as_array).filter(|l| !l.is_empty())
+}
+
 impl Render for HtmlDoc {
     fn has(&self, nodeid: &str) -> bool {
         self.keys.contains(nodeid.trim())
@@ -628,7 +639,14 @@ impl Render for HtmlDoc {
 
     fn note(&mut self, e: &Entry) {
         self.noted += 1;
-        self.count(&result_word(&e.outcome).to_lowercase());
+        match plugin_html(e) {
+            Some(list) => {
+                for r in list.iter().filter_map(|r| r.get("result")?.as_str()) {
+                    self.count(&r.to_lowercase());
+                }
+            }
+            None => self.count(&result_word(&e.outcome).to_lowercase()),
+        }
     }
 
     fn remember(&mut self, nodeid: &str) {
@@ -652,12 +670,16 @@ impl Render for HtmlDoc {
         let mut frag = String::new();
         py_str_into(&e.nodeid, true, &mut frag);
         frag.push_str(": ");
-        entry_json_into(e, &self.columns, &mut frag);
+        match plugin_html(e) {
+            // The plugin's own entries, from the process that ran the test.
+            Some(list) => frag.push_str(&super::text::py_dumps(&Value::Array(list.clone()), true)),
+            None => entry_json_into(e, &self.columns, &mut frag),
+        }
         attr_escape_into(&frag, out);
     }
 
     fn separator(&self, slot: usize, index: usize) -> &str {
-        if slot == 1 || (index == 0 && self.tests_empty) {
+        if slot == 1 || (index == 0 && self.members.len() == self.dropped.len()) {
             ""
         } else {
             ", "
@@ -673,7 +695,7 @@ impl Render for HtmlDoc {
     }
 
     fn changed(&self) -> bool {
-        self.noted > 0 || self.created
+        self.noted > 0 || self.created || !self.dropped.is_empty()
     }
 
     fn layout(&self) -> Vec<Part<'_>> {
@@ -685,11 +707,24 @@ impl Render for HtmlDoc {
         } else {
             out.push(Part::Text(Cow::Owned(prefix)));
         }
-        out.extend([
-            Part::Text(Cow::Borrowed(&self.text[self.attr.0..self.tests_close])),
-            Part::Entries(0),
-            Part::Text(Cow::Borrowed(&self.text[self.tests_close..])),
-        ]);
+        let blob = if self.dropped.is_empty() {
+            Cow::Borrowed(&self.text[self.attr.0..self.tests_close])
+        } else {
+            // Some members go: the kept ones are written anew from their own
+            // (escaped) text.
+            let (first, last) = (self.members[0].0, self.members[self.members.len() - 1].1);
+            let kept: Vec<&str> = (0..self.members.len())
+                .filter(|i| !self.dropped.contains(i))
+                .map(|i| &self.text[self.members[i].0..self.members[i].1])
+                .collect();
+            Cow::Owned(format!(
+                "{}{}{}",
+                &self.text[self.attr.0..first],
+                kept.join(", "),
+                &self.text[last..self.tests_close]
+            ))
+        };
+        out.extend([Part::Text(blob), Part::Entries(0), Part::Text(Cow::Borrowed(&self.text[self.tests_close..]))]);
         out
     }
 }
@@ -711,9 +746,26 @@ impl Doc for HtmlDoc {
         }
     }
 
+    fn drop_entries(&mut self, ids: &HashSet<String>) -> usize {
+        let mut n = 0;
+        for (i, key) in self.member_keys.iter().enumerate() {
+            if ids.contains(key) && self.dropped.insert(i) {
+                self.keys.remove(key);
+                for r in &self.members[i].2 {
+                    *self.added_results.entry(r.clone()).or_default() -= 1;
+                }
+                n += 1;
+            }
+        }
+        n
+    }
+
     fn absorb(&mut self, other: &Self) -> usize {
         let mut n = 0;
-        for (s, e, results) in &other.members {
+        for (i, (s, e, results)) in other.members.iter().enumerate() {
+            if other.dropped.contains(&i) {
+                continue;
+            }
             // The member as `other` escaped it is valid in this attribute
             // too (both double-quoted): kept as it is.
             let escaped = &other.text[*s..*e];

@@ -27,6 +27,10 @@ pub(crate) struct JsonDoc {
     sep: String,
     /// Existing test elements: span, nodeid, outcome.
     elems: Vec<(usize, usize, String, String)>,
+    /// Indices of `elems` removed by [`Doc::drop_entries`].
+    dropped: HashSet<usize>,
+    /// `collected` and `deselected` to write instead of the counted ones.
+    counts: Option<(i64, i64)>,
     ids: HashSet<String>,
     added: Vec<String>,
     added_outcomes: BTreeMap<String, i64>,
@@ -244,6 +248,8 @@ impl JsonDoc {
             tests_close,
             sep,
             elems,
+            dropped: HashSet::new(),
+            counts: None,
             ids,
             added: Vec::new(),
             added_outcomes: BTreeMap::new(),
@@ -251,6 +257,13 @@ impl JsonDoc {
             created,
             text,
         })
+    }
+
+    /// Makes the summary's `collected` and `deselected` these numbers (what
+    /// one plain run of the whole session counts), whatever the per-run
+    /// files said.
+    pub(crate) fn set_counts(&mut self, collected: usize, deselected: usize) {
+        self.counts = Some((collected as i64, deselected as i64));
     }
 
     /// Holds an entry taken from another report.
@@ -290,6 +303,9 @@ impl JsonDoc {
                 other => self.added_outcomes.get(other).copied().unwrap_or(0),
             };
             let nv = match v.as_i64() {
+                // An outcome no test has any more goes: pytest-json-report
+                // counts only the outcomes it saw.
+                Some(x) if x + add == 0 && add != 0 && !is_count_key(k) => continue,
                 Some(x) => json!(x + add),
                 None => v.clone(),
             };
@@ -298,8 +314,26 @@ impl JsonDoc {
         for (pk, pv) in pending {
             summary.insert(pk.clone(), json!(*pv));
         }
+        if let Some((collected, deselected)) = self.counts {
+            summary.insert("collected".into(), json!(collected));
+            summary.shift_remove("deselected");
+            if deselected > 0 {
+                summary.insert("deselected".into(), json!(deselected));
+            }
+        }
         py_dumps(&Value::Object(summary), true)
     }
+}
+
+/// Summary members that count tests rather than name an outcome.
+fn is_count_key(k: &str) -> bool {
+    matches!(k, "total" | "collected" | "deselected" | "unskipped_total")
+}
+
+/// pytest-json-report's own test object for an entry filled in from a
+/// journal, when the process that ran the test had the plugin.
+fn plugin_json(e: &Entry) -> Option<&Value> {
+    e.plugin.as_ref().and_then(|p| p.json.as_ref()).filter(|v| v.is_object())
 }
 
 /// The reference the direct writer is tested against (readable, slow).
@@ -457,7 +491,10 @@ impl Render for JsonDoc {
 
     fn note(&mut self, e: &Entry) {
         self.added_duration += e.duration;
-        self.count(&e.outcome);
+        match plugin_json(e).and_then(|v| v.get("outcome")?.as_str()) {
+            Some(outcome) => self.count(outcome),
+            None => self.count(&e.outcome),
+        }
     }
 
     fn remember(&mut self, nodeid: &str) {
@@ -465,11 +502,15 @@ impl Render for JsonDoc {
     }
 
     fn entry_into(&self, _slot: usize, e: &Entry, out: &mut String) {
-        entry_json_into(e, out);
+        match plugin_json(e) {
+            // The plugin's own entry, from the process that ran the test.
+            Some(v) => out.push_str(&py_dumps(v, true)),
+            None => entry_json_into(e, out),
+        }
     }
 
     fn separator(&self, _slot: usize, index: usize) -> &str {
-        if index == 0 && self.elems.is_empty() {
+        if index == 0 && self.elems.len() == self.dropped.len() {
             ""
         } else {
             &self.sep
@@ -481,7 +522,7 @@ impl Render for JsonDoc {
     }
 
     fn changed(&self) -> bool {
-        !self.added_outcomes.is_empty() || self.created
+        !self.added_outcomes.is_empty() || self.created || !self.dropped.is_empty() || self.counts.is_some()
     }
 
     fn layout(&self) -> Vec<Part<'_>> {
@@ -489,6 +530,15 @@ impl Render for JsonDoc {
         let at = self.elems.last().map(|e| e.1).unwrap_or(self.tests_close);
         let mut edits: Vec<(usize, usize, Option<String>)> =
             vec![(at, at, None), (self.summary.0, self.summary.1, Some(self.new_summary()))];
+        if !self.dropped.is_empty() {
+            // Some elements go: the kept ones are written anew from their
+            // own text.
+            let kept: Vec<&str> = (0..self.elems.len())
+                .filter(|i| !self.dropped.contains(i))
+                .map(|i| &self.text[self.elems[i].0..self.elems[i].1])
+                .collect();
+            edits.push((self.elems[0].0, at, Some(kept.join(&self.sep))));
+        }
         if let Some((s, e, code)) = self.exitcode {
             let failures = self.added_outcomes.get("failed").copied().unwrap_or(0)
                 + self.added_outcomes.get("error").copied().unwrap_or(0);
@@ -501,7 +551,8 @@ impl Render for JsonDoc {
                 edits.push((s, e, Some(py_float(d + self.added_duration))));
             }
         }
-        edits.sort_by_key(|x| x.0);
+        // At the same place, the kept elements come before the new ones.
+        edits.sort_by_key(|x| (x.0, x.2.is_none()));
         let mut out = Vec::with_capacity(2 * edits.len() + 1);
         let mut pos = 0;
         for (s, e, rep) in edits {
@@ -536,10 +587,22 @@ impl Doc for JsonDoc {
         &mut self.added
     }
 
+    fn drop_entries(&mut self, ids: &HashSet<String>) -> usize {
+        let mut n = 0;
+        for (i, (_, _, nodeid, outcome)) in self.elems.iter().enumerate() {
+            if ids.contains(nodeid) && self.dropped.insert(i) {
+                self.ids.remove(nodeid);
+                *self.added_outcomes.entry(outcome.clone()).or_default() -= 1;
+                n += 1;
+            }
+        }
+        n
+    }
+
     fn absorb(&mut self, other: &Self) -> usize {
         let mut n = 0;
-        for (s, e, nodeid, outcome) in &other.elems {
-            if !self.has(nodeid) {
+        for (i, (s, e, nodeid, outcome)) in other.elems.iter().enumerate() {
+            if !other.dropped.contains(&i) && !self.has(nodeid) {
                 self.push(nodeid, outcome, other.text[*s..*e].to_string());
                 n += 1;
             }
@@ -634,5 +697,34 @@ pub(crate) mod tests {
         let out = d.render().unwrap();
         assert!(out.contains("{\"nodeid\": \"x\"},\n        {\"nodeid\": \"tests/"), "{out}");
         serde_json::from_str::<Value>(&out).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod drop_tests {
+    use super::*;
+    use crate::reports::sample_record;
+
+    #[test]
+    fn dropped_entries_leave_valid_json_and_counts() {
+        let text = r#"{"summary": {"passed": 2, "failed": 1, "total": 3, "collected": 3}, "tests": [{"nodeid": "a", "outcome": "passed"}, {"nodeid": "b", "outcome": "failed"}, {"nodeid": "c", "outcome": "passed"}]}"#;
+        for drop in ["a", "b", "c"] {
+            let mut d = JsonDoc::parse(text.to_string()).unwrap();
+            assert_eq!(d.drop_entries(&[drop.to_string()].into_iter().collect()), 1);
+            assert!(!d.has(drop));
+            d.add(&Entry::from_crash(&sample_record()));
+            let out = d.render().unwrap();
+            let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+            let ids: Vec<&str> = v["tests"].as_array().unwrap().iter().map(|t| t["nodeid"].as_str().unwrap()).collect();
+            assert_eq!(ids.len(), 3, "{out}");
+            assert!(!ids.contains(&drop), "{out}");
+            assert_eq!(v["summary"]["total"], 3, "{out}");
+        }
+        // Only the counts change: the tests stay as they were.
+        let mut d = JsonDoc::parse(text.to_string()).unwrap();
+        d.set_counts(5, 2);
+        let v: Value = serde_json::from_str(&d.render().unwrap()).unwrap();
+        assert_eq!((v["summary"]["collected"].clone(), v["summary"]["deselected"].clone()), (json!(5), json!(2)));
+        assert_eq!(v["tests"].as_array().unwrap().len(), 3);
     }
 }

@@ -49,6 +49,8 @@ pub(crate) struct JunitDoc {
     /// root's closing tag when there is no suite).
     insert_at: usize,
     cases: Vec<Case>,
+    /// Indices of `cases` removed by [`Doc::drop_entries`].
+    dropped: HashSet<usize>,
     keys: HashSet<(String, String)>,
     added: Vec<String>,
     added_tests: i64,
@@ -194,6 +196,7 @@ impl JunitDoc {
             suite_tag,
             insert_at,
             cases,
+            dropped: HashSet::new(),
             keys,
             added: Vec::new(),
             added_tests: 0,
@@ -206,14 +209,33 @@ impl JunitDoc {
     }
 
     fn count(&mut self, kind: Option<&str>, time: f64) {
-        self.added_tests += 1;
-        self.added_time += time;
+        self.count_by(kind, time, 1);
+    }
+
+    /// Adds `by` (1 or -1) to the counters for a case of this kind.
+    fn count_by(&mut self, kind: Option<&str>, time: f64, by: i64) {
+        self.added_tests += by;
+        self.added_time += time * by as f64;
         match kind {
-            Some("failure") => self.added_failures += 1,
-            Some("error") => self.added_errors += 1,
-            Some("skipped") => self.added_skipped += 1,
+            Some("failure") => self.added_failures += by,
+            Some("error") => self.added_errors += by,
+            Some("skipped") => self.added_skipped += by,
             _ => {}
         }
+    }
+
+    /// The file's text from `from` to `to` without the dropped cases.
+    fn kept(&self, from: usize, to: usize) -> String {
+        let mut out = String::with_capacity(to - from);
+        let mut pos = from;
+        for (i, c) in self.cases.iter().enumerate() {
+            if self.dropped.contains(&i) && c.span.0 >= pos && c.span.1 <= to {
+                out.push_str(&self.text[pos..c.span.0]);
+                pos = c.span.1;
+            }
+        }
+        out.push_str(&self.text[pos..to]);
+        out
     }
 
     /// The first suite's start tag with updated counters.
@@ -312,12 +334,28 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
 }
 
+/// junitxml's own cases and counters for an entry filled in from a
+/// journal, when the process that ran the test wrote JUnit XML.
+fn plugin_junit(e: &Entry) -> Option<&crate::journal::JunitEntries> {
+    e.plugin.as_ref().and_then(|p| p.junit.as_ref()).filter(|j| !j.xml.is_empty())
+}
+
 impl Render for JunitDoc {
     fn has(&self, nodeid: &str) -> bool {
         self.keys.contains(&junit_names(nodeid.trim()))
     }
 
     fn note(&mut self, e: &Entry) {
+        if let Some(j) = plugin_junit(e) {
+            // junitxml's own counters for the test (subtests count).
+            let stat = |k: &str| j.stats.get(k).copied().unwrap_or(0);
+            self.added_tests += stat("passed") + stat("failure") + stat("skipped") + stat("error") - j.double;
+            self.added_failures += stat("failure");
+            self.added_errors += stat("error");
+            self.added_skipped += stat("skipped");
+            self.added_time += e.duration;
+            return;
+        }
         let kind = match e.outcome.as_str() {
             "failed" if e.flaky_pass => None,
             "failed" => Some("failure"),
@@ -333,7 +371,11 @@ impl Render for JunitDoc {
     }
 
     fn entry_into(&self, _slot: usize, e: &Entry, out: &mut String) {
-        out.push_str(&entry_xml(e));
+        match plugin_junit(e) {
+            // junitxml's own cases, from the process that ran the test.
+            Some(j) => j.xml.iter().for_each(|x| out.push_str(x)),
+            None => out.push_str(&entry_xml(e)),
+        }
     }
 
     fn held(&self, _slot: usize) -> &[String] {
@@ -341,7 +383,7 @@ impl Render for JunitDoc {
     }
 
     fn changed(&self) -> bool {
-        self.added_tests > 0 || self.created
+        self.added_tests != 0 || self.created || !self.dropped.is_empty()
     }
 
     fn layout(&self) -> Vec<Part<'_>> {
@@ -358,7 +400,10 @@ impl Render for JunitDoc {
             Some((s, e, false)) => vec![
                 Part::Text(t[..s].into()),
                 Part::Text(self.suite_start(&t[s..e]).into()),
-                Part::Text(t[e..self.insert_at].into()),
+                Part::Text(match self.dropped.is_empty() {
+                    true => t[e..self.insert_at].into(),
+                    false => self.kept(e, self.insert_at).into(),
+                }),
                 Part::Entries(0),
                 Part::Text(t[self.insert_at..].into()),
             ],
@@ -399,10 +444,23 @@ errors=\"0\" failures=\"0\" skipped=\"0\" tests=\"0\" time=\"0.000\" timestamp=\
         &mut self.added
     }
 
+    fn drop_entries(&mut self, ids: &HashSet<String>) -> usize {
+        let keys: HashSet<(String, String)> = ids.iter().map(|id| junit_names(id.trim())).collect();
+        let mut n = 0;
+        for i in 0..self.cases.len() {
+            if keys.contains(&self.cases[i].key) && self.dropped.insert(i) {
+                self.keys.remove(&self.cases[i].key);
+                self.count_by(self.cases[i].kind, self.cases[i].time, -1);
+                n += 1;
+            }
+        }
+        n
+    }
+
     fn absorb(&mut self, other: &Self) -> usize {
         let mut n = 0;
-        for c in &other.cases {
-            if self.keys.insert(c.key.clone()) {
+        for (i, c) in other.cases.iter().enumerate() {
+            if !other.dropped.contains(&i) && self.keys.insert(c.key.clone()) {
                 self.count(c.kind, c.time);
                 self.added.push(other.text[c.span.0..c.span.1].to_string());
                 n += 1;

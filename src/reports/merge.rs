@@ -2,6 +2,7 @@
 //! per-run copies the shim redirected pytest to, filled in from the
 //! journals for runs whose process died before writing, plus the crashes.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
@@ -14,17 +15,21 @@ use super::{add_crashes, read_report, Doc, Entry, Kind, Patched, RunOutput};
 
 /// Merges `sources` (in order; missing or unreadable ones are skipped, as
 /// the run that should have written them died), then adds every finished
-/// test of `done` and every crash the merged report lacks.
+/// test of `done` and every crash. A crashed test's entry is always the
+/// crash's own: what a surviving xdist controller wrote for it (its
+/// "worker crashed" stand-in) is dropped first.
 pub(crate) fn merge_into<D: Doc>(
     sources: &[PathBuf],
     done: &[crate::journal::Done],
     records: &[crate::record::CrashRecord],
-) -> Result<(String, usize)> {
+) -> Result<(D, usize)> {
+    let crashed: HashSet<String> = records.iter().map(|r| r.key().to_string()).filter(|k| !k.is_empty()).collect();
     let mut base: Option<D> = None;
     let mut added = 0;
     for src in sources {
         let Ok(Some(text)) = read_report(src) else { continue };
-        let Ok(doc) = D::parse(text) else { continue };
+        let Ok(mut doc) = D::parse(text) else { continue };
+        doc.drop_entries(&crashed);
         match base.as_mut() {
             None => base = Some(doc),
             Some(b) => added += b.absorb(&doc),
@@ -32,14 +37,18 @@ pub(crate) fn merge_into<D: Doc>(
     }
     let mut doc = base.unwrap_or_else(D::create);
     for d in done {
-        if !d.nodeid.trim().is_empty() && !doc.has(&d.nodeid) {
+        if !d.nodeid.trim().is_empty() && !doc.has(&d.nodeid) && !crashed.contains(d.nodeid.trim()) {
             doc.add(&Entry::from_done(d));
             added += 1;
         }
     }
     added += add_crashes(&mut doc, records);
-    let text = doc.render().unwrap_or_else(|| doc.original().to_string());
-    Ok((text, added))
+    Ok((doc, added))
+}
+
+/// The text of a merged report.
+fn rendered<D: Doc>(doc: &D) -> String {
+    doc.render().unwrap_or_else(|| doc.original().to_string())
 }
 
 /// Copies `<src>/assets/*` next to `dest` (pytest-html without
@@ -71,15 +80,22 @@ fn retitle(text: String, dest: &Path) -> String {
 fn complete_one(kind: Kind, dest: &Path, session: &RunOutput) -> Result<Patched> {
     let sources: Vec<PathBuf> = session.runs.iter().filter_map(|rr| rr.redirected.get(&kind)).cloned().collect();
     let created = !dest.exists();
+    let (done, records) = (session.done, session.records);
     let (text, added) = match kind {
-        Kind::Json => merge_into::<JsonDoc>(&sources, session.done, session.records)?,
-        Kind::Html => {
-            let (t, n) = merge_into::<HtmlDoc>(&sources, session.done, session.records)?;
-            copy_assets(&sources, dest)?;
-            (retitle(t, dest), n)
+        Kind::Json => {
+            let (mut doc, n) = merge_into::<JsonDoc>(&sources, done, records)?;
+            if let Some((collected, deselected)) = session.counts {
+                doc.set_counts(collected, deselected);
+            }
+            (rendered(&doc), n)
         }
-        Kind::Csv => merge_into::<CsvDoc>(&sources, session.done, session.records)?,
-        Kind::Junit => merge_into::<JunitDoc>(&sources, session.done, session.records)?,
+        Kind::Html => {
+            let (doc, n) = merge_into::<HtmlDoc>(&sources, done, records)?;
+            copy_assets(&sources, dest)?;
+            (retitle(rendered(&doc), dest), n)
+        }
+        Kind::Csv => merge_into::<CsvDoc>(&sources, done, records).map(|(d, n)| (rendered(&d), n))?,
+        Kind::Junit => merge_into::<JunitDoc>(&sources, done, records).map(|(d, n)| (rendered(&d), n))?,
     };
     crate::fsutil::create_parent(dest)?;
     let written = crate::fsutil::atomic_write(dest, text.as_bytes())?;
@@ -134,7 +150,7 @@ mod tests {
             Done { nodeid: "t.py::c".into(), outcome: "passed".into(), ..Default::default() },
         ];
         let records = vec![CrashRecord { nodeid: "t.py::b".into(), signal: Some(11), ..Default::default() }];
-        let session = RunOutput { records: &records, done: &done, runs: &runs };
+        let session = RunOutput { records: &records, done: &done, runs: &runs, counts: None };
         let junit = dir.path().join("j.xml");
         let res = complete(&session, &[(Kind::Junit, junit.clone())]);
         assert_eq!(res.len(), 2);

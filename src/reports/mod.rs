@@ -94,6 +94,9 @@ pub struct RunOutput<'a> {
     pub done: &'a [Done],
     /// The report files of each run.
     pub runs: &'a [RunReports],
+    /// `collected` and `deselected` as one plain run counts them (see
+    /// `run::Session::counts`), when known.
+    pub counts: Option<(usize, usize)>,
 }
 
 /// What a report write did.
@@ -146,6 +149,9 @@ pub(crate) struct Entry {
     pub rechecks: Vec<record::RecheckRun>,
     /// A flaky crash that `--flaky-result pass` does not count as a failure.
     pub flaky_pass: bool,
+    /// The entries the report plugins wrote for this test in the process
+    /// that ran it (a journal entry's): used as they are.
+    pub plugin: Option<Box<crate::journal::PluginEntries>>,
 }
 
 impl Entry {
@@ -170,7 +176,11 @@ impl Entry {
             path: record::split_nodeid(&nodeid).first().map(|s| s.to_string()).unwrap_or_default(),
             nodeid,
             outcome: "failed".into(),
-            when: "call".into(),
+            // The phase it died in; deaths outside a test count as call.
+            when: match r.phase.as_str() {
+                p @ ("setup" | "teardown") => p.into(),
+                _ => "call".into(),
+            },
             duration: if r.duration.is_finite() && r.duration > 0.0 { r.duration } else { 0.0 },
             longrepr: crash_text(r),
             message,
@@ -179,6 +189,7 @@ impl Entry {
             crash: true,
             rechecks: r.rechecks.clone(),
             flaky_pass: r.flaky_passes(),
+            plugin: None,
         }
     }
 
@@ -210,6 +221,7 @@ impl Entry {
             crash: false,
             rechecks: Vec::new(),
             flaky_pass: false,
+            plugin: d.reports.clone(),
         }
     }
 

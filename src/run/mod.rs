@@ -394,7 +394,12 @@ fn merge_journal(session: &mut Session, journal: &RunJournal, number: u32) -> us
 /// state folder; failures become warnings and set `io_error`.
 fn write_reports(cfg: &Config, session: &mut Session, out: &Reporters) {
     let records = session.records();
-    let input = crate::reports::RunOutput { records: &records, done: &session.done, runs: &session.reports };
+    let input = crate::reports::RunOutput {
+        records: &records,
+        done: &session.done,
+        runs: &session.reports,
+        counts: session.counts,
+    };
     for res in crate::reports::complete(&input, &cfg.reports) {
         match res {
             Ok(p) => {

@@ -221,7 +221,7 @@ pub fn run(args: &MergeArgs) -> Result<Merged> {
         }
         runs.push(rr);
     }
-    let output = RunOutput { records: &records, done: &not_run, runs: &runs };
+    let output = RunOutput { records: &records, done: &not_run, runs: &runs, counts: None };
     for res in reports::complete(&output, &[]) {
         written.push(res?.path);
     }

@@ -7,6 +7,7 @@
 
 mod completions;
 mod crash_log_append;
+mod differential;
 mod flaky;
 mod forensics;
 mod github;
