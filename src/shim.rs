@@ -36,9 +36,24 @@ pub fn install(state_dir: &Path) -> Result<PathBuf> {
     let root = state_dir.join("py");
     let pkg = root.join("pytest_abort");
     std::fs::create_dir_all(&pkg).with_context(|| format!("{}: cannot create the shim folder", pkg.display()))?;
+    let mut changed = false;
     for (name, text) in FILES {
         let path = pkg.join(name);
+        // Unchanged files keep their times, so the bytecode the plugin cached
+        // in a kept state folder stays valid.
+        if std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
+            continue;
+        }
+        changed = true;
         std::fs::write(&path, text).with_context(|| format!("{}: cannot write the shim", path.display()))?;
+    }
+    if changed {
+        // Python validates cached bytecode by the source's mtime (seconds)
+        // and size: drop it rather than trust that across a rewrite.
+        let cache = pkg.join("__pycache__");
+        if cache.exists() {
+            std::fs::remove_dir_all(&cache).with_context(|| format!("{}: cannot remove", cache.display()))?;
+        }
     }
     // Our own distribution metadata, found before any installed one: its
     // entry point (the package, not `pytest_abort.plugin`) is the one pytest

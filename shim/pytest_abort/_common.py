@@ -1,7 +1,10 @@
 """What the plugin objects of :mod:`pytest_abort.plugin` share: the names of
 the environment variables the wrapper sets, JSON quoting for the per-test
 paths, and :class:`Problems`, which tells the user (once) when the plugin
-cannot do its job."""
+cannot do its job.
+
+PYTEST_DONT_REWRITE: no assertions here to rewrite (see :mod:`pytest_abort.plugin`).
+"""
 
 from __future__ import annotations
 
@@ -85,7 +88,13 @@ class Problems:
                 return
         except Warning:
             pass  # -W error: the run must not fail for it; say it on stderr
+        # Past pytest's output capture (a test's setup may be capturing).
+        capman = self.config.pluginmanager.getplugin("capturemanager")
         try:
-            sys.stderr.write(text + "\n")
+            if capman is not None:
+                with capman.global_and_fixture_disabled():
+                    sys.stderr.write(text + "\n")
+            else:
+                sys.stderr.write(text + "\n")
         except (OSError, ValueError):
             pass  # stderr itself is gone: nowhere left to say it

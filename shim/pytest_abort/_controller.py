@@ -1,5 +1,8 @@
 """The xdist controller's part: gives each worker its marker path (and the
-wrapper's state), and when a worker dies, says which test it took down."""
+wrapper's state), and when a worker dies, says which test it took down.
+
+PYTEST_DONT_REWRITE: no assertions here to rewrite (see :mod:`pytest_abort.plugin`).
+"""
 
 from __future__ import annotations
 

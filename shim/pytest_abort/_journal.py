@@ -5,7 +5,10 @@ reports went), and the wrapper's run plan it applies.
 Two plugin objects share one :class:`Journal` file:
 :class:`WrapSession` (session, collection, plan, reports, fatal-error dumps)
 and :class:`TestJournal` (one ``done`` line per finished test), which only a
-process that runs tests registers."""
+process that runs tests registers.
+
+PYTEST_DONT_REWRITE: no assertions here to rewrite (see :mod:`pytest_abort.plugin`).
+"""
 
 from __future__ import annotations
 

@@ -1,8 +1,12 @@
 """The marker writer: keeps the "last running test" marker of one pytest
-process (see :mod:`pytest_abort.plugin` for where it goes and what it holds)."""
+process (see :mod:`pytest_abort.plugin` for where it goes and what it holds).
+
+PYTEST_DONT_REWRITE: no assertions here to rewrite (see :mod:`pytest_abort.plugin`).
+"""
 
 from __future__ import annotations
 
+import mmap
 import os
 from datetime import datetime
 from typing import Optional
@@ -13,6 +17,8 @@ from ._common import ENV_WATCH_MARKS, Problems, q, worker_id
 from .crash_file import gpu_id_from_env
 
 _PHASE_OFFSET = len('{"phase": ')
+#: Size of a marker's memory map (grown in these steps for a longer one).
+_MAP_SIZE = 4096
 #: Each phase's JSON literal, padded to one width so that a phase change is
 #: one write at a fixed offset.
 _PHASE_TEXT = {p: ('"%s"' % p).ljust(10) for p in ("setup", "call", "teardown")}
@@ -76,37 +82,61 @@ class AtomicMarker:
 
 
 class InPlaceMarker:
-    """Marker kept open and rewritten in place with one ``pwrite``.
+    """Marker kept open and updated in place, as stores into a shared memory
+    map of the file (no system call per update; the page cache the wrapper
+    reads is the mapping itself), or one ``pwrite`` each where the file
+    cannot be mapped.
 
     Used under the wrapper, which reads a marker only when its writer is
-    stopped (ptrace) or dead, so a single write is all-or-nothing for it.
-    Shorter contents are padded with spaces (valid JSON whitespace)."""
+    stopped (ptrace) or dead. Shorter contents are padded with spaces (valid
+    JSON whitespace); the rest of the mapped size is NULs, which readers
+    strip. The file's blocks are allocated up front, so a store never
+    faults on a full disk."""
 
     def __init__(self, path: str, problems: Problems) -> None:
         self.path = path
         self.problems = problems
-        self.size = 0
+        self.size = 0  # length of the longest content written (padding)
         self.fd: Optional[int] = None
+        self.map: Optional[mmap.mmap] = None
         try:
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
             self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         except OSError as e:
             self._failed(e)
+            return
+        self._map(_MAP_SIZE)
 
     def _failed(self, e: OSError) -> None:
         self.problems.report("marker", f"cannot write the marker {self.path}: {e}; a crash cannot be attributed")
 
+    def _map(self, size: int) -> None:
+        old, self.map = self.map, None
+        if old is not None:
+            old.close()
+        try:
+            os.posix_fallocate(self.fd, 0, size)
+            self.map = mmap.mmap(self.fd, size)
+        except (OSError, ValueError, AttributeError):
+            self.map = None  # a file system without fallocate/mmap: pwrite
+
     def _put(self, data: bytes) -> None:
-        if self.fd is None:
-            return
-        if len(data) < self.size:
+        n = len(data)
+        if n < self.size:
             data = data.ljust(self.size)
         else:
-            self.size = len(data)
-        try:
-            os.pwrite(self.fd, data, 0)
-        except OSError as e:
-            self._failed(e)
+            self.size = n
+        m = self.map
+        if m is not None:
+            if self.size > len(m):
+                self._map(-(-self.size // _MAP_SIZE) * _MAP_SIZE)
+                return self._put(data)
+            m[: len(data)] = data
+        elif self.fd is not None:
+            try:
+                os.pwrite(self.fd, data, 0)
+            except OSError as e:
+                self._failed(e)
 
     def start(self, payload: str) -> None:
         """Writes the marker of a test whose protocol starts."""
@@ -114,7 +144,10 @@ class InPlaceMarker:
 
     def phase(self, phase: str) -> None:
         """Overwrites the phase field only."""
-        if self.fd is not None:
+        m = self.map
+        if m is not None:
+            m[_PHASE_OFFSET : _PHASE_OFFSET + 10] = _PHASES[phase]
+        elif self.fd is not None:
             try:
                 os.pwrite(self.fd, _PHASES[phase], _PHASE_OFFSET)
             except OSError as e:
@@ -127,6 +160,12 @@ class InPlaceMarker:
     def reset(self) -> None:
         """Empties the file (in a forked child: an earlier child's longer
         marker must not show through the padding of this one's)."""
+        if self.map is not None:
+            # Not ftruncate: a store into a mapping past the file's end
+            # would fault. NULs, which readers strip, read as no marker.
+            self.map[: self.size] = bytes(self.size)
+            self.size = 0
+            return
         if self.fd is None:
             return
         try:
@@ -136,7 +175,10 @@ class InPlaceMarker:
             self._failed(e)
 
     def close(self) -> None:
-        """Closes the file (the marker stays, saying idle)."""
+        """Unmaps and closes the file (the marker stays, saying idle)."""
+        if self.map is not None:
+            self.map.close()
+            self.map = None
         if self.fd is not None:
             try:
                 os.close(self.fd)
@@ -147,13 +189,12 @@ class InPlaceMarker:
 
 class MarkerWriter:
     """Plugin object: the marker of the test this process runs, with the
-    phase it is in. Registered when a marker path is configured."""
+    phase it is in. Registered when a marker path is configured, in a
+    process that runs tests (not an xdist controller, whose report hooks
+    carry its workers' tests)."""
 
     def __init__(self, config: pytest.Config, path: str, in_place: bool, problems: Problems) -> None:
         self.marker = InPlaceMarker(path, problems) if in_place else AtomicMarker(path, problems)
-        # True while this process runs a test's protocol (an xdist
-        # controller also gets logreport calls, for its workers' tests).
-        self.in_protocol = False
         # Only under the wrapper's watchdog do markers carry the test's own
         # timeout mark (looking it up costs a walk over the node chain).
         self.watch_marks = bool(os.environ.get(ENV_WATCH_MARKS))
@@ -176,12 +217,14 @@ class MarkerWriter:
 
     # The per-test path is kept lean: it builds the marker's JSON from
     # constant parts and C-encoded string literals instead of json.dumps,
-    # and updates the phase from the report hook pytest calls anyway.
+    # starts it from the first hook of the test's setup (no protocol
+    # wrapper) and follows the phases from the report hook pytest calls
+    # anyway.
 
-    @pytest.hookimpl(hookwrapper=True)
-    def pytest_runtest_protocol(self, item, nextitem):
-        """Writes the marker before the test's protocol and marks the
-        process idle after it (a hard crash in between leaves it)."""
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item) -> None:
+        """Writes the marker as the test's setup starts (a hard crash from
+        here to its teardown report leaves it)."""
         timeout = _timeout_of(item) if self.watch_marks else None
         self.marker.start(
             '{"phase": "setup"   , "test_name": %s, "nodeid": %s, "start_time": "%s"%s, "timeout": %s}'
@@ -193,20 +236,19 @@ class MarkerWriter:
                 "null" if timeout is None else repr(timeout),
             )
         )
-        self.in_protocol = True
-        try:
-            yield
-        finally:
-            self.in_protocol = False
-            self.marker.finish()
 
     def pytest_runtest_logreport(self, report) -> None:
-        """After setup and call: the marker names the phase that starts now."""
+        """After each phase: the marker names the phase that starts now, and
+        says idle after the teardown."""
         when = report.when
-        if self.in_protocol and when != "teardown":
-            # The next phase starts now (teardown straight after a setup
-            # that did not pass).
-            self.marker.phase("call" if when == "setup" and report.outcome == "passed" else "teardown")
+        if when == "setup":
+            # Teardown comes straight after a setup that did not pass.
+            self.marker.phase("call" if report.outcome == "passed" else "teardown")
+        elif when == "call":
+            if type(report) is pytest.TestReport:  # not a subtest's report (pytest-subtests)
+                self.marker.phase("teardown")
+        elif when == "teardown":
+            self.marker.finish()
 
     @pytest.hookimpl(trylast=True)
     def pytest_unconfigure(self, config) -> None:

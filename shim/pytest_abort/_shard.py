@@ -22,6 +22,8 @@ resumed run selects from the same tests as the first.
 
 A shard that gets no test while the suite has some passes: pytest's "no
 tests collected" (exit 5) becomes 0, with a line saying so.
+
+PYTEST_DONT_REWRITE: no assertions here to rewrite (see :mod:`pytest_abort.plugin`).
 """
 
 from __future__ import annotations

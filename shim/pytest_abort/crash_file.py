@@ -2,6 +2,8 @@
 
 Small on purpose: the plugin needs these without the Rust binary. Report
 handling lives in the Rust binary (see :mod:`pytest_abort.abort_handling`).
+
+PYTEST_DONT_REWRITE: no assertions here to rewrite (see :mod:`pytest_abort.plugin`).
 """
 
 from __future__ import annotations

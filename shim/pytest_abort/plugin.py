@@ -21,6 +21,9 @@ keeps a per-process journal of collected and finished tests, applies the
 wrapper's run plan (tests to deselect, files to skip), sends report files of
 each run to their own paths, and writes markers in place (one ``pwrite`` per
 update) since the wrapper reads them only once the writer is stopped or dead.
+(PYTEST_DONT_REWRITE: nothing here needs assertion rewriting, and the
+package imports this module itself, so it loads from bytecode.)
+
 Writing never fails a test run; what cannot be written is said once, as a
 pytest warning.
 
@@ -208,7 +211,7 @@ def pytest_configure(config: pytest.Config) -> None:
     run = os.environ.get(ENV_WRAP_RUN, "1")
     journal = None
     marker_writer = None
-    if marker:
+    if marker and not controller:
         marker_writer = MarkerWriter(config, marker, wrap_state is not None, problems)
         register(marker_writer, _MARKER_PLUGIN)
     if wrap_state is not None:

@@ -225,7 +225,7 @@ def test_count(request):
     sessions = [p for p in pm.get_plugins() if isinstance(p, MarkerWriter)]
     modules = [p for p in pm.get_plugins() if p is plugin]
     writers = [
-        impl for impl in request.config.hook.pytest_runtest_protocol.get_hookimpls()
+        impl for impl in request.config.hook.pytest_runtest_setup.get_hookimpls()
         if type(impl.plugin).__module__.startswith("pytest_abort.")
     ]
     print("COUNTS", len(sessions), len(modules), len(writers))
