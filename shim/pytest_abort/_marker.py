@@ -161,9 +161,17 @@ class InPlaceMarker:
         """Empties the file (in a forked child: an earlier child's longer
         marker must not show through the padding of this one's)."""
         if self.map is not None:
-            # Not ftruncate: a store into a mapping past the file's end
-            # would fault. NULs, which readers strip, read as no marker.
-            self.map[: self.size] = bytes(self.size)
+            # Not ftruncate to 0: a store into a mapping past the file's end
+            # would fault. NULs, which readers strip, read as no marker; all
+            # of them, since the earlier child's length is not known here
+            # (and a longer file, grown by that child, is cut to the map).
+            n = len(self.map)
+            try:
+                if os.fstat(self.fd).st_size > n:
+                    os.ftruncate(self.fd, n)
+            except OSError as e:
+                self._failed(e)
+            self.map[:] = bytes(n)
             self.size = 0
             return
         if self.fd is None:

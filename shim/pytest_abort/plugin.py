@@ -11,16 +11,17 @@ Inert unless a marker path is configured, exactly like the original
 5. ``--last-running-dir``.
 
 The marker is a JSON object (``test_name``, ``nodeid``, ``start_time``,
-``status: "running"``, ``pid``, ``gpu_id``) written just before a test's run
-protocol starts and removed when it returns; if the process dies hard, it
+``status: "running"``, ``pid``, ``gpu_id``, ``phase``) written as a test's
+setup starts and removed after its teardown; if the process dies hard, it
 stays. Under xdist, when a worker goes down the controller appends the
 worker's surviving marker to ``PYTEST_ABORT_CRASHED_TESTS_LOG``.
 
 Under ``pytest-abort-wrap`` (``PYTEST_ABORT_WRAP_STATE`` set) the plugin also
 keeps a per-process journal of collected and finished tests, applies the
 wrapper's run plan (tests to deselect, files to skip), sends report files of
-each run to their own paths, and writes markers in place (one ``pwrite`` per
-update) since the wrapper reads them only once the writer is stopped or dead.
+each run to their own paths, and writes markers in place (stores into a
+memory map of the file) since the wrapper reads them only once the writer is
+stopped or dead.
 (PYTEST_DONT_REWRITE: nothing here needs assertion rewriting, and the
 package imports this module itself, so it loads from bytecode.)
 
