@@ -10,7 +10,7 @@ ratios measured in the same run.
 
 Sizes come from environment variables (defaults in CONFIG); --quick shrinks
 them for a smoke run. --only a,b picks workloads: overhead, subprocess,
-recovery, postprocess, sanitize.
+recovery, postprocess, sanitize, resume.
 """
 
 import argparse
@@ -51,6 +51,10 @@ CONFIG = {
     "BENCH_SANITIZE_FILES": (20, 3),
     "BENCH_CRASHLOG_LINES": (1000000, 20000),  # crash log into all four formats, created from nothing
     "BENCH_CRASHLOG_ROUNDS": (1, 1),
+    "BENCH_RESUME_TESTS": (5000, 600),  # the resume workload's suite (in BENCH_RESUME_FILES files)
+    "BENCH_RESUME_FILES": (20, 4),
+    "BENCH_RESUME_CRASHES": (7, 3),
+    "BENCH_RESUME_ROUNDS": (3, 1),
     # The original's postprocess runs only when its estimated time is below
     # this many seconds (estimated from the quadratic fit of the smaller runs).
     "BENCH_ORIG_LIMIT_S": (600, 120),
@@ -619,6 +623,256 @@ def wl_crashlog(quick):
           ", ".join(f"{k} {v / 1e6:.0f}" for k, v in sizes.items()))
     emit(t)
     fresh(run)
+# --- resume after crashes without collecting again -------------------------
+
+RESUME_MODULE = """\\
+\\"\\"\\"Generated benchmark module {f}: parametrized checks of a small numeric kernel.\\"\\"\\"
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import decimal
+import email.message
+import enum
+import fractions
+import functools
+import http.client
+import inspect
+import itertools
+import json
+import logging
+import re
+import sqlite3
+import statistics
+import typing
+import unittest.mock
+import urllib.parse
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from support import kernels_{f:02d} as kernels
+from support.common import DTYPES, SHAPES, make_case
+
+OPS = {ops!r}
+
+
+class Layout(enum.Enum):
+    ROW = "row"
+    COL = "col"
+
+
+@pytest.fixture(scope="module")
+def table():
+    return {{op: kernels.reference(op) for op in OPS}}
+
+
+@pytest.mark.parametrize("layout", [Layout.ROW, pytest.param(Layout.COL, marks=pytest.mark.slow)], ids=lambda v: v.value)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("op", OPS)
+def test_kernel(op, shape, dtype, layout, table, rng):
+    case = make_case(op, shape, dtype, layout.value)
+    got = kernels.apply(case, rng)
+    assert table[op] > 0
+    assert got == pytest.approx(got)
+
+
+class TestRoundTrip:
+    @pytest.mark.parametrize("n", range({rest}))
+    def test_json(self, n, rng):
+        data = {{"n": n, "vals": [rng.random() for _ in range(8)], "name": f"case-{{n}}"}}
+        assert json.loads(json.dumps(data)) == data
+        assert decimal.Decimal(n) + decimal.Decimal(1) > 0 and fractions.Fraction(n, 3) >= 0
+"""
+
+RESUME_KERNELS = """\\
+\\"\\"\\"Project code the tests import (generated).\\"\\"\\"
+import math
+import random
+
+from .common import Case
+
+
+def reference(op):
+    return sum(ord(c) for c in op) / 7.0
+
+
+def apply(case: Case, rng: random.Random) -> float:
+    acc = 0.0
+    for i in range(case.work):
+        acc += math.sin(i * case.scale) * rng.random()
+    return acc
+"""
+
+RESUME_HELPER = """
+
+def helper_{i}(x, y=1, *, z=None):
+    \\"\\"\\"Helper {i}.\\"\\"\\"
+    if z is None:
+        z = [x] * y
+    return sum(v * {i} for v in z) + len(str(x))
+"""
+
+RESUME_COMMON = """\\
+import dataclasses
+
+DTYPES = ["float16", "bfloat16", "float32", "float64", "int8"]
+SHAPES = [(1,), (7,), (16, 16), (3, 5, 7), (128,)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    op: str
+    shape: tuple
+    dtype: str
+    layout: str
+    scale: float
+    work: int
+
+
+def make_case(op, shape, dtype, layout):
+    size = 1
+    for s in shape:
+        size *= s
+    return Case(op, shape, dtype, layout, 1.0 / (1 + size), 60)
+"""
+
+RESUME_CONFTEST = """\\
+import ctypes
+import os
+import random
+
+import pytest
+
+_CRASH = set()
+if os.environ.get("BENCH_CRASH_IDS"):
+    with open(os.environ["BENCH_CRASH_IDS"], encoding="utf-8") as f:
+        _CRASH = {line.rstrip("\\\\n") for line in f if line.strip()}
+
+
+@pytest.fixture
+def rng(request):
+    return random.Random(request.node.nodeid)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: slow variants")
+
+
+def pytest_runtest_setup(item):
+    fd = os.open(os.environ["BENCH_STARTS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (item.nodeid + "\\\\n").encode())
+    finally:
+        os.close(fd)
+
+
+def pytest_runtest_call(item):
+    if item.nodeid in _CRASH:
+        ctypes.string_at(0)
+"""
+
+
+def gen_resume_suite(d, n, files):
+    """A suite of n tests in `files` modules under d/tests whose collection
+    costs what a real one does: each module imports a set of stdlib
+    packages and a generated project module (400 functions), and builds its
+    tests from four stacked parametrizations plus a parametrized class;
+    conftest fixtures, an ini with testpaths and pythonpath. Tests do a
+    little work each (a 60-step loop, a JSON round trip)."""
+    ops = ["add", "mul", "fma", "dot"]
+    kernel_tests = len(ops) * 5 * 5 * 2
+    per = n // files
+    if per <= kernel_tests:
+        raise SystemExit(f"resume: {n} tests in {files} files is too few per file (need > {kernel_tests})")
+    sup = d / "tests" / "support"
+    sup.mkdir(parents=True)
+    (d / "pytest.ini").write_text("[pytest]\\ntestpaths = tests\\npythonpath = tests\\n")
+    (d / "tests" / "conftest.py").write_text(RESUME_CONFTEST)
+    (sup / "__init__.py").write_text("")
+    (sup / "common.py").write_text(RESUME_COMMON)
+    for f in range(files):
+        (d / "tests" / f"test_ops_{f:02d}.py").write_text(RESUME_MODULE.format(f=f, ops=ops, rest=per - kernel_tests))
+        (sup / f"kernels_{f:02d}.py").write_text(RESUME_KERNELS + "".join(RESUME_HELPER.format(i=i) for i in range(400)))
+    return per * files
+
+
+def wl_resume(quick):
+    n = cfg("BENCH_RESUME_TESTS", quick)
+    nfiles = cfg("BENCH_RESUME_FILES", quick)
+    k = cfg("BENCH_RESUME_CRASHES", quick)
+    rounds = cfg("BENCH_RESUME_ROUNDS", quick)
+    d = fresh(WORK / "resume")
+    n = gen_resume_suite(d, n, nfiles)
+    starts = WORK / "resume-starts.txt"
+    clog = WORK / "resume-crash.jsonl"
+    markers = fresh(WORK / "resume-markers")
+    ids_file = WORK / "resume-crash-ids.txt"
+    base = {"BENCH_STARTS": str(starts)}
+    r = subprocess.run(pytest_cmd("-p", "no:pytest_abort", "--collect-only"), cwd=d, env={**os.environ, **base},
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ids = [line for line in r.stdout.splitlines() if "::" in line]
+    if len(ids) != n:
+        raise SystemExit(f"resume: collected {len(ids)} of {n} tests:\\n{r.stdout[-3000:]}")
+    crash_ids = [ids[int((j + 0.5) * n / k)] for j in range(k)]
+    ids_file.write_text("".join(i + "\\n" for i in crash_ids))
+    crash = {**base, "BENCH_CRASH_IDS": str(ids_file)}
+    baseline = os.environ.get("BENCH_BASELINE_WRAP")
+
+    def prepare(_name):
+        for p in (starts, clog):
+            if p.exists():
+                p.unlink()
+
+    counts = {}
+
+    def check(name, res):
+        lines = starts.read_text().splitlines() if starts.exists() else []
+        counts.setdefault(name, []).append((len(lines), len(set(lines))))
+        if "wrapper" in name and (len(lines) != n or res.rc != 1):
+            raise SystemExit(f"resume: {name}: {len(lines)} starts of {n} tests, rc={res.rc}:\\n{res.stdout[-3000:]}")
+
+    for xdist in ([], ["-n", "2"]):
+        label = "serial" if not xdist else "-n 2"
+        wrap = ["-q", "--max-runs", str(k + 3), "--"]
+        variants = [
+            ("plain pytest --collect-only", pytest_cmd("-p", "no:pytest_abort", "--collect-only", *xdist), base, d),
+            ("plain pytest, no crashes", pytest_cmd("-p", "no:pytest_abort", *xdist), base, d),
+            (f"wrapper, {k} crashes", [WRAP, *wrap, *pytest_cmd(*xdist)], crash, d),
+        ]
+        if not xdist:
+            variants.append(
+                (f"wrapper --fresh-resume, {k} crashes", [WRAP, "--fresh-resume", *wrap, *pytest_cmd()], crash, d))
+        if baseline:
+            variants.append((f"baseline wrapper, {k} crashes", [baseline, *wrap, *pytest_cmd(*xdist)], crash, d))
+        if xdist:
+            variants.append((
+                f"original pytest-abort-retry, {k} crashes",
+                [VBIN / "pytest-abort-retry", "--crash-log", clog, "--max-runs", str(k + 3), "--", "pytest", "-q",
+                 "-p", "no:cacheprovider", *xdist],
+                {**crash, "PYTEST_ABORT_LAST_RUNNING_DIR": str(markers), "PYTEST_ABORT_CRASHED_TESTS_LOG": str(clog)},
+                d,
+            ))
+        SECTION[0] = f"resume {label}"
+        print(f"\\n== resume ({label}): {n} tests in {nfiles} files, {k} segfaults, {rounds} rounds", flush=True)
+        counts.clear()
+        rs = alternate(variants, rounds, prepare=prepare, check=check)
+        plain = med(rs["plain pytest, no crashes"])
+        t = Table(
+            f"Resume, {label}: {n} tests in {nfiles} files, {k} real segfaults (median of {rounds} alternating rounds)",
+            ["variant", "median wall (s)", "x plain pytest without crashes", "test starts",
+             f"distinct tests started (of {n})", "exit status"],
+        )
+        for name, _, _, _ in variants:
+            m = med(rs[name])
+            c = counts[name][-1]
+            t.add(name, f"{m:.3f}", f"{m / plain:.3f}", c[0], c[1], rs[name][-1].rc)
+        emit(t)
+        coll = med(rs["plain pytest --collect-only"])
+        note(f"resume ({label}): collection alone (pytest --collect-only, start-up included) {coll:.2f} s = "
+             f"{coll / plain:.2f} of the plain run; wrapper with {k} crashes {med(rs[f'wrapper, {k} crashes']) / plain:.3f}x "
+             f"plain pytest without crashes (target <= 1.3 serial)")
 
 
 WORKLOADS = {
@@ -628,6 +882,7 @@ WORKLOADS = {
     "postprocess": wl_postprocess,
     "sanitize": wl_sanitize,
     "crashlog": wl_crashlog,
+    "resume": wl_resume,
 }
 
 

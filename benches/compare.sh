@@ -3,7 +3,7 @@
 # plain pytest, from a clean clone:
 #   benches/compare.sh            full sizes (about 15-20 minutes on 2 cores)
 #   benches/compare.sh --quick    smoke run (about a minute)
-#   benches/compare.sh --only overhead,subprocess,recovery,postprocess,sanitize
+#   benches/compare.sh --only overhead,subprocess,recovery,postprocess,sanitize,resume
 # Sizes: BENCH_* environment variables (see CONFIG in benches/compare.py).
 # Builds target/release, creates bench-out/venv-orig with the original from
 # PyPI (never our shim: the wrapper puts its own copy first on PYTHONPATH),
