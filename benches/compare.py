@@ -625,8 +625,8 @@ def wl_crashlog(quick):
     fresh(run)
 # --- resume after crashes without collecting again -------------------------
 
-RESUME_MODULE = """\\
-\\"\\"\\"Generated benchmark module {f}: parametrized checks of a small numeric kernel.\\"\\"\\"
+RESUME_MODULE = """\
+\"\"\"Generated benchmark module {f}: parametrized checks of a small numeric kernel.\"\"\"
 import asyncio
 import collections
 import contextlib
@@ -686,8 +686,8 @@ class TestRoundTrip:
         assert decimal.Decimal(n) + decimal.Decimal(1) > 0 and fractions.Fraction(n, 3) >= 0
 """
 
-RESUME_KERNELS = """\\
-\\"\\"\\"Project code the tests import (generated).\\"\\"\\"
+RESUME_KERNELS = """\
+\"\"\"Project code the tests import (generated).\"\"\"
 import math
 import random
 
@@ -708,13 +708,13 @@ def apply(case: Case, rng: random.Random) -> float:
 RESUME_HELPER = """
 
 def helper_{i}(x, y=1, *, z=None):
-    \\"\\"\\"Helper {i}.\\"\\"\\"
+    \"\"\"Helper {i}.\"\"\"
     if z is None:
         z = [x] * y
     return sum(v * {i} for v in z) + len(str(x))
 """
 
-RESUME_COMMON = """\\
+RESUME_COMMON = """\
 import dataclasses
 
 DTYPES = ["float16", "bfloat16", "float32", "float64", "int8"]
@@ -738,7 +738,7 @@ def make_case(op, shape, dtype, layout):
     return Case(op, shape, dtype, layout, 1.0 / (1 + size), 60)
 """
 
-RESUME_CONFTEST = """\\
+RESUME_CONFTEST = """\
 import ctypes
 import os
 import random
@@ -748,7 +748,7 @@ import pytest
 _CRASH = set()
 if os.environ.get("BENCH_CRASH_IDS"):
     with open(os.environ["BENCH_CRASH_IDS"], encoding="utf-8") as f:
-        _CRASH = {line.rstrip("\\\\n") for line in f if line.strip()}
+        _CRASH = {line.rstrip("\\n") for line in f if line.strip()}
 
 
 @pytest.fixture
@@ -763,7 +763,7 @@ def pytest_configure(config):
 def pytest_runtest_setup(item):
     fd = os.open(os.environ["BENCH_STARTS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, (item.nodeid + "\\\\n").encode())
+        os.write(fd, (item.nodeid + "\\n").encode())
     finally:
         os.close(fd)
 
@@ -788,7 +788,7 @@ def gen_resume_suite(d, n, files):
         raise SystemExit(f"resume: {n} tests in {files} files is too few per file (need > {kernel_tests})")
     sup = d / "tests" / "support"
     sup.mkdir(parents=True)
-    (d / "pytest.ini").write_text("[pytest]\\ntestpaths = tests\\npythonpath = tests\\n")
+    (d / "pytest.ini").write_text("[pytest]\ntestpaths = tests\npythonpath = tests\n")
     (d / "tests" / "conftest.py").write_text(RESUME_CONFTEST)
     (sup / "__init__.py").write_text("")
     (sup / "common.py").write_text(RESUME_COMMON)
@@ -814,9 +814,9 @@ def wl_resume(quick):
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ids = [line for line in r.stdout.splitlines() if "::" in line]
     if len(ids) != n:
-        raise SystemExit(f"resume: collected {len(ids)} of {n} tests:\\n{r.stdout[-3000:]}")
+        raise SystemExit(f"resume: collected {len(ids)} of {n} tests:\n{r.stdout[-3000:]}")
     crash_ids = [ids[int((j + 0.5) * n / k)] for j in range(k)]
-    ids_file.write_text("".join(i + "\\n" for i in crash_ids))
+    ids_file.write_text("".join(i + "\n" for i in crash_ids))
     crash = {**base, "BENCH_CRASH_IDS": str(ids_file)}
     baseline = os.environ.get("BENCH_BASELINE_WRAP")
 
@@ -831,7 +831,7 @@ def wl_resume(quick):
         lines = starts.read_text().splitlines() if starts.exists() else []
         counts.setdefault(name, []).append((len(lines), len(set(lines))))
         if "wrapper" in name and (len(lines) != n or res.rc != 1):
-            raise SystemExit(f"resume: {name}: {len(lines)} starts of {n} tests, rc={res.rc}:\\n{res.stdout[-3000:]}")
+            raise SystemExit(f"resume: {name}: {len(lines)} starts of {n} tests, rc={res.rc}:\n{res.stdout[-3000:]}")
 
     for xdist in ([], ["-n", "2"]):
         label = "serial" if not xdist else "-n 2"
@@ -855,7 +855,7 @@ def wl_resume(quick):
                 d,
             ))
         SECTION[0] = f"resume {label}"
-        print(f"\\n== resume ({label}): {n} tests in {nfiles} files, {k} segfaults, {rounds} rounds", flush=True)
+        print(f"\n== resume ({label}): {n} tests in {nfiles} files, {k} segfaults, {rounds} rounds", flush=True)
         counts.clear()
         rs = alternate(variants, rounds, prepare=prepare, check=check)
         plain = med(rs["plain pytest, no crashes"])
