@@ -220,31 +220,6 @@ fn created_page() -> String {
 /// of the first entry that has them. `None`: no `tests` object.
 struct BlobInfo(Option<(Vec<Vec<String>>, Vec<String>)>);
 
-/// Deserializes what a seed wants out of any JSON value; values of another
-/// type than the visitor handles are skipped.
-macro_rules! skip_other_types {
-    ($out:expr) => {
-        fn visit_bool<E>(self, _: bool) -> std::result::Result<Self::Value, E> {
-            Ok($out)
-        }
-        fn visit_i64<E>(self, _: i64) -> std::result::Result<Self::Value, E> {
-            Ok($out)
-        }
-        fn visit_u64<E>(self, _: u64) -> std::result::Result<Self::Value, E> {
-            Ok($out)
-        }
-        fn visit_f64<E>(self, _: f64) -> std::result::Result<Self::Value, E> {
-            Ok($out)
-        }
-        fn visit_str<E>(self, _: &str) -> std::result::Result<Self::Value, E> {
-            Ok($out)
-        }
-        fn visit_unit<E>(self) -> std::result::Result<Self::Value, E> {
-            Ok($out)
-        }
-    };
-}
-
 impl<'de> Deserialize<'de> for BlobInfo {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         struct Top;

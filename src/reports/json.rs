@@ -78,24 +78,7 @@ impl<'de> Deserialize<'de> for Top {
                 while s.next_element::<IgnoredAny>()?.is_some() {}
                 Ok(Top::default())
             }
-            fn visit_bool<E>(self, _: bool) -> std::result::Result<Top, E> {
-                Ok(Top::default())
-            }
-            fn visit_i64<E>(self, _: i64) -> std::result::Result<Top, E> {
-                Ok(Top::default())
-            }
-            fn visit_u64<E>(self, _: u64) -> std::result::Result<Top, E> {
-                Ok(Top::default())
-            }
-            fn visit_f64<E>(self, _: f64) -> std::result::Result<Top, E> {
-                Ok(Top::default())
-            }
-            fn visit_str<E>(self, _: &str) -> std::result::Result<Top, E> {
-                Ok(Top::default())
-            }
-            fn visit_unit<E>(self) -> std::result::Result<Top, E> {
-                Ok(Top::default())
-            }
+            skip_other_types!(Top::default());
         }
         d.deserialize_any(V)
     }
@@ -124,24 +107,7 @@ impl<'de> Deserialize<'de> for TestList {
                 while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
                 Ok(TestList(None))
             }
-            fn visit_bool<E>(self, _: bool) -> std::result::Result<TestList, E> {
-                Ok(TestList(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> std::result::Result<TestList, E> {
-                Ok(TestList(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> std::result::Result<TestList, E> {
-                Ok(TestList(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> std::result::Result<TestList, E> {
-                Ok(TestList(None))
-            }
-            fn visit_str<E>(self, _: &str) -> std::result::Result<TestList, E> {
-                Ok(TestList(None))
-            }
-            fn visit_unit<E>(self) -> std::result::Result<TestList, E> {
-                Ok(TestList(None))
-            }
+            skip_other_types!(TestList(None));
         }
         d.deserialize_any(V)
     }
@@ -179,24 +145,7 @@ impl<'de> Deserialize<'de> for TestIds {
                 while s.next_element::<IgnoredAny>()?.is_some() {}
                 Ok(TestIds::default())
             }
-            fn visit_bool<E>(self, _: bool) -> std::result::Result<TestIds, E> {
-                Ok(TestIds::default())
-            }
-            fn visit_i64<E>(self, _: i64) -> std::result::Result<TestIds, E> {
-                Ok(TestIds::default())
-            }
-            fn visit_u64<E>(self, _: u64) -> std::result::Result<TestIds, E> {
-                Ok(TestIds::default())
-            }
-            fn visit_f64<E>(self, _: f64) -> std::result::Result<TestIds, E> {
-                Ok(TestIds::default())
-            }
-            fn visit_str<E>(self, _: &str) -> std::result::Result<TestIds, E> {
-                Ok(TestIds::default())
-            }
-            fn visit_unit<E>(self) -> std::result::Result<TestIds, E> {
-                Ok(TestIds::default())
-            }
+            skip_other_types!(TestIds::default());
         }
         d.deserialize_any(V)
     }
