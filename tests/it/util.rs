@@ -171,4 +171,45 @@ impl Run {
     pub fn starts_of(&self, suffix: &str) -> usize {
         self.starts().iter().filter(|(k, _)| k.ends_with(suffix)).map(|(_, v)| *v).sum()
     }
+
+    /// Checks a table of expectations, one row per test of the suite (node
+    /// id suffix, how it ended): every listed test started exactly once,
+    /// each crashed row has exactly one record with that death and phase,
+    /// and no other test has a record.
+    pub fn expect(&self, table: &[(&str, Want)]) {
+        let records = self.records();
+        for (suffix, want) in table {
+            assert_eq!(self.starts_of(suffix), 1, "{suffix} should start once: {:?}\n{}", self.starts(), self.dump());
+            let mine: Vec<_> = records.iter().filter(|r| r.nodeid.ends_with(suffix)).collect();
+            let ok = match want {
+                Want::Ran => mine.is_empty(),
+                _ => mine.len() == 1 && want.matches(mine[0]),
+            };
+            assert!(ok, "{suffix}: want {want:?}, records {mine:#?}\n{}", self.dump());
+        }
+        let crashed = table.iter().filter(|(_, w)| *w != Want::Ran).count();
+        assert_eq!(records.len(), crashed, "records beyond the table: {records:#?}");
+    }
+}
+
+/// How a test ended, for [`Run::expect`] tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// Finished without a crash (passed, failed or skipped: pytest's business).
+    Ran,
+    /// Killed by this signal (its name) in this phase.
+    Crash(&'static str, &'static str),
+    /// Exited with this code in this phase.
+    Exit(i32, &'static str),
+}
+
+impl Want {
+    /// True when a crash record is this death in this phase.
+    fn matches(&self, r: &CrashRecord) -> bool {
+        match *self {
+            Want::Ran => false,
+            Want::Crash(sig, phase) => r.signal_name.as_deref() == Some(sig) && r.phase == phase,
+            Want::Exit(code, phase) => r.signal.is_none() && r.exit_code == Some(code) && r.phase == phase,
+        }
+    }
 }
