@@ -34,6 +34,30 @@ _REPORT_FORMATS = (
 )
 
 
+def _show_final_paths(tr, paths: Dict[str, str]):
+    """Makes ``tr.write_sep`` and ``tr.write_line`` name each report at the
+    path the user asked for instead of its redirected copy (as a path or,
+    as pytest-html writes it, a file URI); returns the undo."""
+    from pathlib import Path
+
+    pairs = [(Path(a).as_uri(), Path(b).as_uri()) for a, b in paths.items()] + list(paths.items())
+
+    def final(text):
+        if isinstance(text, str):
+            for copy, requested in pairs:
+                text = text.replace(copy, requested)
+        return text
+
+    write_sep, write_line = tr.write_sep, tr.write_line
+    tr.write_sep = lambda sep, title=None, *a, **kw: write_sep(sep, final(title), *a, **kw)
+    tr.write_line = lambda line, *a, **kw: write_line(final(line), *a, **kw)
+
+    def restore() -> None:
+        tr.write_sep, tr.write_line = write_sep, write_line
+
+    return restore
+
+
 class Journal:
     """Append-only JSONL journal of one pytest process, one ``write`` per
     event, so that a process killed between events leaves whole lines."""
@@ -112,6 +136,8 @@ class WrapSession:
         self.problems = problems
         self.is_worker = isinstance(getattr(config, "workerinput", None), dict)
         self.deselect: set = set()
+        #: Each redirected report copy's path -> the path the user asked for.
+        self.report_paths: Dict[str, str] = {}
         self.only: Optional[set] = None
         self.ignore: set = set()
         # Opened when the plugin was imported (to catch crashes before this
@@ -187,6 +213,21 @@ class WrapSession:
         if requested:
             os.makedirs(folder, exist_ok=True)
             self.journal.write({"ev": "reports", "requested": requested, "redirected": redirected})
+            self.report_paths = {redirected[k]: requested[k] for k in requested}
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_terminal_summary(self, terminalreporter):
+        """The report plugins' closing lines ("generated xml file: ...")
+        name the final report, not this run's copy in the state folder,
+        which the wrapper merges into it and deletes."""
+        if not self.report_paths:
+            yield
+            return
+        restore = _show_final_paths(terminalreporter, self.report_paths)
+        try:
+            yield
+        finally:
+            restore()
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionstart(self, session) -> None:

@@ -60,6 +60,8 @@ pub enum Event {
         added: usize,
         /// True when the file did not exist before.
         created: bool,
+        /// Tests the written report holds (its own and those added).
+        entries: usize,
     },
     /// A problem that did not stop the run.
     Warning {

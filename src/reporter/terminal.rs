@@ -89,9 +89,10 @@ impl Terminal {
                 format!("pytest-abort: {}; supervising without ptrace\n", escape(reason))
             }
             Event::TestCrashed(rec) => crashed(rec, loud)?,
-            Event::ReportWritten { path, added, .. } if loud && *added > 0 => {
-                format!("pytest-abort: report {}: {added} entries merged or added\n", escape(&path.to_string_lossy()))
-            }
+            Event::ReportWritten { path, added, entries, .. } if loud => format!(
+                "pytest-abort: report {}: {entries} entries ({added} merged or added)\n",
+                escape(&path.to_string_lossy())
+            ),
             Event::Warning { message } => format!("pytest-abort: warning: {}\n", escape(message)),
             Event::Error { message } => format!("pytest-abort: error: {}\n", escape(message)),
             Event::Rechecked { nodeid, verdict } if loud => {

@@ -148,6 +148,14 @@ impl Render for CsvDoc {
         self.ids.insert(id.to_string());
     }
 
+    fn entries(&self) -> usize {
+        if self.has_id_column() {
+            self.ids.len()
+        } else {
+            self.names.len()
+        }
+    }
+
     fn entry_into(&self, _slot: usize, e: &Entry, out: &mut String) {
         match e.plugin.as_ref().and_then(|p| p.csv.as_ref()).filter(|r| !r.is_empty()) {
             // pytest-csv's own rows (every column it knows), from the

@@ -34,6 +34,8 @@ pub(crate) trait Render {
     fn note(&mut self, e: &Entry);
     /// Remembers a node id as held, for [`Render::has`].
     fn remember(&mut self, nodeid: &str);
+    /// How many tests the report holds (its own and those added).
+    fn entries(&self) -> usize;
     /// How many slots the report has (see the module docs).
     fn slots(&self) -> usize {
         1

@@ -628,6 +628,10 @@ impl Render for HtmlDoc {
         self.keys.insert(nodeid.trim().to_string());
     }
 
+    fn entries(&self) -> usize {
+        self.keys.len()
+    }
+
     /// Slot 0: the blob's `tests`; slot 1: a created page's static rows.
     fn slots(&self) -> usize {
         if self.static_rows {

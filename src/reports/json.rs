@@ -450,6 +450,10 @@ impl Render for JsonDoc {
         self.ids.insert(nodeid.trim().to_string());
     }
 
+    fn entries(&self) -> usize {
+        self.ids.len()
+    }
+
     fn entry_into(&self, _slot: usize, e: &Entry, out: &mut String) {
         match plugin_json(e) {
             // The plugin's own entry, from the process that ran the test.

@@ -370,6 +370,10 @@ impl Render for JunitDoc {
         self.keys.insert(junit_names(nodeid.trim()));
     }
 
+    fn entries(&self) -> usize {
+        self.keys.len()
+    }
+
     fn entry_into(&self, _slot: usize, e: &Entry, out: &mut String) {
         match plugin_junit(e) {
             // junitxml's own cases, from the process that ran the test.

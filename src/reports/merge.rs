@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 
 use super::csv::CsvDoc;
+use super::doc::Render as _;
 use super::html::HtmlDoc;
 use super::json::JsonDoc;
 use super::junit::JunitDoc;
@@ -81,25 +82,25 @@ fn complete_one(kind: Kind, dest: &Path, session: &RunOutput) -> Result<Patched>
     let sources: Vec<PathBuf> = session.runs.iter().filter_map(|rr| rr.redirected.get(&kind)).cloned().collect();
     let created = !dest.exists();
     let (done, records) = (session.done, session.records);
-    let (text, added) = match kind {
+    let (text, added, entries) = match kind {
         Kind::Json => {
             let (mut doc, n) = merge_into::<JsonDoc>(&sources, done, records)?;
             if let Some((collected, deselected)) = session.counts {
                 doc.set_counts(collected, deselected);
             }
-            (rendered(&doc), n)
+            (rendered(&doc), n, doc.entries())
         }
         Kind::Html => {
             let (doc, n) = merge_into::<HtmlDoc>(&sources, done, records)?;
             copy_assets(&sources, dest)?;
-            (retitle(rendered(&doc), dest), n)
+            (retitle(rendered(&doc), dest), n, doc.entries())
         }
-        Kind::Csv => merge_into::<CsvDoc>(&sources, done, records).map(|(d, n)| (rendered(&d), n))?,
-        Kind::Junit => merge_into::<JunitDoc>(&sources, done, records).map(|(d, n)| (rendered(&d), n))?,
+        Kind::Csv => merge_into::<CsvDoc>(&sources, done, records).map(|(d, n)| (rendered(&d), n, d.entries()))?,
+        Kind::Junit => merge_into::<JunitDoc>(&sources, done, records).map(|(d, n)| (rendered(&d), n, d.entries()))?,
     };
     crate::fsutil::create_parent(dest)?;
     let written = crate::fsutil::atomic_write(dest, text.as_bytes())?;
-    Ok(Patched { path: dest.to_path_buf(), added, created, replaced_read_only: written.replaced_read_only })
+    Ok(Patched { path: dest.to_path_buf(), added, created, entries, replaced_read_only: written.replaced_read_only })
 }
 
 /// The wrapper's end step: for each report kind the user asked pytest for

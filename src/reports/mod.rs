@@ -134,6 +134,8 @@ pub struct Patched {
     pub added: usize,
     /// True when the file did not exist before.
     pub created: bool,
+    /// Tests the report holds once written (its own and those added).
+    pub entries: usize,
     /// The mode of the report when it was read-only and was replaced
     /// (see [`crate::fsutil::Written`]): callers say so.
     pub replaced_read_only: Option<u32>,

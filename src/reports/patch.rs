@@ -265,6 +265,7 @@ pub(crate) fn patch_all(
                 path: t.path.to_path_buf(),
                 added: t.added,
                 created: t.created,
+                entries: t.doc.entries(),
                 replaced_read_only: w.and_then(|w| w.replaced_read_only),
             })
         })

@@ -406,7 +406,12 @@ fn write_reports(cfg: &Config, session: &mut Session, out: &Reporters) {
                 if let Some(note) = p.read_only_note() {
                     out.warning(note);
                 }
-                out.emit(Event::ReportWritten { path: p.path.clone(), added: p.added, created: p.created });
+                out.emit(Event::ReportWritten {
+                    path: p.path.clone(),
+                    added: p.added,
+                    created: p.created,
+                    entries: p.entries,
+                });
             }
             Err(e) => {
                 let w = format!("{e:#}");

@@ -176,3 +176,28 @@ def test_sees_the_crash_event():
     assert_eq!(last["passed"], 1, "the test saw the crash event while the run went on: {}", r.dump());
     assert_eq!(last["failed"], 0, "{}", r.dump());
 }
+
+/// Issue 9 item 10: pytest's lines about the per-run report copies (temp
+/// paths deleted at the end) are not shown as results; the wrapper ends
+/// with each final report and the entries it really holds.
+#[test]
+fn reports_are_shown_at_their_final_paths_with_their_entry_counts() {
+    let s = crashy();
+    let (xml, json, html) = (s.path().join("r.xml"), s.path().join("r.json"), s.path().join("r.html"));
+    let (xml_arg, json_arg) =
+        (format!("--junitxml={}", xml.display()), format!("--json-report-file={}", json.display()));
+    let html_arg = format!("--html={}", html.display());
+    let run = s.wrap(&[], &[&xml_arg, "--json-report", &json_arg, &html_arg, "test_crashy.py"]);
+    let all = format!("{}{}", run.stdout(), run.stderr());
+    assert_eq!(run.code(), 1, "{}", run.dump());
+    for line in all.lines() {
+        assert!(!line.contains("/reports/r"), "a temporary report copy is shown: {line}\n{all}");
+    }
+    let junit = std::fs::read_to_string(&xml).expect("junit report");
+    assert_eq!(junit.matches("<testcase ").count(), 3, "{junit}");
+    assert!(all.contains(&format!("generated xml file: {}", xml.display())), "pytest's line, final path: {all}");
+    for path in [&xml, &json, &html] {
+        let want = format!("report {}: 3 entries", path.display());
+        assert!(all.contains(&want), "want {want:?} in:\n{all}");
+    }
+}
