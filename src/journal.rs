@@ -58,6 +58,9 @@ pub enum Event {
         /// In a child a fork server forked to run tests: the server's pid.
         #[serde(default)]
         forked_from: Option<i32>,
+        /// pytest's `--maxfail` (`-x` is 1; 0: no limit).
+        #[serde(default)]
+        maxfail: u32,
     },
     /// Collection of a file started.
     Collect {

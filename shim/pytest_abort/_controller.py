@@ -70,6 +70,7 @@ class XdistController:
         as crashed (no wrapper)."""
         if not error:
             return
+        self._count_toward_maxfail()
         workerinput = getattr(node, "workerinput", None)
         path = workerinput.get(OPT_LAST_RUNNING_FILE) if isinstance(workerinput, dict) else None
         worker = node.gateway.id
@@ -88,6 +89,17 @@ class XdistController:
                 append_crash_to_jsonl(crash_log, info, source=f"xdist:{worker}")
             except OSError as e:
                 self.problems.report("crash-log", f"cannot append to the crash log {crash_log}: {e}")
+
+    def _count_toward_maxfail(self) -> None:
+        """A worker that died counts as a failed test toward --maxfail/-x, as
+        in a serial run (xdist counts only the reports its workers sent)."""
+        dsession = self.config.pluginmanager.getplugin("dsession")
+        maxfail = getattr(dsession, "maxfail", 0)
+        if not maxfail or not isinstance(getattr(dsession, "countfailures", None), int):
+            return
+        dsession.countfailures += 1
+        if dsession.countfailures >= maxfail and not dsession.shouldstop:
+            dsession.shouldstop = f"stopping after {dsession.countfailures} failures"
 
     def _read_marker(self, path: Optional[str]):
         if not path:

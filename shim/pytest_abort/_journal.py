@@ -149,6 +149,7 @@ class WrapSession:
         self.deselected_by_plan = 0
         #: The run plan as read (empty when unreadable).
         self.plan: Dict[str, Any] = {}
+        self._prior_counted = False
         self._read_plan()
         #: Whether this process may become a fork server for resume (it then
         #: forks the processes that run the tests; see _resume.py).
@@ -168,6 +169,9 @@ class WrapSession:
             # process only starts a test's own subprocesses.
             "xdist_controller": controller,
             "fork_server": self.fork_server,
+            # pytest's --maxfail (-x is 1; 0 means no limit): the wrapper
+            # counts crashes toward it and stops resuming once it is reached.
+            "maxfail": int(getattr(self.config.option, "maxfail", 0) or 0),
             **extra,
         }
 
@@ -300,6 +304,22 @@ class WrapSession:
                 "plan_deselected": self.deselected_by_plan,
             }
         )
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item) -> None:
+        """Before the first test: failures and crashes of earlier runs (the
+        plan's "failures") count toward --maxfail, as in one plain run. Not
+        earlier: pytest reads a non-zero count before its test loop as
+        collection errors."""
+        prior = int(self.plan.get("failures") or 0)
+        if prior and not self._prior_counted and not self.is_worker:
+            self._prior_counted = True
+            item.session.testsfailed += prior
+
+    def add_prior_failures(self, count: int) -> None:
+        """In a fork server's child: the failures of earlier children count
+        too (see pytest_runtest_protocol)."""
+        self.plan["failures"] = int(self.plan.get("failures") or 0) + count
 
     def pytest_sessionfinish(self, session, exitstatus) -> None:
         """Journals pytest's exit status."""

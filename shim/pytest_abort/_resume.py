@@ -167,6 +167,7 @@ class ForkServer:
             pid = os.fork()
             if pid == 0:
                 self._become_child(session, items, handlers, ended)
+                self.wrap.add_prior_failures(failures)
                 return None
             self.child = pid
             forks += 1

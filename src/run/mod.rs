@@ -153,6 +153,9 @@ pub struct Session {
     /// user's own `-k`/`-m`/`--deselect`), from the first run that finished
     /// collecting; the wrapper's own deselections never count.
     pub counts: Option<(usize, usize)>,
+    /// pytest's `--maxfail` as the plugin journaled it (`-x` is 1; 0: no
+    /// limit).
+    pub maxfail: u32,
 }
 
 impl Session {
@@ -203,6 +206,19 @@ impl Session {
             Some(Outcome::Exited(0)) | None => 0,
             Some(_) => 1,
         }
+    }
+
+    /// Distinct tests that failed or crashed: what counts toward pytest's
+    /// `--maxfail` across runs (a crash is a failure).
+    fn failures(&self) -> usize {
+        let mut ids: HashSet<&str> = self.done.iter().filter(|d| d.is_failure()).map(|d| d.nodeid.as_str()).collect();
+        ids.extend(self.crashed_nodeids());
+        ids.len()
+    }
+
+    /// Whether pytest's `--maxfail`/`-x` is reached: nothing more may run.
+    fn maxfail_reached(&self) -> bool {
+        self.maxfail > 0 && self.failures() >= self.maxfail as usize
     }
 
     /// The tests the next run leaves out.
@@ -267,6 +283,7 @@ pub fn run(cfg: &Config, out: &Reporters) -> Result<Session> {
             only: None,
             fork: resume && cfg.fork_resume,
             max_forks: cfg.max_runs.max(1) - used,
+            failures: session.failures(),
         };
         let one = run_once(cfg, &prep, &plan, cfg.crash_log.as_deref(), out)?;
         files.absorb(&one.journal);
@@ -278,7 +295,7 @@ pub fn run(cfg: &Config, out: &Reporters) -> Result<Session> {
             RetryMode::Deselect => step.new_crashed_ids > 0,
         };
         let progress = step.finished > 0 || step.new_crashed_ids > 0;
-        if step.stop || !again || !progress {
+        if step.stop || !again || !progress || session.maxfail_reached() {
             break;
         }
     }
@@ -288,6 +305,15 @@ pub fn run(cfg: &Config, out: &Reporters) -> Result<Session> {
     write_reports(cfg, &mut session, out);
     prep.finish(cfg);
     Ok(session)
+}
+
+/// The `--maxfail` the run's pytest processes journaled (the largest).
+fn journaled_maxfail(journal: &RunJournal) -> u32 {
+    let starts = journal.processes.values().filter_map(|pj| match pj.events.first() {
+        Some(crate::journal::Event::Start { maxfail, .. }) => Some(*maxfail),
+        _ => None,
+    });
+    starts.max().unwrap_or(0)
 }
 
 /// Takes one run's results into the session.
@@ -318,6 +344,7 @@ fn absorb(session: &mut Session, number: u32, one: OneRun, ignore: &mut Vec<Stri
             || one.crashes.iter().any(|c| c.phase == Phase::Startup && c.worker == crate::model::Worker::Main),
     };
     session.collection_finished = journal.collection_finished;
+    session.maxfail = session.maxfail.max(journaled_maxfail(journal));
     session.crashes.extend(one.crashes);
     let info = RunInfo {
         number,

@@ -38,6 +38,9 @@ pub(super) struct Plan {
     /// Most children a fork server may fork in this run (the runs left of
     /// `--max-runs`).
     pub max_forks: u32,
+    /// Failures and crashes of earlier runs: they count toward pytest's
+    /// `--maxfail` in this run, as in one plain run.
+    pub failures: usize,
 }
 
 /// A state folder: given (kept), or a private temp folder.
