@@ -47,6 +47,9 @@ pub enum Event {
         /// pytest's rootdir.
         #[serde(default)]
         rootdir: String,
+        /// pytest's cache folder; `None` when the cache plugin is off.
+        #[serde(default)]
+        cache_dir: Option<String>,
         /// True for an xdist controller (it starts the workers).
         #[serde(default)]
         xdist_controller: bool,

@@ -34,6 +34,19 @@ _REPORT_FORMATS = (
 )
 
 
+def _cache_dir(config) -> Optional[str]:
+    """pytest's cache folder, or ``None`` when the cache plugin is off (the
+    wrapper then leaves the ``--lf`` cache alone)."""
+    if not config.pluginmanager.has_plugin("cacheprovider"):
+        return None
+    try:
+        from _pytest.cacheprovider import Cache
+
+        return str(Cache.cache_dir_from_config(config, _ispytest=True))
+    except Exception:  # an older or newer pytest: no cache update
+        return None
+
+
 def _show_final_paths(tr, paths: Dict[str, str]):
     """Makes ``tr.write_sep`` and ``tr.write_line`` name each report at the
     path the user asked for instead of its redirected copy (as a path or,
@@ -164,6 +177,7 @@ class WrapSession:
             "pid": os.getpid(),
             "worker": worker_id(self.config),
             "rootdir": str(self.config.rootpath),
+            "cache_dir": _cache_dir(self.config),
             # An xdist controller starts the workers, and so may a fork
             # server (the wrapper follows their forks); every other pytest
             # process only starts a test's own subprocesses.

@@ -7,6 +7,7 @@
 //! into a record as it happens; [`repro`] reruns single tests (`--reproduce`,
 //! `--recheck-crashed`); this module holds the loop and its result.
 
+mod lastfailed;
 mod narrow;
 mod observer;
 mod once;
@@ -156,6 +157,9 @@ pub struct Session {
     /// pytest's `--maxfail` as the plugin journaled it (`-x` is 1; 0: no
     /// limit).
     pub maxfail: u32,
+    /// pytest's cache folder, when its cache plugin was active (the
+    /// wrapper then updates its `--lf` file at the end).
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Session {
@@ -303,6 +307,9 @@ pub fn run(cfg: &Config, out: &Reporters) -> Result<Session> {
         repro::recheck(cfg, &prep, &mut session, out)?;
     }
     write_reports(cfg, &mut session, out);
+    if let Err(e) = lastfailed::update(&session) {
+        out.warning(format!("{e:#}"));
+    }
     prep.finish(cfg);
     Ok(session)
 }
@@ -321,6 +328,9 @@ fn absorb(session: &mut Session, number: u32, one: OneRun, ignore: &mut Vec<Stri
     note_supervision(session, &one, out);
     let journal = &one.journal;
     let finished = merge_journal(session, journal, number);
+    if session.cache_dir.is_none() {
+        session.cache_dir = lastfailed::cache_dir(journal);
+    }
     // Files whose collection crashed are skipped from now on.
     for c in one.crashes.iter().filter(|c| c.phase == Phase::Collection && !c.nodeid.is_empty()) {
         if let Some(pj) = journal.processes.get(&c.pid) {

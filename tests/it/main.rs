@@ -12,6 +12,7 @@ mod flaky;
 mod forensics;
 mod github;
 mod journal_entries;
+mod lastfailed;
 mod maxfail;
 mod messages;
 mod output;
