@@ -540,6 +540,10 @@ impl Doc for JsonDoc {
         &mut self.added
     }
 
+    fn own_ids(&self) -> Vec<String> {
+        self.elems.iter().map(|(_, _, nodeid, _)| nodeid.clone()).collect()
+    }
+
     fn drop_entries(&mut self, ids: &HashSet<String>) -> usize {
         let mut n = 0;
         for (i, (_, _, nodeid, outcome)) in self.elems.iter().enumerate() {

@@ -18,7 +18,9 @@ use super::{add_crashes, read_report, Doc, Entry, Kind, Patched, RunOutput};
 /// the run that should have written them died), then adds every finished
 /// test of `done` and every crash. A crashed test's entry is always the
 /// crash's own: what a surviving xdist controller wrote for it (its
-/// "worker crashed" stand-in) is dropped first.
+/// "worker crashed" stand-in) is dropped first, and so is an entry of a
+/// test the journals never saw finish (interrupted mid-test: the report
+/// plugin holds only its passed setup, which is not a pass).
 pub(crate) fn merge_into<D: Doc>(
     sources: &[PathBuf],
     done: &[crate::journal::Done],
@@ -30,7 +32,7 @@ pub(crate) fn merge_into<D: Doc>(
     for src in sources {
         let Ok(Some(text)) = read_report(src) else { continue };
         let Ok(mut doc) = D::parse(text) else { continue };
-        doc.drop_entries(&crashed);
+        doc.drop_entries(&unfinished(&doc, done, &crashed));
         match base.as_mut() {
             None => base = Some(doc),
             Some(b) => added += b.absorb(&doc),
@@ -45,6 +47,19 @@ pub(crate) fn merge_into<D: Doc>(
     }
     added += add_crashes(&mut doc, records);
     Ok((doc, added))
+}
+
+/// `crashed`, plus the report's own entries of tests that did not finish
+/// by the journals (none when the journals saw no test finish: the plugin
+/// was not loaded).
+fn unfinished<D: Doc>(doc: &D, done: &[crate::journal::Done], crashed: &HashSet<String>) -> HashSet<String> {
+    let mut ids = crashed.clone();
+    if done.is_empty() {
+        return ids;
+    }
+    let finished: HashSet<&str> = done.iter().map(|d| d.nodeid.trim()).collect();
+    ids.extend(doc.own_ids().into_iter().filter(|id| !finished.contains(id.trim())));
+    ids
 }
 
 /// The text of a merged report.

@@ -166,3 +166,38 @@ fn installed_plugin_loaded_every_way_gives_exactly_one_writer() {
         }
     }
 }
+
+#[test]
+fn tests_interrupted_by_sigint_under_xdist_are_not_reported_passed() {
+    let s = Suite::new();
+    let mut body = String::from("import os, time\ndef test_fast(): pass\n");
+    for i in 0..2 {
+        body.push_str(&format!(
+            "def test_sleep{i}():\n    open(os.path.join(os.path.dirname(__file__), 'pid-%d' % os.getpid()), 'w').close()\n    time.sleep(60)\n"
+        ));
+    }
+    s.write("test_i.py", &body);
+    let child = start_wrapper(&s, &["-n", "2", "--json-report", "--json-report-file=r.json", "test_i.py"]);
+    let until = Instant::now() + Duration::from_secs(40);
+    while pids_in(s.path()).len() < 2 {
+        assert!(Instant::now() < until, "tests never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill(2) on our own unreaped child's pid; no memory involved.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    let text = std::fs::read_to_string(s.path().join("r.json")).unwrap_or_else(|e| panic!("r.json: {e}\n{err}"));
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for t in doc["tests"].as_array().unwrap() {
+        let id = t["nodeid"].as_str().unwrap();
+        assert!(
+            !(id.contains("test_sleep") && t["outcome"] == "passed"),
+            "interrupted test reported passed: {t}\n{err}"
+        );
+    }
+    let passed = doc["summary"]["passed"].as_u64().unwrap_or(0);
+    assert!(passed <= 1, "summary counts interrupted tests as passed: {}\n{err}", doc["summary"]);
+}
