@@ -326,7 +326,10 @@ class WrapSession:
         earlier: pytest reads a non-zero count before its test loop as
         collection errors."""
         prior = int(self.plan.get("failures") or 0)
-        if prior and not self._prior_counted and not self.is_worker:
+        # Only under --maxfail/-x: the count also sets pytest's exit status,
+        # and a rerun whose own tests all passed must exit 0 without it.
+        limited = int(getattr(self.config.option, "maxfail", 0) or 0) > 0
+        if prior and limited and not self._prior_counted and not self.is_worker:
             self._prior_counted = True
             item.session.testsfailed += prior
 
