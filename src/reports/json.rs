@@ -317,14 +317,9 @@ pub(crate) fn entry_value(e: &Entry) -> Value {
             );
         }
         for (title, text) in &e.sections {
-            let key = if title.contains("stdout") {
-                "stdout"
-            } else if title.contains("stderr") {
-                "stderr"
-            } else {
-                continue;
-            };
-            failed_stage.insert(key.into(), json!(text));
+            if let Some(key) = stream_of(title) {
+                failed_stage.insert(key.into(), json!(text));
+            }
         }
         failed_stage.insert("longrepr".into(), json!(e.longrepr));
     }
@@ -411,13 +406,7 @@ fn stage_into(e: &Entry, out: &mut String) {
         // A repeated key keeps its first place and its last value.
         let mut streams: Vec<(&str, &str)> = Vec::new();
         for (title, text) in &e.sections {
-            let key = if title.contains("stdout") {
-                "stdout"
-            } else if title.contains("stderr") {
-                "stderr"
-            } else {
-                continue;
-            };
+            let Some(key) = stream_of(title) else { continue };
             match streams.iter_mut().find(|(k, _)| *k == key) {
                 Some(slot) => slot.1 = text,
                 None => streams.push((key, text)),
@@ -431,6 +420,19 @@ fn stage_into(e: &Entry, out: &mut String) {
         py_str_into(&e.longrepr, true, out);
     }
     out.push('}');
+}
+
+/// The stage member a captured-output section goes to, as
+/// pytest-json-report names them (`stdout`, `stderr`); `None` for others
+/// (captured logs).
+fn stream_of(title: &str) -> Option<&'static str> {
+    if title.contains("stdout") {
+        Some("stdout")
+    } else if title.contains("stderr") {
+        Some("stderr")
+    } else {
+        None
+    }
 }
 
 impl Render for JsonDoc {
