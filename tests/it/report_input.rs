@@ -9,24 +9,14 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::util::{python, Run, Suite};
+use crate::util::{python, segv_record, Run, Suite};
 use pytest_abort::record::CrashRecord;
 
 /// Node ids are free text once pytest's id escaping is turned off.
 const NO_ESCAPING_INI: &str = "[pytest]\ndisable_test_id_escaping_and_forfeit_all_rights_to_community_support = true\n";
 
 fn crash(nodeid: &str) -> CrashRecord {
-    CrashRecord {
-        nodeid: nodeid.into(),
-        test_name: nodeid.rsplit("::").next().unwrap_or("").into(),
-        reason: "crashed with SIGSEGV (segmentation fault) during call".into(),
-        signal: Some(11),
-        signal_name: Some("SIGSEGV".into()),
-        worker: "main".into(),
-        duration: 0.25,
-        phase: "call".into(),
-        ..Default::default()
-    }
+    CrashRecord { duration: 0.25, ..segv_record(nodeid) }
 }
 
 fn write_log(path: &Path, records: &[CrashRecord]) {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::util::{python, Suite};
+use crate::util::{python, segv_record, Suite};
 use pytest_abort::record::CrashRecord;
 use pytest_abort::reports::{self, Kind};
 use serde_json::Value;
@@ -37,18 +37,11 @@ const XSS_SCRIPT: &str = "test_r.py::test_q[</td></tr><script>document.title='PW
 
 fn crash(nodeid: &str) -> CrashRecord {
     CrashRecord {
-        nodeid: nodeid.into(),
-        test_name: nodeid.rsplit("::").next().unwrap_or("").into(),
-        reason: "crashed with SIGSEGV (segmentation fault) during call".into(),
-        signal: Some(11),
-        signal_name: Some("SIGSEGV".into()),
-        worker: "main".into(),
         pid: "99".into(),
         gpu_id: "unknown".into(),
         duration: 0.5,
-        phase: "call".into(),
         traceback: Some("Fatal Python error: Segmentation fault\n  File \"x.py\", line 3 in <module>\n</div><script>document.title='PWNED3'</script>".into()),
-        ..Default::default()
+        ..segv_record(nodeid)
     }
 }
 

@@ -192,6 +192,21 @@ impl Run {
     }
 }
 
+/// A crash record as the wrapper writes one for a SIGSEGV in the call phase
+/// of the test `nodeid` on the main worker, for tests that feed crash logs.
+pub fn segv_record(nodeid: &str) -> CrashRecord {
+    CrashRecord {
+        nodeid: nodeid.into(),
+        test_name: nodeid.rsplit("::").next().unwrap_or("").into(),
+        reason: "crashed with SIGSEGV (segmentation fault) during call".into(),
+        signal: Some(11),
+        signal_name: Some("SIGSEGV".into()),
+        worker: "main".into(),
+        phase: "call".into(),
+        ..Default::default()
+    }
+}
+
 /// How a test ended, for [`Run::expect`] tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Want {
