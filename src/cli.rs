@@ -127,6 +127,11 @@ pub struct WrapArgs {
     #[command(flatten)]
     pub shard: crate::shard::node::ShardArgs,
 
+    /// GPU slots (`--gpus`, `--per-gpu`, `--gpu-vendor`, `--gpu-quarantine`,
+    /// `--gpu-release-wait`).
+    #[command(flatten)]
+    pub gpu: crate::gpu::args::GpuArgs,
+
     /// The command: `pytest ...`, `python -m pytest ...`, or anything that
     /// runs pytest.
     #[arg(last = true, required = true, value_name = "COMMAND")]
@@ -191,6 +196,7 @@ impl WrapArgs {
             reports: self.reports.targets(),
             extra_env: Vec::new(),
             fork_resume: !self.fresh_resume,
+            gpu: None,
         }
     }
 }

@@ -33,6 +33,10 @@ pub enum Error {
         /// Why (permission denied, bad interpreter...).
         source: std::io::Error,
     },
+    /// `--gpus auto` (or a count) and no GPU in the job's allocation or on
+    /// the node, or fewer than asked for (exit 64, as bad usage).
+    #[error("{0}")]
+    NoGpu(String),
     /// The command was not found (exit 127).
     #[error("{name}: command not found")]
     CommandNotFound {
@@ -56,7 +60,7 @@ impl Error {
     /// This error's exit status.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Usage(_) => EXIT_USAGE,
+            Error::Usage(_) | Error::NoGpu(_) => EXIT_USAGE,
             Error::CouldNotWork(_) => EXIT_SOFTWARE,
             Error::CouldNotWrite { .. } => EXIT_IO,
             Error::CannotExecute { .. } => EXIT_CANNOT_EXECUTE,

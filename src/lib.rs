@@ -23,6 +23,7 @@ pub mod completions;
 pub mod error;
 pub mod forensics;
 pub mod fsutil;
+pub mod gpu;
 pub mod journal;
 pub mod marker;
 pub mod model;

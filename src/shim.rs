@@ -17,6 +17,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("_journal.py", include_str!("../shim/pytest_abort/_journal.py")),
     ("_controller.py", include_str!("../shim/pytest_abort/_controller.py")),
     ("_shard.py", include_str!("../shim/pytest_abort/_shard.py")),
+    ("_gpu.py", include_str!("../shim/pytest_abort/_gpu.py")),
     ("_resume.py", include_str!("../shim/pytest_abort/_resume.py")),
     ("crash_file.py", include_str!("../shim/pytest_abort/crash_file.py")),
     ("abort_handling.py", include_str!("../shim/pytest_abort/abort_handling.py")),

@@ -47,6 +47,9 @@ pub struct Summary {
     pub crash_log: Option<PathBuf>,
     /// The wrapper's exit status.
     pub exit_code: i32,
+    /// How the GPU slots were used (`--gpus`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<crate::gpu::slots::Usage>,
 }
 
 impl Summary {
@@ -70,6 +73,7 @@ impl Summary {
                 .filter(|_| !session.crash_log_failed && !session.crashes.is_empty())
                 .map(Path::to_path_buf),
             exit_code: session.exit_code(),
+            gpus: session.gpu.clone(),
         }
     }
 
@@ -77,6 +81,9 @@ impl Summary {
     pub fn render(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "\n=== pytest-abort summary ===");
+        if let Some(g) = &self.gpus {
+            let _ = writeln!(s, "{}", escape(&g.headline()));
+        }
         for r in &self.crashes {
             let _ = writeln!(s, "{}", crash_line(r));
         }
@@ -102,6 +109,9 @@ impl Summary {
             self.max_runs,
             self.supervision
         );
+        for line in self.gpus.iter().flat_map(|g| g.tail_lines()) {
+            let _ = writeln!(s, "{}", escape(&line));
+        }
         if let Some(why) = &self.ptrace_refused {
             let _ = writeln!(s, "({})", escape(why));
         }

@@ -46,7 +46,7 @@ def _import_plugin() -> None:
 
     sys.dont_write_bytecode = False
     try:
-        from . import _common, _controller, _journal, _marker, _resume, _shard, crash_file, plugin  # noqa: F401
+        from . import _common, _controller, _gpu, _journal, _marker, _resume, _shard, crash_file, plugin  # noqa: F401
     finally:
         sys.dont_write_bytecode = True
 

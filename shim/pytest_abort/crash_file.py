@@ -22,8 +22,10 @@ GPU_ENV_VARS = ("HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "CUDA_VISIBLE_DEV
 
 
 def gpu_id_from_env() -> str:
-    """First non-empty of HIP_/ROCR_/CUDA_VISIBLE_DEVICES, else "unknown"."""
-    for name in GPU_ENV_VARS:
+    """The physical GPU(s) this process uses: ``PYTEST_ABORT_GPU`` (set by
+    ``pytest-abort-wrap --gpus``), else the first non-empty of
+    HIP_/ROCR_/CUDA_VISIBLE_DEVICES, else "unknown"."""
+    for name in ("PYTEST_ABORT_GPU",) + GPU_ENV_VARS:
         value = os.environ.get(name, "").strip()
         if value:
             return value

@@ -45,7 +45,10 @@ where it has a job:
   workers' marker paths, and what a dead worker took down;
 - :class:`~pytest_abort._resume.ForkServer` (under the wrapper, serial, when
   the run plan allows resuming by fork): collects once and runs the tests in
-  forked children, forking again after a crash.
+  forked children, forking again after a crash;
+- :class:`~pytest_abort._gpu.SlotHealth` (under ``--gpus``, in a worker that
+  took a GPU slot on import): its first passed test clears the GPU's count of
+  worker deaths in a row.
 """
 
 from __future__ import annotations
@@ -124,6 +127,28 @@ def _early_fault_file():
 #: Set on import under the wrapper (see :func:`_early_fault_file`).
 _EARLY_FAULT_FILE = _early_fault_file()
 
+
+def _take_gpu_slot():
+    """Under ``pytest-abort-wrap --gpus``, in one of the supervised pytest's
+    own xdist workers: takes a GPU slot now, at import, before pytest imports
+    any conftest or test module (see :mod:`pytest_abort._gpu`)."""
+    state = os.environ.get(ENV_WRAP_STATE)
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not (state and worker and os.environ.get("PYTEST_ABORT_GPU_PLAN")):
+        return None
+    if os.environ.get(ENV_WRAP_ACTIVE) != str(os.getppid()):
+        return None  # a worker of a pytest that a test started
+    from ._gpu import take_slot
+
+    try:
+        return take_slot(state, worker, os.environ.get(ENV_WRAP_RUN, "1"))
+    except (OSError, ValueError):
+        return None  # no slot: the worker sees every GPU of the plan
+
+
+#: ``(slot, gpu)`` taken on import in an xdist worker under ``--gpus``.
+_GPU_SLOT = _take_gpu_slot()
+
 #: The names the plugin objects are registered under, one per job.
 _MARKER_PLUGIN = "pytest_abort_marker"
 _WRAP_PLUGIN = "pytest_abort_wrap"
@@ -131,7 +156,20 @@ _TESTS_PLUGIN = "pytest_abort_tests"
 _XDIST_PLUGIN = "pytest_abort_xdist"
 _SHARD_PLUGIN = "pytest_abort_shard"
 _FORK_PLUGIN = "pytest_abort_fork"
-_PLUGIN_NAMES = (_MARKER_PLUGIN, _WRAP_PLUGIN, _TESTS_PLUGIN, _XDIST_PLUGIN, _SHARD_PLUGIN, _FORK_PLUGIN)
+_GPU_PLUGIN = "pytest_abort_gpu"
+_PLUGIN_NAMES = (_MARKER_PLUGIN, _WRAP_PLUGIN, _TESTS_PLUGIN, _XDIST_PLUGIN, _SHARD_PLUGIN, _FORK_PLUGIN, _GPU_PLUGIN)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list) -> None:
+    """Under ``pytest-abort-wrap --gpus``, in the pytest the wrapper started:
+    adds ``-n (GPUs x per GPU)`` unless pytest was given ``-n``."""
+    if os.environ.get("PYTEST_XDIST_WORKER") or os.environ.get(ENV_WRAP_ACTIVE):
+        return  # a worker, or a pytest that a test started
+    if os.environ.get(ENV_WRAP_STATE) and os.environ.get("PYTEST_ABORT_GPU_PLAN"):
+        from ._gpu import add_numprocesses
+
+        add_numprocesses(early_config, args)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -230,6 +268,10 @@ def pytest_configure(config: pytest.Config) -> None:
         register(wrap, _WRAP_PLUGIN)
         if not controller:
             register(TestJournal(journal, config), _TESTS_PLUGIN)
+        if _GPU_SLOT is not None and is_worker:
+            from ._gpu import SlotHealth
+
+            register(SlotHealth(wrap_state, _GPU_SLOT[1]), _GPU_PLUGIN)
         if wrap.fork_server:
             from ._resume import ForkServer
 

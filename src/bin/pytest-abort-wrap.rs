@@ -29,6 +29,10 @@ fn main() {
     if let Some(s) = &sharding {
         cfg.extra_env = s.env();
     }
+    cfg.gpu = match pytest_abort::gpu::prepare(&args.gpu, &|k| std::env::var(k).ok()) {
+        Ok(plan) => plan,
+        Err(e) => fail(e.into()),
+    };
     let mut out = Reporters::none().with(Terminal::new(args.quiet));
     if !args.no_ci_annotations {
         if let Some(gh) = GitHub::from_env(&|k| std::env::var(k).ok()) {

@@ -73,6 +73,8 @@ pub struct Config {
     /// Resume mode: let a serial pytest that is safe to fork collect once
     /// and run the tests in forked children (`--fresh-resume` turns it off).
     pub fork_resume: bool,
+    /// GPU slots: the plan the plugin takes slots by (`--gpus`).
+    pub gpu: Option<crate::gpu::plan::Plan>,
 }
 
 impl Default for Config {
@@ -93,6 +95,7 @@ impl Default for Config {
             reports: Vec::new(),
             extra_env: Vec::new(),
             fork_resume: true,
+            gpu: None,
         }
     }
 }
@@ -160,6 +163,8 @@ pub struct Session {
     /// pytest's cache folder, when its cache plugin was active (the
     /// wrapper then updates its `--lf` file at the end).
     pub cache_dir: Option<PathBuf>,
+    /// How the GPU slots were used (`--gpus`).
+    pub gpu: Option<crate::gpu::slots::Usage>,
 }
 
 impl Session {
@@ -307,6 +312,7 @@ pub fn run(cfg: &Config, out: &Reporters) -> Result<Session> {
         repro::recheck(cfg, &prep, &mut session, out)?;
     }
     write_reports(cfg, &mut session, out);
+    session.gpu = cfg.gpu.as_ref().map(|p| crate::gpu::slots::Usage::read(&prep.state_dir, p, &session.crashes));
     if let Err(e) = lastfailed::update(&session) {
         out.warning(format!("{e:#}"));
     }

@@ -30,6 +30,8 @@ pub(super) struct RunObserver<'a> {
     oom: OomWatch,
     /// Per pid: whether that pytest process runs tests itself.
     runs_tests: std::collections::HashMap<i32, bool>,
+    /// GPU slots, when the run has them.
+    gpu: Option<crate::gpu::plan::Plan>,
 }
 
 impl<'a> RunObserver<'a> {
@@ -46,6 +48,34 @@ impl<'a> RunObserver<'a> {
             watchdog,
             oom: OomWatch::new(),
             runs_tests: std::collections::HashMap::new(),
+            gpu: None,
+        }
+    }
+
+    /// The same observer, for a run with GPU slots: a dead worker's record
+    /// names its slot's GPU, and its death is noted for the slot's next
+    /// worker (release wait, quarantine).
+    pub fn with_gpu(mut self, gpu: Option<crate::gpu::plan::Plan>) -> Self {
+        self.gpu = gpu;
+        self
+    }
+
+    /// Notes a worker's death on its GPU slot, names that GPU in the crash
+    /// and says so when the GPU is quarantined.
+    fn note_gpu_death(&mut self, crash: &mut Crash) {
+        let Some(plan) = &self.gpu else { return };
+        if crash.worker == Worker::Main {
+            return;
+        }
+        let Some(noted) = crate::gpu::slots::note_death(&self.ctx.state_dir, plan, crash.pid) else { return };
+        crash.gpu_id = noted.gpu.clone();
+        if noted.quarantined {
+            let w = format!(
+                "GPU {} quarantined after {} worker deaths in a row (while other GPUs are healthy): its slots are not taken any more",
+                noted.gpu, noted.in_a_row
+            );
+            self.out.warning(w.clone());
+            self.warnings.push(w);
         }
     }
 
@@ -77,6 +107,7 @@ impl Observer for RunObserver<'_> {
         }
         let Some(mut crash) = crash else { return };
         self.enrich(&mut crash, end);
+        self.note_gpu_death(&mut crash);
         let rec = CrashRecord::from(&crash);
         if crash.worker != Worker::Main {
             forensics::write_crashinfo(&self.ctx.state_dir, self.ctx.run, &rec);

@@ -135,16 +135,21 @@ pub(super) fn run_once(
         .collect();
     cmd.env_set.push(("PYTEST_ABORT_DUMP_SIGNAL".into(), watchdog::dump_signal().to_string().into()));
     cmd.env_set.extend(cfg.extra_env.iter().map(|(k, v)| (k.into(), v.into())));
+    if let Some(gpu) = &cfg.gpu {
+        // A test rerun alone (`only`) runs in one process: no `-n` then.
+        cmd.env_set.extend(gpu.env_set(plan.only.is_none()).into_iter().map(|(k, v)| (k.into(), v.into())));
+    }
     if cfg.test_timeout.is_some() {
         cmd.env_set.push(("PYTEST_ABORT_WATCH_MARKS".into(), "1".into()));
     }
     cmd.env_remove = vec!["PYTEST_ABORT_LAST_RUNNING_FILE".into()];
+    cmd.env_remove.extend(cfg.gpu.iter().flat_map(|g| g.env_remove()).map(Into::into));
     let session_left =
         cfg.session_timeout.map(|limit| (Duration::from_secs_f64(limit).saturating_sub(prep.started.elapsed()), limit));
     let ctx =
         attribute::Context { state_dir: prep.state_dir.clone(), marker_dir: prep.marker_dir.clone(), run: plan.run };
     let watchdog = Watchdog::new(prep.marker_dir.clone(), cfg.test_timeout, session_left);
-    let mut obs = RunObserver::new(ctx, crash_log, out, watchdog);
+    let mut obs = RunObserver::new(ctx, crash_log, out, watchdog).with_gpu(cfg.gpu.clone());
     let opts = supervise::Options {
         ptrace: cfg.ptrace,
         keep_leftovers: cfg.keep_leftovers,

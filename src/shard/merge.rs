@@ -304,5 +304,6 @@ fn merged_summary(present: &[Present], records: &[CrashRecord], not_run: &[Done]
         runs,
         reports: kinds.iter().map(|k| (k.as_str().to_string(), names::report(*k).to_string())).collect(),
         durations,
+        gpu_slots: None,
     }
 }

@@ -297,6 +297,10 @@ pub struct Summary {
     /// Seconds per finished or crashed test.
     #[serde(default)]
     pub durations: serde_json::Map<String, serde_json::Value>,
+    /// How the GPU slots were used (`--gpus`): GPUs, slots, workers,
+    /// crashes and quarantine per GPU. Absent without slots and in a merge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_slots: Option<crate::gpu::slots::Usage>,
 }
 
 impl Summary {
@@ -336,6 +340,7 @@ impl Summary {
             runs: session.runs.iter().filter_map(|r| serde_json::to_value(r).ok()).collect(),
             reports,
             durations,
+            gpu_slots: session.gpu.clone(),
         }
     }
 }

@@ -11,6 +11,7 @@ mod differential;
 mod flaky;
 mod forensics;
 mod github;
+mod gpu;
 mod journal_entries;
 mod lastfailed;
 mod maxfail;

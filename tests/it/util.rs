@@ -97,10 +97,14 @@ impl Suite {
         self.run_cmd(cmd)
     }
 
-    /// Runs any command in the suite folder, with the venv first on PATH.
+    /// Runs any command in the suite folder, with the venv first on PATH
+    /// (unless the command sets its own PATH).
     pub fn run_cmd(&self, mut cmd: Command) -> Run {
-        let path = format!("{}:{}", venv_bin().display(), std::env::var("PATH").unwrap_or_default());
-        cmd.current_dir(self.path()).env("PATH", path).env_remove("PYTEST_ADDOPTS");
+        if !cmd.get_envs().any(|(k, _)| k == "PATH") {
+            let path = format!("{}:{}", venv_bin().display(), std::env::var("PATH").unwrap_or_default());
+            cmd.env("PATH", path);
+        }
+        cmd.current_dir(self.path()).env_remove("PYTEST_ADDOPTS");
         let out = cmd.output().expect("run command");
         Run { out, crash_log: self.crash_log(), runs_file: self.path().join("runs.jsonl") }
     }

@@ -22,6 +22,13 @@ complete -c pytest-abort-wrap -l shard-mode -d 'Assign by a stable hash, or bala
 duration\t'Greedy balance of the durations in `--durations-file`'"
 complete -c pytest-abort-wrap -l durations-file -d 'Per-test durations (JSON object node id -> seconds): read to balance `--shard-mode duration`, and written or updated after every run' -r -F
 complete -c pytest-abort-wrap -l out-dir -d 'Also leave the crash log, every report asked for and a summary.json under fixed names in DIR, for `pytest-abort merge`' -r -F
+complete -c pytest-abort-wrap -l gpus -d 'Give every xdist worker its own GPU slot: `auto` (the job\'s CUDA/ROCR/HIP_VISIBLE_DEVICES, else every GPU detected), `none`, a count N (the first N of those), or ids/UUIDs `0,1,2,3` (no detection) [env: PYTEST_ABORT_GPUS]' -r
+complete -c pytest-abort-wrap -l per-gpu -d 'Workers per GPU: pytest gets `-n (GPUs x K)` unless it was given -n' -r
+complete -c pytest-abort-wrap -l gpu-vendor -d 'Whose GPUs: NVIDIA (CUDA_VISIBLE_DEVICES) or AMD (ROCR_VISIBLE_DEVICES with HIP_VISIBLE_DEVICES=0); `auto` decides from the caller\'s variables, else from what is found' -r -f -a "auto\t'The caller\'s variables decide (ROCR/HIP: AMD, CUDA: NVIDIA), else what is detected (NVIDIA first)'
+nvidia\t'NVIDIA: `CUDA_VISIBLE_DEVICES`'
+amd\t'AMD: `ROCR_VISIBLE_DEVICES`, `HIP_VISIBLE_DEVICES`'"
+complete -c pytest-abort-wrap -l gpu-quarantine -d 'After N worker deaths in a row on one GPU (none of them passing a test) while another GPU is healthy, take no more slots on it' -r
+complete -c pytest-abort-wrap -l gpu-release-wait -d 'After a worker death, its slot\'s next worker waits up to SECS while nvidia-smi (or amd-smi/rocm-smi) still lists the dead process on the GPU (skipped when no such tool exists)' -r
 complete -c pytest-abort-wrap -l no-ptrace -d 'Supervise with waitpid and /proc scans instead of ptrace'
 complete -c pytest-abort-wrap -l fresh-resume -d 'Resume every time in a fresh pytest process that collects again (without it, a serial pytest that is safe to fork collects once and runs the tests in forked children, forking again after a crash)'
 complete -c pytest-abort-wrap -l keep-state -d 'Keep the state folder'
