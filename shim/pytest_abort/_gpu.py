@@ -7,7 +7,7 @@ conftest or test module: a framework (torch, JAX, CuPy) imported by them
 initialises on the slot's GPU. A slot is an exclusive ``flock`` on
 ``<state>/gpu/slot-<i>.lock``, held for the worker's life; the kernel frees
 it when the worker dies, and the worker xdist starts in its place takes it
-(the lowest free slot; a first worker ``gwN`` tries slot N first). Slot ``i``
+(the lowest free slot; one of the first workers, ``gwN``, tries slot N first). Slot ``i``
 is GPU ``gpus[i % len(gpus)]``; more workers than slots get further slots
 round the GPUs again. Slots of a quarantined GPU (``<state>/gpu/quarantined``,
 written by the wrapper) are not taken while another GPU is usable.
@@ -92,11 +92,14 @@ def take_slot(state: str, worker: str, run: str) -> Optional[Tuple[int, str]]:
 
 
 def _order(worker: str, slots: int) -> List[int]:
-    """Slots in the order this worker tries them: its own number first (a
-    first worker ``gwN`` with N below the slots), then the lowest."""
+    """Slots in the order this worker tries them: the lowest free, except
+    that one of the first workers (``gwN`` with N below xdist's
+    ``PYTEST_XDIST_WORKER_COUNT``; replacements get higher numbers) tries
+    slot N first, so that ``gwN`` is on slot N when it can be."""
     order = list(range(slots + _OVERFLOW))
     digits = worker[2:] if worker.startswith("gw") else ""
-    if digits.isdigit() and int(digits) < slots:
+    first = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if digits.isdigit() and first.isdigit() and int(digits) < min(slots, int(first)):
         order.remove(int(digits))
         order.insert(0, int(digits))
     return order

@@ -30,6 +30,20 @@ pub fn dir(state_dir: &Path) -> PathBuf {
     state_dir.join("gpu")
 }
 
+/// Empties `<state>/gpu` for a new wrapper invocation (a kept state folder
+/// holds the last one's slots, deaths and quarantine).
+pub fn reset(state_dir: &Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let d = dir(state_dir);
+    match std::fs::remove_dir_all(&d) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("{}: cannot clear the GPU slot folder", d.display()))
+        }
+        _ => {}
+    }
+    std::fs::create_dir_all(&d).with_context(|| format!("{}: cannot create the GPU slot folder", d.display()))
+}
+
 /// One slot taken by a worker (a line of `slots.jsonl`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Take {

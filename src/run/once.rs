@@ -89,6 +89,9 @@ pub(super) fn prepare(cfg: &Config) -> Result<Prepared> {
     std::fs::create_dir_all(&marker_dir)
         .with_context(|| format!("{}: cannot create the marker folder", marker_dir.display()))?;
     let py_root = shim::install(&state_dir)?;
+    if cfg.gpu.is_some() {
+        crate::gpu::slots::reset(&state_dir)?;
+    }
     Ok(Prepared { base, state, state_dir, marker_dir, py_root, started: Instant::now(), _lock: lock })
 }
 

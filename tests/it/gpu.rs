@@ -120,7 +120,8 @@ fn four_workers_each_see_their_own_gpu_before_any_module_imports() {
 fn a_crashed_workers_replacement_takes_its_slot_and_the_record_names_the_gpu() {
     let s = suite();
     s.write("test_a.py", &module(12, "\nimport ctypes\n\ndef test_crash():\n    ctypes.string_at(0)\n"));
-    let r = wrap(&s, &[], &["--gpus", "0,1"], &[]);
+    // Four slots, two workers: the replacement (gw2) must not take slot 2.
+    let r = wrap(&s, &[], &["--gpus", "0,1", "--per-gpu", "2"], &["-n", "2"]);
     assert_eq!(r.code(), 1, "{}", r.dump());
     let rec = r.record("test_crash");
     let lines = seen(&s);
@@ -216,7 +217,9 @@ fn auto_detects_a_fake_amd_node() {
 fn per_gpu_two_puts_two_workers_on_each_gpu_unless_n_is_given() {
     let s = suite();
     s.write("test_a.py", &module(8, ""));
-    let r = wrap(&s, &[], &["--gpus", "0,1", "--per-gpu", "2"], &[]);
+    let state = s.path().join("state");
+    let kept = ["--keep-state", "--state-dir", state.to_str().unwrap()];
+    let r = wrap(&s, &[], &[&["--gpus", "0,1", "--per-gpu", "2"][..], &kept].concat(), &[]);
     assert_eq!(r.code(), 0, "{}", r.dump());
     let lines = seen(&s);
     let cuda = per_worker(&lines, "CUDA_VISIBLE_DEVICES");
@@ -225,9 +228,11 @@ fn per_gpu_two_puts_two_workers_on_each_gpu_unless_n_is_given() {
     assert_eq!((on("0"), on("1")), (2, 2), "{lines:#?}");
     assert_eq!(set(per_worker(&lines, "PYTEST_ABORT_GPU_SLOT").into_values()).len(), 4);
     std::fs::remove_file(s.path().join("seen.jsonl")).unwrap();
-    let r = wrap(&s, &[], &["--gpus", "0,1", "--per-gpu", "2"], &["-n", "1"]);
+    let r = wrap(&s, &[], &[&["--gpus", "0,1", "--per-gpu", "2"][..], &kept].concat(), &["-n", "1"]);
     assert_eq!(r.code(), 0, "{}", r.dump());
     assert_eq!(per_worker(&seen(&s), "CUDA_VISIBLE_DEVICES").len(), 1, "the user's -n wins");
+    // The kept state folder's slots of the first invocation do not count.
+    assert!(r.stderr().contains("4 slots, 2 per GPU; 1 worker took a slot"), "{}", r.dump());
 }
 
 #[test]
@@ -302,4 +307,35 @@ fn no_gpu_with_auto_is_one_line_and_exit_64() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("no GPU found") && err.contains("--gpus none"), "{err}");
     assert!(seen(&s).is_empty(), "pytest must not start");
+}
+
+#[test]
+fn the_gpu_node_example_leaves_crash_log_and_reports_in_one_folder() {
+    let s = suite();
+    s.write("test_a.py", &module(6, "\nimport ctypes\n\ndef test_crash():\n    ctypes.string_at(0)\n"));
+    let out = s.path().join("out");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/gpu-node.sh");
+    let mut cmd = Command::new(script);
+    cmd.args(["-p", "no:cacheprovider", "-q"]);
+    for v in GPU_VARS {
+        cmd.env_remove(v);
+    }
+    cmd.env("OUT", &out).env("GPUS", "0,1").env("VENDOR", "amd").env("PYTHON", python());
+    cmd.env("WRAP", env!("CARGO_BIN_EXE_pytest-abort-wrap"));
+    let r = s.run_cmd(cmd);
+    assert_eq!(r.code(), 1, "{}", r.dump());
+    let rocr = per_worker(&seen(&s), "ROCR_VISIBLE_DEVICES");
+    assert_eq!(set(rocr.into_values()), set([Some("0".into()), Some("1".into())]));
+    let crashes = std::fs::read_to_string(out.join("crashes.jsonl")).unwrap();
+    assert_eq!(crashes.lines().count(), 1, "{crashes}");
+    let junit = std::fs::read_to_string(out.join("junit.xml")).unwrap();
+    assert!(junit.contains("test_crash") && junit.contains("type=\"crash\""), "{junit}");
+    let report: Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["summary"]["passed"], 6, "{report:#}");
+    assert!(out.join("report.html").is_file() && out.join("events.jsonl").is_file());
+    let summary: Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let slots = &summary["gpu_slots"];
+    assert_eq!((slots["vendor"].as_str(), slots["slots"].as_u64()), (Some("amd"), Some(2)), "{summary:#}");
+    let per_gpu: Vec<u64> = slots["gpus"].as_array().unwrap().iter().map(|g| g["crashes"].as_u64().unwrap()).collect();
+    assert_eq!(per_gpu.iter().sum::<u64>(), 1, "{summary:#}");
 }
