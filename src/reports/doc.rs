@@ -79,11 +79,6 @@ pub(crate) trait Doc: Render + Sized {
     fn absorb(&mut self, other: &Self) -> usize;
     /// The text the report was parsed from.
     fn original(&self) -> &str;
-    /// Node ids of the report's own entries, in formats that can tell
-    /// (JSON); empty otherwise.
-    fn own_ids(&self) -> Vec<String> {
-        Vec::new()
-    }
 
     /// Adds one entry (the caller checked [`Render::has`]).
     fn add(&mut self, e: &Entry) {

@@ -31,6 +31,9 @@ pub(crate) struct JsonDoc {
     dropped: HashSet<usize>,
     /// `collected` and `deselected` to write instead of the counted ones.
     counts: Option<(i64, i64)>,
+    /// The `exitcode` to write instead of the file's (see
+    /// [`JsonDoc::set_exitcode`]).
+    exit: Option<i64>,
     ids: HashSet<String>,
     added: Vec<String>,
     added_outcomes: BTreeMap<String, i64>,
@@ -199,6 +202,7 @@ impl JsonDoc {
             elems,
             dropped: HashSet::new(),
             counts: None,
+            exit: None,
             ids,
             added: Vec::new(),
             added_outcomes: BTreeMap::new(),
@@ -213,6 +217,24 @@ impl JsonDoc {
     /// files said.
     pub(crate) fn set_counts(&mut self, collected: usize, deselected: usize) {
         self.counts = Some((collected as i64, deselected as i64));
+    }
+
+    /// Makes `exitcode` this number (the exit status of the whole wrapped
+    /// run, which the report then agrees with), whatever the per-run files
+    /// said.
+    pub(crate) fn set_exitcode(&mut self, code: i32) {
+        self.exit = Some(i64::from(code));
+    }
+
+    /// The `exitcode` the report gets, when it changes: the one set, else
+    /// 1 once failures were added to a report that said the run passed.
+    fn new_exitcode(&self, code: i64) -> Option<i64> {
+        if let Some(exit) = self.exit {
+            return (exit != code).then_some(exit);
+        }
+        let failures = self.added_outcomes.get("failed").copied().unwrap_or(0)
+            + self.added_outcomes.get("error").copied().unwrap_or(0);
+        (failures > 0 && (code == 0 || code == 5)).then_some(1)
     }
 
     /// Holds an entry taken from another report.
@@ -477,7 +499,12 @@ impl Render for JsonDoc {
     }
 
     fn changed(&self) -> bool {
-        !self.added_outcomes.is_empty() || self.created || !self.dropped.is_empty() || self.counts.is_some()
+        let exit_changes = self.exitcode.is_some_and(|(_, _, code)| self.exit.is_some_and(|x| x != code));
+        !self.added_outcomes.is_empty()
+            || self.created
+            || !self.dropped.is_empty()
+            || self.counts.is_some()
+            || exit_changes
     }
 
     fn layout(&self) -> Vec<Part<'_>> {
@@ -495,10 +522,8 @@ impl Render for JsonDoc {
             edits.push((self.elems[0].0, at, Some(kept.join(&self.sep))));
         }
         if let Some((s, e, code)) = self.exitcode {
-            let failures = self.added_outcomes.get("failed").copied().unwrap_or(0)
-                + self.added_outcomes.get("error").copied().unwrap_or(0);
-            if failures > 0 && (code == 0 || code == 5) {
-                edits.push((s, e, Some("1".into())));
+            if let Some(new) = self.new_exitcode(code) {
+                edits.push((s, e, Some(new.to_string())));
             }
         }
         if let Some((s, e, d)) = self.duration {
@@ -540,10 +565,6 @@ impl Doc for JsonDoc {
 
     fn held_mut(&mut self, _slot: usize) -> &mut Vec<String> {
         &mut self.added
-    }
-
-    fn own_ids(&self) -> Vec<String> {
-        self.elems.iter().map(|(_, _, nodeid, _)| nodeid.clone()).collect()
     }
 
     fn drop_entries(&mut self, ids: &HashSet<String>) -> usize {

@@ -16,50 +16,44 @@ use super::{add_crashes, read_report, Doc, Entry, Kind, Patched, RunOutput};
 
 /// Merges `sources` (in order; missing or unreadable ones are skipped, as
 /// the run that should have written them died), then adds every finished
-/// test of `done` and every crash. A crashed test's entry is always the
-/// crash's own: what a surviving xdist controller wrote for it (its
-/// "worker crashed" stand-in) is dropped first, and so is an entry of a
-/// test the journals never saw finish (interrupted mid-test: the report
-/// plugin holds only its passed setup, which is not a pass).
-pub(crate) fn merge_into<D: Doc>(
-    sources: &[PathBuf],
-    done: &[crate::journal::Done],
-    records: &[crate::record::CrashRecord],
-) -> Result<(D, usize)> {
-    let crashed: HashSet<String> = records.iter().map(|r| r.key().to_string()).filter(|k| !k.is_empty()).collect();
+/// test of `out.done`, every crash and, when the wrapper stopped them, the
+/// tests not run. A crashed test's entry is always the crash's own: what a
+/// surviving xdist controller wrote for it (its "worker crashed" stand-in)
+/// is dropped first, and so is an entry of a test that did not finish
+/// (interrupted mid-test: the report plugin holds only its passed setup,
+/// which is not a pass).
+pub(crate) fn merge_into<D: Doc>(sources: &[PathBuf], out: &RunOutput) -> Result<(D, usize)> {
+    let crashed: HashSet<String> = out.records.iter().map(|r| r.key().to_string()).filter(|k| !k.is_empty()).collect();
+    let mut unfinished = crashed.clone();
+    unfinished.extend(out.not_run.iter().map(|n| n.trim().to_string()));
     let mut base: Option<D> = None;
     let mut added = 0;
     for src in sources {
         let Ok(Some(text)) = read_report(src) else { continue };
         let Ok(mut doc) = D::parse(text) else { continue };
-        doc.drop_entries(&unfinished(&doc, done, &crashed));
+        doc.drop_entries(&unfinished);
         match base.as_mut() {
             None => base = Some(doc),
             Some(b) => added += b.absorb(&doc),
         }
     }
     let mut doc = base.unwrap_or_else(D::create);
-    for d in done {
+    for d in out.done {
         if !d.nodeid.trim().is_empty() && !doc.has(&d.nodeid) && !crashed.contains(d.nodeid.trim()) {
             doc.add(&Entry::from_done(d));
             added += 1;
         }
     }
-    added += add_crashes(&mut doc, records);
-    Ok((doc, added))
-}
-
-/// `crashed`, plus the report's own entries of tests that did not finish
-/// by the journals (none when the journals saw no test finish: the plugin
-/// was not loaded).
-fn unfinished<D: Doc>(doc: &D, done: &[crate::journal::Done], crashed: &HashSet<String>) -> HashSet<String> {
-    let mut ids = crashed.clone();
-    if done.is_empty() {
-        return ids;
+    added += add_crashes(&mut doc, out.records);
+    if let Some(why) = out.not_run_reason {
+        for id in out.not_run.iter().filter(|n| !n.trim().is_empty()) {
+            if !doc.has(id) && !crashed.contains(id.trim()) {
+                doc.add(&Entry::not_run(id, why));
+                added += 1;
+            }
+        }
     }
-    let finished: HashSet<&str> = done.iter().map(|d| d.nodeid.trim()).collect();
-    ids.extend(doc.own_ids().into_iter().filter(|id| !finished.contains(id.trim())));
-    ids
+    Ok((doc, added))
 }
 
 /// The text of a merged report.
@@ -96,22 +90,24 @@ fn retitle(text: String, dest: &Path) -> String {
 fn complete_one(kind: Kind, dest: &Path, session: &RunOutput) -> Result<Patched> {
     let sources: Vec<PathBuf> = session.runs.iter().filter_map(|rr| rr.redirected.get(&kind)).cloned().collect();
     let created = !dest.exists();
-    let (done, records) = (session.done, session.records);
     let (text, added, entries) = match kind {
         Kind::Json => {
-            let (mut doc, n) = merge_into::<JsonDoc>(&sources, done, records)?;
+            let (mut doc, n) = merge_into::<JsonDoc>(&sources, session)?;
             if let Some((collected, deselected)) = session.counts {
                 doc.set_counts(collected, deselected);
+            }
+            if let Some(code) = session.exit_status {
+                doc.set_exitcode(code);
             }
             (rendered(&doc), n, doc.entries())
         }
         Kind::Html => {
-            let (doc, n) = merge_into::<HtmlDoc>(&sources, done, records)?;
+            let (doc, n) = merge_into::<HtmlDoc>(&sources, session)?;
             copy_assets(&sources, dest)?;
             (retitle(rendered(&doc), dest), n, doc.entries())
         }
-        Kind::Csv => merge_into::<CsvDoc>(&sources, done, records).map(|(d, n)| (rendered(&d), n, d.entries()))?,
-        Kind::Junit => merge_into::<JunitDoc>(&sources, done, records).map(|(d, n)| (rendered(&d), n, d.entries()))?,
+        Kind::Csv => merge_into::<CsvDoc>(&sources, session).map(|(d, n)| (rendered(&d), n, d.entries()))?,
+        Kind::Junit => merge_into::<JunitDoc>(&sources, session).map(|(d, n)| (rendered(&d), n, d.entries()))?,
     };
     crate::fsutil::create_parent(dest)?;
     let written = crate::fsutil::atomic_write(dest, text.as_bytes())?;
@@ -124,8 +120,10 @@ fn complete_one(kind: Kind, dest: &Path, session: &RunOutput) -> Result<Patched>
 /// report holding every test of every run exactly once plus each crashed
 /// test as failed. Runs whose process died before writing its report are
 /// filled from the journal `Done` entries (session.done has outcome,
-/// duration, longrepr, location, sections, start). Creates JUnit from
-/// journals when asked only via the wrapper flag.
+/// duration, longrepr, location, sections, start); tests the wrapper
+/// stopped before they ran are listed as not run (see
+/// [`RunOutput::not_run_reason`]). Creates JUnit from journals when asked
+/// only via the wrapper flag.
 pub fn complete(session: &RunOutput, extra: &[(Kind, PathBuf)]) -> Vec<Result<Patched>> {
     let mut targets: Vec<(Kind, PathBuf)> = Vec::new();
     for rr in session.runs {
@@ -166,7 +164,15 @@ mod tests {
             Done { nodeid: "t.py::c".into(), outcome: "passed".into(), ..Default::default() },
         ];
         let records = vec![CrashRecord { nodeid: "t.py::b".into(), signal: Some(11), ..Default::default() }];
-        let session = RunOutput { records: &records, done: &done, runs: &runs, counts: None };
+        let session = RunOutput {
+            records: &records,
+            done: &done,
+            runs: &runs,
+            counts: None,
+            not_run: &[],
+            not_run_reason: None,
+            exit_status: None,
+        };
         let junit = dir.path().join("j.xml");
         let res = complete(&session, &[(Kind::Junit, junit.clone())]);
         assert_eq!(res.len(), 2);

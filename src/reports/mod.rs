@@ -123,6 +123,19 @@ pub struct RunOutput<'a> {
     /// `collected` and `deselected` as one plain run counts them (see
     /// `run::Session::counts`), when known.
     pub counts: Option<(usize, usize)>,
+    /// Selected tests that neither finished nor crashed. What a run's
+    /// report holds for one of them is dropped: the test was cut short
+    /// (an interrupt mid-test leaves its passed setup, which is not a pass).
+    pub not_run: &'a [String],
+    /// Why the `not_run` tests did not run, when the wrapper stopped them
+    /// (interrupted, `--max-runs` used up, a shard missing): each is then
+    /// listed as a skip with this reason ([`Entry::not_run`]). `None`:
+    /// they are left out, as plain pytest leaves out the tests it did not
+    /// reach (after `-x`, a collection error).
+    pub not_run_reason: Option<&'a str>,
+    /// The exit status of the whole run (the wrapper's or the shard
+    /// merge's): the merged JSON report's `exitcode`, when known.
+    pub exit_status: Option<i32>,
 }
 
 /// What a report write did.
@@ -250,6 +263,22 @@ impl Entry {
             rechecks: Vec::new(),
             flaky_pass: false,
             plugin: d.reports.clone(),
+        }
+    }
+
+    /// A test no run reached, listed as pytest lists a test skipped at
+    /// setup: outcome `skipped`, `reason` as its message (the one builder
+    /// of not-run entries: the wrapper's and the shard merge's).
+    pub fn not_run(nodeid: &str, reason: &str) -> Entry {
+        let nodeid = nodeid.trim().to_string();
+        Entry {
+            path: record::split_nodeid(&nodeid).first().map(|s| s.to_string()).unwrap_or_default(),
+            nodeid,
+            outcome: "skipped".into(),
+            when: "setup".into(),
+            longrepr: format!("Skipped: {reason}"),
+            message: reason.to_string(),
+            ..Entry::default()
         }
     }
 

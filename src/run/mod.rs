@@ -165,6 +165,14 @@ pub struct Session {
     pub cache_dir: Option<PathBuf>,
     /// How the GPU slots were used (`--gpus`).
     pub gpu: Option<crate::gpu::slots::Usage>,
+    /// Why the tests left unrun were not run, when the wrapper stopped
+    /// them (`not run: wrapper interrupted by SIGTERM`, `not run:
+    /// --max-runs 5 used up`, ...): the reports then list each as a skip
+    /// with this reason. `None` when pytest itself stopped (`-x`, a
+    /// collection error): plain pytest lists no such tests either.
+    pub not_run_reason: Option<String>,
+    /// True when the session's `--timeout` ran out.
+    pub timed_out: bool,
 }
 
 impl Session {
@@ -307,6 +315,17 @@ pub fn run(cfg: &Config, out: &Reporters) -> Result<Session> {
         if step.stop || !again || !progress || session.maxfail_reached() {
             break;
         }
+        if used >= cfg.max_runs.max(1) {
+            // Another run was due: what is left stays unrun.
+            session.not_run_reason = Some(format!("not run: --max-runs {} used up", cfg.max_runs.max(1)));
+        }
+    }
+    if let Some(sig) = session.interrupted {
+        let name = crate::supervise::signals::name(sig);
+        session.not_run_reason = Some(format!("not run: wrapper interrupted by {name}"));
+    } else if session.timed_out {
+        let limit = cfg.session_timeout.unwrap_or_default();
+        session.not_run_reason = Some(format!("not run: the session --timeout of {limit} s ran out"));
     }
     if cfg.recheck_crashed > 0 && session.interrupted.is_none() {
         repro::recheck(cfg, &prep, &mut session, out)?;
@@ -332,6 +351,7 @@ fn journaled_maxfail(journal: &RunJournal) -> u32 {
 /// Takes one run's results into the session.
 fn absorb(session: &mut Session, number: u32, one: OneRun, ignore: &mut Vec<String>, out: &Reporters) -> Step {
     note_supervision(session, &one, out);
+    session.timed_out |= one.session_expired;
     let journal = &one.journal;
     let finished = merge_journal(session, journal, number);
     if session.cache_dir.is_none() {
@@ -356,7 +376,7 @@ fn absorb(session: &mut Session, number: u32, one: OneRun, ignore: &mut Vec<Stri
         // pytest itself died before its session (a conftest crashed at
         // import): another run would crash the same way.
         stop: session.interrupted.is_some()
-            || one.session_expired
+            || session.timed_out
             || one.crashes.iter().any(|c| c.phase == Phase::Startup && c.worker == crate::model::Worker::Main),
     };
     session.collection_finished = journal.collection_finished;
@@ -437,11 +457,15 @@ fn merge_journal(session: &mut Session, journal: &RunJournal, number: u32) -> us
 /// state folder; failures become warnings and set `io_error`.
 fn write_reports(cfg: &Config, session: &mut Session, out: &Reporters) {
     let records = session.records();
+    let not_run: Vec<String> = session.not_run().into_iter().map(String::from).collect();
     let input = crate::reports::RunOutput {
         records: &records,
         done: &session.done,
         runs: &session.reports,
         counts: session.counts,
+        not_run: &not_run,
+        not_run_reason: session.not_run_reason.as_deref(),
+        exit_status: Some(session.exit_code()),
     };
     for res in crate::reports::complete(&input, &cfg.reports) {
         match res {

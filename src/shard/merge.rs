@@ -22,7 +22,7 @@ use anyhow::{bail, Context as _, Result};
 
 use super::node::{names, Counts, Summary};
 use crate::fsutil;
-use crate::journal::{Done, RunReports};
+use crate::journal::RunReports;
 use crate::record::CrashRecord;
 use crate::reports::{self, Kind, RunOutput};
 
@@ -146,9 +146,14 @@ fn collection(present: &[Present]) -> Option<Vec<String>> {
     })
 }
 
-/// Tests of the collection no present shard accounts for, as not-run entries.
-fn not_run_entries(present: &[Present], missing: &[String]) -> Vec<Done> {
-    let Some(all) = collection(present) else { return Vec::new() };
+/// Tests of the collection no present shard accounts for, and why they
+/// did not run (the reports list them with [`reports::Entry::not_run`]).
+fn not_run_tests(present: &[Present], missing: &[String]) -> (Vec<String>, String) {
+    let why = match missing.first() {
+        Some(m) if missing.len() == 1 => format!("not run: its shard is missing ({m})"),
+        _ => "not run: its shard is missing".to_string(),
+    };
+    let Some(all) = collection(present) else { return (Vec::new(), why) };
     let mut accounted: HashSet<&str> = HashSet::new();
     for p in present {
         let s = &p.summary;
@@ -156,21 +161,8 @@ fn not_run_entries(present: &[Present], missing: &[String]) -> Vec<Done> {
         accounted.extend(s.crashes.iter().map(String::as_str));
         accounted.extend(s.not_run.iter().map(String::as_str));
     }
-    let why = match missing.first() {
-        Some(m) if missing.len() == 1 => format!("not run: its shard is missing ({m})"),
-        _ => "not run: its shard is missing".to_string(),
-    };
-    all.into_iter()
-        .filter(|n| !accounted.contains(n.as_str()))
-        .map(|nodeid| Done {
-            location: None,
-            outcome: "skipped".into(),
-            when: "setup".into(),
-            longrepr: Some(why.clone()),
-            nodeid,
-            ..Default::default()
-        })
-        .collect()
+    let left = all.into_iter().filter(|n| !accounted.contains(n.as_str())).collect();
+    (left, why)
 }
 
 /// What a merge did.
@@ -208,7 +200,7 @@ pub fn run(args: &MergeArgs) -> Result<Merged> {
     let records: Vec<CrashRecord> =
         lines.iter().filter_map(|o| serde_json::from_value(serde_json::Value::Object(o.clone())).ok()).collect();
     // Reports.
-    let not_run = not_run_entries(&present, &missing);
+    let (not_run, why) = not_run_tests(&present, &missing);
     let mut runs = Vec::new();
     let mut kinds: BTreeSet<Kind> = BTreeSet::new();
     for (i, p) in present.iter().enumerate() {
@@ -221,13 +213,21 @@ pub fn run(args: &MergeArgs) -> Result<Merged> {
         }
         runs.push(rr);
     }
-    let output = RunOutput { records: &records, done: &not_run, runs: &runs, counts: None };
-    for res in reports::complete(&output, &[]) {
-        written.push(res?.path);
-    }
     let summary = merged_summary(&present, &records, &not_run, &kinds);
     let failed = summary.counts.failed + summary.counts.error + summary.counts.crashed + summary.counts.not_run > 0;
     let exit_status = if !missing.is_empty() && !args.allow_missing { EXIT_MISSING } else { i32::from(failed) };
+    let output = RunOutput {
+        records: &records,
+        done: &[],
+        runs: &runs,
+        counts: None,
+        not_run: &not_run,
+        not_run_reason: Some(&why),
+        exit_status: Some(exit_status),
+    };
+    for res in reports::complete(&output, &[]) {
+        written.push(res?.path);
+    }
     let mut value = serde_json::to_value(&summary)?;
     if let Some(obj) = value.as_object_mut() {
         obj.insert("exit_status".into(), exit_status.into());
@@ -258,7 +258,7 @@ fn report_dest(args: &MergeArgs, kind: Kind) -> PathBuf {
     explicit.clone().unwrap_or_else(|| args.out_dir.join(names::report(kind)))
 }
 
-fn merged_summary(present: &[Present], records: &[CrashRecord], not_run: &[Done], kinds: &BTreeSet<Kind>) -> Summary {
+fn merged_summary(present: &[Present], records: &[CrashRecord], not_run: &[String], kinds: &BTreeSet<Kind>) -> Summary {
     let mut counts = Counts::default();
     let mut durations = serde_json::Map::new();
     let mut runs = Vec::new();
@@ -289,7 +289,7 @@ fn merged_summary(present: &[Present], records: &[CrashRecord], not_run: &[Done]
         records.iter().map(|r| r.key().to_string()).filter(|k| !k.is_empty() && seen.insert(k.clone())).collect()
     };
     counts.crashed = crashes.len();
-    left.extend(not_run.iter().map(|d| d.nodeid.clone()));
+    left.extend(not_run.iter().cloned());
     counts.not_run = left.len();
     counts.selected += not_run.len();
     Summary {

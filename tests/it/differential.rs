@@ -432,6 +432,11 @@ fn parse_junit(text: &str, root: &Path) -> (BTreeMap<String, String>, Vec<Case>)
 pub struct Expect {
     /// Node ids that crashed: failed entries carrying the crash.
     pub crashed: Vec<String>,
+    /// Node ids no run reached: one skipped entry each, carrying
+    /// `not_run_reason`, in place of whatever plain pytest wrote for them.
+    pub not_run: Vec<String>,
+    /// The reason every not-run entry carries.
+    pub not_run_reason: String,
 }
 
 /// Compares every format; returns each difference as a line.
@@ -446,6 +451,10 @@ pub fn compare(plain: &Reports, wrapped: &Reports, want: &Expect) -> Vec<String>
 
 fn is_crashed(want: &Expect, id: &str) -> bool {
     want.crashed.iter().any(|c| c == id)
+}
+
+fn is_not_run(want: &Expect, id: &str) -> bool {
+    want.not_run.iter().any(|c| c == id)
 }
 
 fn crash_text(s: &str) -> bool {
@@ -480,6 +489,15 @@ fn compare_json(p: &Reports, w: &Reports, want: &Expect, d: &mut Vec<String>) {
             summary.insert(o, n.into());
             let f = summary.get("failed").and_then(Value::as_i64).unwrap_or(0) + 1;
             summary.insert("failed".into(), f.into());
+        } else if is_not_run(want, id) {
+            if wv["outcome"] != "skipped" || !wv.to_string().contains(&want.not_run_reason) {
+                d.push(format!("json: {id:?} is not a skipped entry saying it was not run: {wv}"));
+            }
+            let o = pv["outcome"].as_str().unwrap_or("").to_string();
+            let n = summary.get(&o).and_then(Value::as_i64).unwrap_or(0) - 1;
+            summary.insert(o, n.into());
+            let f = summary.get("skipped").and_then(Value::as_i64).unwrap_or(0) + 1;
+            summary.insert("skipped".into(), f.into());
         } else if pv != wv {
             d.push(format!("json: {id:?}\n  plain:   {pv}\n  wrapped: {wv}"));
         }
@@ -529,6 +547,16 @@ fn compare_html(p: &Reports, w: &Reports, want: &Expect, d: &mut Vec<String>) {
                 *counts.entry(e["result"].as_str().unwrap_or("").to_lowercase()).or_default() -= 1;
             }
             *counts.entry("failed".into()).or_default() += 1;
+        } else if is_not_run(want, id) {
+            let e = &wv[0];
+            let says = e["log"].as_str().is_some_and(|l| l.contains(&want.not_run_reason));
+            if wv.as_array().map(Vec::len) != Some(1) || e["result"] != "Skipped" || !says {
+                d.push(format!("html: {id:?} is not one skipped entry saying it was not run: {wv}"));
+            }
+            for e in pv.as_array().unwrap() {
+                *counts.entry(e["result"].as_str().unwrap_or("").to_lowercase()).or_default() -= 1;
+            }
+            *counts.entry("skipped".into()).or_default() += 1;
         } else if strip(pv, &p.root) != strip(wv, &w.root) {
             d.push(format!("html: {id:?}\n  plain:   {}\n  wrapped: {}", strip(pv, &p.root), strip(wv, &w.root)));
         }
@@ -542,10 +570,24 @@ fn compare_html(p: &Reports, w: &Reports, want: &Expect, d: &mut Vec<String>) {
             d.push(format!("html: count span {want_span:?} missing"));
         }
     }
-    let run_count =
-        |h: &str| Regex::new(r#"<p class="run-count">(\d+) tests?"#).unwrap().captures(h).map(|c| c[1].to_string());
-    if run_count(&p.html) != run_count(&w.html) {
-        d.push(format!("html run-count: plain {:?} wrapped {:?}", run_count(&p.html), run_count(&w.html)));
+    let run_count = |h: &str| {
+        Regex::new(r#"<p class="run-count">(\d+) tests?"#).unwrap().captures(h).map(|c| c[1].parse::<i64>().unwrap())
+    };
+    // pytest-html's run count counts the passed, failed, xpassed and
+    // xfailed entries: a not-run test (skipped) takes its entries out.
+    let ran = |e: &Value| ["Passed", "Failed", "XPassed", "XFailed"].contains(&e["result"].as_str().unwrap_or(""));
+    let not_run_delta: i64 = -want
+        .not_run
+        .iter()
+        .filter_map(|id| pt.get(id)?.as_array())
+        .map(|a| a.iter().filter(|e| ran(e)).count() as i64)
+        .sum::<i64>();
+    if run_count(&p.html).map(|n| n + not_run_delta) != run_count(&w.html) {
+        d.push(format!(
+            "html run-count: plain {:?} (+{not_run_delta} not run) wrapped {:?}",
+            run_count(&p.html),
+            run_count(&w.html)
+        ));
     }
 }
 
@@ -579,9 +621,13 @@ fn compare_csv(p: &Reports, w: &Reports, want: &Expect, d: &mut Vec<String>) {
         }))
     };
     let (pr, wr) = (rows(p), rows(w));
+    let base = |k: &str| k.rsplit_once(" #").map_or(k.to_string(), |(b, _)| b.to_string());
     for (k, pv) in &pr {
         let Some(wv) = wr.get(k) else {
-            d.push(format!("csv: row {k:?} missing"));
+            // A not-run test is one row, wherever the plain run had more.
+            if !(is_not_run(want, &base(k)) && k.contains(" #")) {
+                d.push(format!("csv: row {k:?} missing"));
+            }
             continue;
         };
         if is_crashed(want, k) {
@@ -589,6 +635,12 @@ fn compare_csv(p: &Reports, w: &Reports, want: &Expect, d: &mut Vec<String>) {
             let msg = col("message").map(|i| wv[i].as_str()).unwrap_or("Crashed: SIG");
             if st != "failed" || !crash_text(msg) {
                 d.push(format!("csv: crashed {k:?} is not a failed row carrying the crash: {wv:?}"));
+            }
+        } else if is_not_run(want, k) {
+            let st = col("status").map(|i| wv[i].as_str()).unwrap_or("skipped");
+            let msg = col("message").map(|i| wv[i].as_str()).unwrap_or(&want.not_run_reason);
+            if st != "skipped" || !msg.contains(&want.not_run_reason) {
+                d.push(format!("csv: {k:?} is not a skipped row saying it was not run: {wv:?}"));
             }
         } else if pv != wv {
             d.push(format!("csv: {k:?}\n  plain:   {pv:?}\n  wrapped: {wv:?}"));
@@ -599,27 +651,62 @@ fn compare_csv(p: &Reports, w: &Reports, want: &Expect, d: &mut Vec<String>) {
     }
 }
 
+/// The key of a node id's JUnit `<testcase>` (`classname::name`, as
+/// [`Case::key`]).
+pub fn junit_key(id: &str) -> String {
+    let (path, rest) = id.split_once("::").unwrap();
+    let cls = path.trim_end_matches(".py").replace('/', ".");
+    match rest.rsplit_once("::") {
+        Some((c, n)) => format!("{cls}.{c}::{n}"),
+        None => format!("{cls}::{rest}"),
+    }
+}
+
 fn compare_junit(p: &Reports, w: &Reports, want: &Expect, d: &mut Vec<String>) {
     let (ps, pc) = &p.junit;
     let (ws, wc) = &w.junit;
     let by_key = |cs: &Vec<Case>| keyed(cs.iter().map(|c| (c.key.clone(), c.clone())));
     let (pm, wm) = (by_key(pc), by_key(wc));
-    let crashed_keys: Vec<String> = want
-        .crashed
-        .iter()
-        .map(|id| {
-            let (path, rest) = id.split_once("::").unwrap();
-            let cls = path.trim_end_matches(".py").replace('/', ".");
-            match rest.rsplit_once("::") {
-                Some((c, n)) => format!("{cls}.{c}::{n}"),
-                None => format!("{cls}::{rest}"),
-            }
-        })
-        .collect();
+    let crashed_keys: Vec<String> = want.crashed.iter().map(|id| junit_key(id)).collect();
+    let not_run_keys: Vec<String> = want.not_run.iter().map(|id| junit_key(id)).collect();
+    let base = |k: &str| k.rsplit_once(" #").map_or(k.to_string(), |(b, _)| b.to_string());
+    // A test counts in junitxml's `tests` once per report it counted: its
+    // own and each subtest's, as many as its pytest-csv rows. A not-run
+    // test counts once.
+    let id_col = p.csv.0.iter().position(|h| h == "id").expect("id column");
+    let plain_counted = |id: &String| p.csv.1.iter().filter(|row| row[id_col] == *id).count() as i64;
+    let mut tests = ps.get("tests").and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+    tests -= want.not_run.iter().map(|id| plain_counted(id) - 1).sum::<i64>();
     let mut failures = ps.get("failures").and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
     let mut skipped = ps.get("skipped").and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
     let mut errors = ps.get("errors").and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+    let uncount = |kind: &str, failures: &mut i64, skipped: &mut i64, errors: &mut i64| match kind
+        .split('/')
+        .next()
+        .unwrap_or("")
+    {
+        "failure" => *failures -= 1,
+        "skipped" => *skipped -= 1,
+        "error" => *errors -= 1,
+        _ => {}
+    };
     for (k, pv) in &pm {
+        if not_run_keys.contains(&base(k)) {
+            // One skipped case in place of each of the plain run's.
+            uncount(&pv.kind, &mut failures, &mut skipped, &mut errors);
+            if k.contains(" #") {
+                if wm.contains_key(k) {
+                    d.push(format!("junit: not-run {k:?} has more than one case"));
+                }
+                continue;
+            }
+            skipped += 1;
+            match wm.get(k) {
+                Some(wv) if wv.kind == "skipped/pytest.skip" && wv.body.contains(&want.not_run_reason) => {}
+                other => d.push(format!("junit: {k:?} is not a skipped case saying it was not run: {other:?}")),
+            }
+            continue;
+        }
         let Some(wv) = wm.get(k) else {
             d.push(format!("junit: {k:?} missing"));
             continue;
@@ -628,12 +715,7 @@ fn compare_junit(p: &Reports, w: &Reports, want: &Expect, d: &mut Vec<String>) {
             if wv.kind != "failure/crash" || !crash_text(&wv.body) {
                 d.push(format!("junit: crashed {k:?} is not a <failure type=\"crash\">: {wv:?}"));
             }
-            match pv.kind.split('/').next().unwrap_or("") {
-                "failure" => failures -= 1,
-                "skipped" => skipped -= 1,
-                "error" => errors -= 1,
-                _ => {}
-            }
+            uncount(&pv.kind, &mut failures, &mut skipped, &mut errors);
             failures += 1;
         } else if pv != wv {
             d.push(format!("junit: {k:?}\n  plain:   {pv:?}\n  wrapped: {wv:?}"));
@@ -643,7 +725,7 @@ fn compare_junit(p: &Reports, w: &Reports, want: &Expect, d: &mut Vec<String>) {
         d.push(format!("junit: extra case {k:?}"));
     }
     let want_counts = [
-        ("tests", ps.get("tests").cloned().unwrap_or_default()),
+        ("tests", tests.to_string()),
         ("failures", failures.to_string()),
         ("errors", errors.to_string()),
         ("skipped", skipped.to_string()),
@@ -666,14 +748,20 @@ pub fn wrapped(wrap_args: &[&str], pytest_extra: &[&str]) -> (Suite, crate::util
 }
 
 fn assert_same(plain: &Plain, wrap_args: &[&str], pytest_extra: &[&str]) {
+    let want = Expect { crashed: CRASHING.iter().map(|s| s.to_string()).collect(), ..Default::default() };
+    assert_matches(plain, wrap_args, pytest_extra, want);
+}
+
+/// Runs the suite wrapped and compares its reports with `plain`'s: the
+/// crash records must be `want.crashed`'s, and the reports the same but
+/// for `want`.
+fn assert_matches(plain: &Plain, wrap_args: &[&str], pytest_extra: &[&str], mut want: Expect) {
     let (s, run) = wrapped(wrap_args, pytest_extra);
     assert_eq!(run.code(), 1, "{}", run.dump());
     let mut crashed: Vec<String> = run.records().iter().map(|r| r.nodeid.clone()).collect();
     crashed.sort();
-    let mut want_crashed: Vec<String> = CRASHING.iter().map(|s| s.to_string()).collect();
-    want_crashed.sort();
-    assert_eq!(crashed, want_crashed, "{}", run.dump());
-    let want = Expect { crashed };
+    want.crashed.sort();
+    assert_eq!(crashed, want.crashed, "{}", run.dump());
     let diffs = compare(&plain.reports(), &Reports::read(s.path()), &want);
     assert!(
         diffs.is_empty(),
@@ -682,6 +770,26 @@ fn assert_same(plain: &Plain, wrap_args: &[&str], pytest_extra: &[&str]) {
         diffs.iter().take(40).map(|l| l.chars().take(700).collect::<String>()).collect::<Vec<_>>().join("\n"),
         run.stderr().lines().rev().take(12).collect::<Vec<_>>().join("\n")
     );
+}
+
+/// With `--max-runs 2` the serial wrapped run stops at its second crash:
+/// the crashes are the first two crashing tests in run order, and every
+/// test after the second is a not-run skip.
+fn expect_max_runs_2(plain: &Plain) -> Expect {
+    let order: Vec<String> = plain.reports().json["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["nodeid"].as_str().unwrap().into())
+        .collect();
+    let crash_at: Vec<usize> =
+        order.iter().enumerate().filter(|(_, id)| CRASHING.contains(&id.as_str())).map(|(i, _)| i).collect();
+    let last = crash_at[1];
+    Expect {
+        crashed: crash_at[..2].iter().map(|i| order[*i].clone()).collect(),
+        not_run: order[last + 1..].to_vec(),
+        not_run_reason: "not run: --max-runs 2 used up".into(),
+    }
 }
 
 #[test]
@@ -702,4 +810,17 @@ fn xdist_resume_reports_match_plain() {
 #[test]
 fn xdist_deselect_reports_match_plain() {
     assert_same(plain_xdist(), &["--max-runs", "9", "--retry-mode", "deselect"], &["-n", "2"]);
+}
+
+#[test]
+fn serial_resume_with_max_runs_used_up_matches_plain_but_for_not_run_tests() {
+    let want = expect_max_runs_2(plain_serial());
+    assert!(want.not_run.len() > 100, "{want:?}");
+    assert_matches(plain_serial(), &["--max-runs", "2"], &[], want);
+}
+
+#[test]
+fn serial_deselect_with_max_runs_used_up_matches_plain_but_for_not_run_tests() {
+    let want = expect_max_runs_2(plain_serial());
+    assert_matches(plain_serial(), &["--max-runs", "2", "--retry-mode", "deselect"], &[], want);
 }

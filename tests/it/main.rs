@@ -16,6 +16,7 @@ mod journal_entries;
 mod lastfailed;
 mod maxfail;
 mod messages;
+mod not_run;
 mod output;
 mod report_input;
 mod reports;

@@ -257,7 +257,8 @@ fn a_missing_shard_fails_the_merge_unless_allowed() {
     for k in [1, 3] {
         let dir = &dirs[k - 1];
         let mut pytest_args = vec![format!("--junitxml={}/u.xml", dir.display())];
-        pytest_args.push("-q".into());
+        pytest_args.push(format!("--json-report-file={}/u.json", dir.display()));
+        pytest_args.extend(["--json-report".into(), "-q".into()]);
         let r = wrap(
             &s,
             &[format!("--shard={k}/3"), "--shard-by=test".into(), format!("--out-dir={}", dir.display())],
@@ -302,6 +303,17 @@ fn a_missing_shard_fails_the_merge_unless_allowed() {
     let not_run: Vec<&str> = summary["not_run"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert_eq!(not_run.len(), of_two.len(), "{summary}");
     assert!(of_two.iter().all(|n| not_run.contains(&n.as_str())));
+    // Every format lists every test: the present shards' as they ran, the
+    // missing shard's as skips saying so (the one not-run entry builder).
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let tests = json["tests"].as_array().unwrap();
+    assert_eq!(tests.len(), 35, "{json}");
+    for t in tests.iter().filter(|t| of_two.iter().any(|n| t["nodeid"] == n.as_str())) {
+        assert_eq!(t["outcome"], "skipped", "{t}");
+        assert!(t.to_string().contains("not run: its shard is missing"), "{t}");
+    }
+    assert_eq!(json["summary"]["collected"], 35, "{}", json["summary"]);
+    assert_eq!(json["exitcode"], 1, "the merge's exit status: {json}");
     // A shard number with no folder at all is named too.
     let m = merge(&s, &[&out as &dyn AsRef<std::ffi::OsStr>, &dirs[0], &dirs[2]]);
     assert_eq!(m.code(), 2, "{}", m.dump());
