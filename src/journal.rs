@@ -64,6 +64,10 @@ pub enum Event {
         /// pytest's `--maxfail` (`-x` is 1; 0: no limit).
         #[serde(default)]
         maxfail: u32,
+        /// The interpreter running the tests (`sys.executable`): a new
+        /// pytest-html page is built from the pytest-html installed there.
+        #[serde(default)]
+        python: Option<String>,
     },
     /// Collection of a file started.
     Collect {

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from typing import Any, Dict, List, Optional
 
@@ -186,6 +187,9 @@ class WrapSession:
             # pytest's --maxfail (-x is 1; 0 means no limit): the wrapper
             # counts crashes toward it and stops resuming once it is reached.
             "maxfail": int(getattr(self.config.option, "maxfail", 0) or 0),
+            # The interpreter running the tests: the wrapper builds a new
+            # pytest-html page from the pytest-html installed there.
+            "python": sys.executable,
             **extra,
         }
 

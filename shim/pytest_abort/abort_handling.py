@@ -55,6 +55,8 @@ __all__ = [
 ENV_CRASHED_TESTS_LOG = "PYTEST_ABORT_CRASHED_TESTS_LOG"
 #: The ``pytest-abort`` binary, or the folder that holds the binaries.
 ENV_BIN = "PYTEST_ABORT_BIN"
+#: The Python whose installed pytest-html a created HTML report is built from.
+ENV_PYTHON = "PYTEST_ABORT_PYTHON"
 
 _INSTALL_HINT = (
     "Install the wheel with the binaries (`pip install .` at the root of a checkout "
@@ -165,7 +167,12 @@ def _run(args: Sequence[str], *, name: str = "pytest-abort") -> subprocess.Compl
     """Runs a binary with an argument list (no shell); stdout and stderr
     are captured as text."""
     argv: List[str] = [find_binary(name), *args]
-    return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False)
+    # A report the binary creates is built from the pytest-html installed
+    # for this interpreter (see ENV_PYTHON).
+    env = dict(os.environ)
+    if sys.executable and not env.get(ENV_PYTHON):
+        env[ENV_PYTHON] = sys.executable
+    return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False, env=env)
 
 
 def _fail(proc: subprocess.CompletedProcess, what: str) -> ReportError:

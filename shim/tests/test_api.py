@@ -175,6 +175,29 @@ def test_handle_abort_no_crash(tmp_path, rust_bin):
     assert not garbage.exists()
 
 
+def test_handle_abort_creates_a_page_from_this_interpreters_pytest_html(tmp_path, rust_bin, monkeypatch):
+    """A report handle_abort creates is a full pytest-html page built from
+    the pytest-html installed for the interpreter that called it: its own
+    script and CSS (so pytest_html_merger can use it as the merged page)."""
+    import importlib.util
+
+    monkeypatch.delenv("PYTEST_ABORT_PYTHON", raising=False)
+    monkeypatch.delenv("PYTEST_ABORT_CRASHED_TESTS_LOG", raising=False)
+    # Only the binaries on PATH: no other Python to find pytest-html in.
+    monkeypatch.setenv("PATH", os.path.dirname(ah.find_binary()))
+    jf, hf = tmp_path / "c_log.json", tmp_path / "c_log.html"
+    info = _info(nodeid="test_c", test_name="test_c")
+    assert ah.handle_abort(str(jf), str(hf), str(tmp_path / "m.json"), "dir/c", crash_info=info) is True
+    text = hf.read_text(encoding="utf-8")
+    resources = Path(importlib.util.find_spec("pytest_html").submodule_search_locations[0]) / "resources"
+    app_js = (resources / "app.js").read_text(encoding="utf-8")
+    probe = next(line.strip() for line in app_js.splitlines() if len(line.strip()) > 30)
+    assert probe in text, "pytest-html's own script is not in the created page"
+    assert '<title id="head-title">c_log.html</title>' in text
+    assert list(html_blob(hf)["tests"]) == ["dir/c.py::test_c"]
+    assert '<span class="failed">1 Failed,' in text
+
+
 def test_handle_abort_with_crash_info(tmp_path, rust_bin, monkeypatch):
     monkeypatch.delenv("PYTEST_ABORT_CRASHED_TESTS_LOG", raising=False)
     jf, hf = tmp_path / "b_log.json", tmp_path / "b_log.html"

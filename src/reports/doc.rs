@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::io::{self, Write};
+use std::path::Path;
 
 use anyhow::Result;
 
@@ -67,6 +68,11 @@ pub(crate) trait Doc: Render + Sized {
     fn parse(text: String) -> Result<Self>;
     /// A new, empty report of this format.
     fn create() -> Self;
+    /// A new, empty report of this format to be written at `path` (formats
+    /// that name themselves after their file, as pytest-html does, use it).
+    fn create_for(_path: &Path) -> Self {
+        Self::create()
+    }
     /// The entries of `slot` held as text, to add to.
     fn held_mut(&mut self, slot: usize) -> &mut Vec<String>;
     /// Removes the report's own entries of these node ids (and, in formats

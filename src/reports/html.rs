@@ -4,13 +4,16 @@
 //! JSON inside an HTML attribute), the static counts above the table are
 //! updated, and the matching filter checkbox is enabled.
 //!
-//! A report created from nothing is a small static page with the same blob,
-//! counts and filters (what pytest_html_merger reads) and the rows rendered
-//! as escaped HTML, without a script.
+//! A report created from nothing starts from a full pytest-html page with
+//! no tests (see [`super::html_page`]), then gains its entries as any
+//! other page does. Pages earlier versions of pytest-abort created have no
+//! script: their rows are rendered as escaped HTML after
+//! [`ROWS_MARKER`], and patching them keeps doing so.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::path::Path;
 use std::sync::OnceLock;
 
 use anyhow::{bail, Context as _, Result};
@@ -19,13 +22,14 @@ use serde::de::{Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAcces
 use serde_json::Value;
 
 use super::doc::{Doc, Part, Render};
+use super::html_page;
 use super::text::{
     self, attr_escape_into, escaped_offsets, html_escape, html_unescape, object_members, py_str_into, skip_value,
 };
 use super::Entry;
 
-/// Where rows of a page created by pytest-abort go (such pages have no
-/// script to build the table from the blob).
+/// Where rows of a page created by an earlier pytest-abort go (such pages
+/// have no script to build the table from the blob).
 const ROWS_MARKER: &str = "<!-- pytest-abort: rows -->";
 
 /// A parsed pytest-html report.
@@ -50,7 +54,8 @@ pub(crate) struct HtmlDoc {
     added_results: BTreeMap<String, i64>,
     /// Entries noted (added, absorbed or streamed).
     noted: usize,
-    /// The page is one pytest-abort created (rows rendered statically).
+    /// The page is one an earlier pytest-abort created (rows rendered
+    /// statically).
     static_rows: bool,
     created: bool,
 }
@@ -183,36 +188,6 @@ fn static_row(e: &Entry) -> String {
         log = log_text(e),
     );
     text::visible_controls(&row).into_owned()
-}
-
-fn created_page() -> String {
-    let mut filters = String::new();
-    for (cls, label) in [
-        ("failed", "Failed,"),
-        ("passed", "Passed,"),
-        ("skipped", "Skipped,"),
-        ("xfailed", "Expected failures,"),
-        ("xpassed", "Unexpected passes,"),
-        ("error", "Errors,"),
-        ("rerun", "Reruns"),
-    ] {
-        filters.push_str(&format!(
-            "      <input checked=\"true\" class=\"filter\" name=\"filter_checkbox\" type=\"checkbox\" data-test-result=\"{cls}\" disabled>\n      <span class=\"{cls}\">0 {label}</span>\n"
-        ));
-    }
-    let date = chrono::Local::now().format("%d-%b-%Y at %H:%M:%S");
-    let blob = r#"{"environment": {}, "tests": {}, "renderCollapsed": ["passed"], "initialSort": "result", "title": "Test report"}"#;
-    let mut esc = String::new();
-    attr_escape_into(blob, &mut esc);
-    format!(
-        "<!DOCTYPE html>\n<html>\n  <head>\n    <meta charset=\"utf-8\"/>\n    <title id=\"head-title\">Test report</title>\n\
-    <style>.log {{ white-space: pre-wrap; font-family: monospace; }} td {{ vertical-align: top; }}</style>\n  </head>\n  <body>\n\
-    <h1 id=\"title\">Test report</h1>\n\
-    <p>Report generated on {date} by pytest-abort in the format of pytest-html v4.2.0</p>\n\
-    <p class=\"run-count\">0 tests took 0 ms.</p>\n    <div class=\"filters\">\n{filters}    </div>\n\
-    <table id=\"results-table\">\n      <thead id=\"results-table-head\"><tr><th>Result</th><th>Test</th><th>Duration</th><th>Links</th></tr></thead>\n\
-      {ROWS_MARKER}\n    </table>\n  <footer>\n    <div id=\"data-container\" data-jsonblob=\"{esc}\"></div>\n  </footer>\n  </body>\n</html>\n"
-    )
 }
 
 /// What validating a blob keeps, read in one streaming pass: per member
@@ -708,13 +683,31 @@ impl Render for HtmlDoc {
     }
 }
 
+impl HtmlDoc {
+    /// A new page titled `title` (pytest-html titles a page with its file
+    /// name): the installed pytest-html's when there is one, else the
+    /// bundled page.
+    fn create_titled(title: &str) -> Self {
+        Self::from_text(html_page::new_page(title), true)
+            .or_else(|_| Self::from_text(html_page::bundled(title), true))
+            .expect("the bundled page parses")
+    }
+}
+
 impl Doc for HtmlDoc {
     fn parse(text: String) -> Result<Self> {
         Self::from_text(text, false)
     }
 
     fn create() -> Self {
-        Self::from_text(created_page(), true).expect("the created page parses")
+        Self::create_titled("report.html")
+    }
+
+    fn create_for(path: &Path) -> Self {
+        match path.file_name() {
+            Some(name) => Self::create_titled(&name.to_string_lossy()),
+            None => Self::create(),
+        }
     }
 
     fn held_mut(&mut self, slot: usize) -> &mut Vec<String> {
@@ -813,6 +806,17 @@ mod tests {
             }
             assert_eq!(b, s.as_bytes(), "{s}");
         }
+    }
+
+    #[test]
+    fn pages_of_earlier_versions_keep_their_static_rows() {
+        let legacy = html_page::bundled("t.html").replace("</thead>", &format!("</thead>\n{ROWS_MARKER}"));
+        let mut d = HtmlDoc::parse(legacy).unwrap();
+        d.add(&Entry::from_crash(&sample_record()));
+        let out = d.render().unwrap();
+        let rows = &out[out.find("</thead>").unwrap()..out.find(ROWS_MARKER).unwrap()];
+        assert!(rows.contains("<tbody class=\"results-table-row failed\">"), "{rows}");
+        assert!(rows.contains("test_p[&lt;img src=x onerror=alert(1)&gt;]") && !out.contains("<img src=x"), "{rows}");
     }
 
     #[test]

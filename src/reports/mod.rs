@@ -41,6 +41,7 @@ macro_rules! skip_other_types {
 mod csv;
 mod doc;
 mod html;
+mod html_page;
 mod json;
 mod junit;
 mod merge;
@@ -58,6 +59,7 @@ use crate::journal::{Done, RunReports};
 use crate::record::{self, CrashRecord};
 
 pub(crate) use doc::Doc;
+pub use html_page::{use_python, PYTHON_ENV};
 pub use merge::complete;
 pub use sanitize::{sanitize_html_file, sanitize_paths, DEFAULT_GLOB};
 

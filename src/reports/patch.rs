@@ -102,7 +102,7 @@ fn open(kind: Kind, path: &Path) -> Result<Target<'_>> {
                     D::parse(text).with_context(|| format!("{}: not a valid report of its format", path.display()))?;
                 (false, bom, Box::new(doc))
             }
-            None => (true, false, Box::new(D::create())),
+            None => (true, false, Box::new(D::create_for(path))),
         })
     }
     let (created, bom, doc) = match kind {

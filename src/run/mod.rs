@@ -339,6 +339,14 @@ pub fn run(cfg: &Config, out: &Reporters) -> Result<Session> {
     Ok(session)
 }
 
+/// The interpreter the run's pytest processes journaled, if any.
+fn journaled_python(journal: &RunJournal) -> Option<PathBuf> {
+    journal.processes.values().find_map(|pj| match pj.events.first() {
+        Some(crate::journal::Event::Start { python: Some(p), .. }) if !p.is_empty() => Some(PathBuf::from(p)),
+        _ => None,
+    })
+}
+
 /// The `--maxfail` the run's pytest processes journaled (the largest).
 fn journaled_maxfail(journal: &RunJournal) -> u32 {
     let starts = journal.processes.values().filter_map(|pj| match pj.events.first() {
@@ -354,6 +362,9 @@ fn absorb(session: &mut Session, number: u32, one: OneRun, ignore: &mut Vec<Stri
     session.timed_out |= one.session_expired;
     let journal = &one.journal;
     let finished = merge_journal(session, journal, number);
+    if let Some(python) = journaled_python(journal) {
+        crate::reports::use_python(&python);
+    }
     if session.cache_dir.is_none() {
         session.cache_dir = lastfailed::cache_dir(journal);
     }

@@ -12,6 +12,7 @@ mod flaky;
 mod forensics;
 mod github;
 mod gpu;
+mod html_pages;
 mod journal_entries;
 mod lastfailed;
 mod maxfail;
