@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use crate::forensics;
-use crate::journal::ProcessJournal;
+use crate::journal::{Event, ProcessJournal};
 use crate::marker::{self, Marker};
 use crate::model::{Crash, Death, Phase, Worker};
 use crate::record;
@@ -93,6 +93,40 @@ fn build(ctx: &Context, end: &ProcessEnd, journal: &ProcessJournal, marker: Opti
         rechecks: Vec::new(),
         flaky_result: None,
     }
+}
+
+/// The device error a process's journal reports, if any: the test whose
+/// failure matched a poison pattern, after which the process ran no
+/// further test. Not a death: its record (kind `device-error`) says why
+/// the tests after it ran in another process.
+pub fn device_error(ctx: &Context, journal: &ProcessJournal) -> Option<Crash> {
+    let (nodeid, when, matched, gpu_id) = journal.events.iter().find_map(|e| match e {
+        Event::Poisoned { nodeid, when, matched, gpu_id } => Some((nodeid, when, matched, gpu_id)),
+        _ => None,
+    })?;
+    // The test's own `done` line comes just before: its duration.
+    let duration = journal.events.iter().rev().find_map(|e| match e {
+        Event::Done(d) if d.nodeid == *nodeid => Some(d.duration),
+        _ => None,
+    });
+    Some(Crash {
+        nodeid: nodeid.clone(),
+        test_name: record::split_nodeid(nodeid).last().map(|n| n.to_string()).unwrap_or_default(),
+        phase: when.parse().ok().filter(|p: &Phase| p.is_test()).unwrap_or(Phase::Call),
+        death: Death::DeviceError { matched: matched.clone() },
+        pid: journal.pid,
+        worker: Worker::from_id(&journal.worker),
+        run: ctx.run,
+        duration: duration.unwrap_or(0.0),
+        gpu_id: Some(gpu_id.clone()).filter(|g| !g.is_empty()).unwrap_or_else(record::gpu_id_from_env),
+        crash_time: record::now_iso(),
+        traceback: None,
+        peak_rss_kb: None,
+        oom_suspected: false,
+        recheck: None,
+        rechecks: Vec::new(),
+        flaky_result: None,
+    })
 }
 
 /// A process without a journal that the plugin marked on import as a pytest

@@ -40,7 +40,8 @@ pub struct WrapArgs {
     #[arg(long, value_name = "PATH")]
     pub crash_log: Option<PathBuf>,
 
-    /// Most pytest runs in all (the first included).
+    /// Most pytest runs in all (the first included; runs after device errors
+    /// not counted).
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_runs: u32,
 
@@ -106,6 +107,18 @@ pub struct WrapArgs {
     /// shows it as <failure> with <rerunFailure>s, or as <flakyFailure>s.
     #[arg(long, value_enum, value_name = "RESULT", default_value_t = crate::model::FlakyResult::Fail)]
     pub flaky_result: crate::model::FlakyResult,
+
+    /// Also count a failed test whose report text matches this regular
+    /// expression as a sticky device error (repeatable; added to the
+    /// default CUDA and HIP/ROCm patterns): its process runs no further
+    /// test, and the tests left run in a fresh one.
+    #[arg(long, value_name = "REGEX", value_parser = poison_pattern)]
+    pub poison_pattern: Vec<String>,
+
+    /// Do not look for sticky device errors: a test's failure never retires
+    /// its process.
+    #[arg(long, conflicts_with = "poison_pattern")]
+    pub no_poison: bool,
 
     /// The reports the wrapper writes itself.
     #[command(flatten)]
@@ -197,8 +210,28 @@ impl WrapArgs {
             extra_env: Vec::new(),
             fork_resume: !self.fresh_resume,
             gpu: None,
+            poison: self.poison_patterns(),
         }
     }
+
+    /// The poison patterns: the defaults and `--poison-pattern`s, or none
+    /// under `--no-poison`.
+    fn poison_patterns(&self) -> Vec<String> {
+        if self.no_poison {
+            return Vec::new();
+        }
+        let defaults = crate::model::DEFAULT_POISON_PATTERNS.iter().map(|p| p.to_string());
+        defaults.chain(self.poison_pattern.iter().cloned()).collect()
+    }
+}
+
+/// A `--poison-pattern`: a regular expression in the syntax Rust's regex
+/// and Python's `re` share (the plugin searches with `re`).
+fn poison_pattern(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("an empty pattern would match every failure".to_string());
+    }
+    regex::Regex::new(s).map(|_| s.to_string()).map_err(|e| format!("`{s}` is not a regular expression: {e}"))
 }
 
 /// The longest time limit accepted (about 31 years): longer ones would

@@ -117,6 +117,21 @@ pub enum Event {
         #[serde(default)]
         redirected: BTreeMap<String, String>,
     },
+    /// A test failed with a sticky device error (its failure text matched
+    /// a poison pattern): this process runs no further test.
+    Poisoned {
+        /// The test's node id.
+        nodeid: String,
+        /// The phase whose report matched: setup, call or teardown.
+        #[serde(default)]
+        when: String,
+        /// The text that matched.
+        #[serde(default)]
+        matched: String,
+        /// The GPU the process used, as the marker says it.
+        #[serde(default)]
+        gpu_id: String,
+    },
     /// pytest_sessionfinish ran.
     Finish {
         /// pytest's exit status.

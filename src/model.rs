@@ -110,7 +110,38 @@ pub enum CrashKind {
     Exit,
     /// Killed by the wrapper after a timeout.
     Timeout,
+    /// Not a death: the test failed with a sticky device error (a CUDA
+    /// device-side assert, an illegal address) that leaves its process's
+    /// GPU context unusable, so its process ran no further test. The test
+    /// finished, and its own report entry (a failure) stands.
+    #[serde(rename = "device-error")]
+    DeviceError,
 }
+
+impl CrashKind {
+    /// True when the test finished and its own report entry stands (a
+    /// device error); false for a death, whose crash is the test's entry.
+    pub fn test_finished(self) -> bool {
+        self == CrashKind::DeviceError
+    }
+}
+
+/// The failure texts that poison a process by default (`--poison-pattern`
+/// adds to them, `--no-poison` turns them off): regular expressions,
+/// searched in a failed test's report text. CUDA's sticky errors, then
+/// HIP/ROCm's.
+pub const DEFAULT_POISON_PATTERNS: [&str; 10] = [
+    "device-side assert triggered",
+    "an illegal memory access was encountered",
+    "unspecified launch failure",
+    "misaligned address",
+    "CUDA_ERROR_ILLEGAL_ADDRESS",
+    "CUDA_ERROR_LAUNCH_FAILED",
+    "hipErrorIllegalAddress",
+    "hipErrorLaunchFailure",
+    "Memory access fault by GPU",
+    "HSA_STATUS_ERROR_MEMORY_APERTURE_VIOLATION",
+];
 
 /// Which limit a timeout hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -337,6 +368,12 @@ pub enum Death {
     },
     /// Gone, and nobody could tell how (no ptrace, reaped by another).
     Unknown,
+    /// Not dead: the test failed with a sticky device error, and the
+    /// process ran no further test (it was retired).
+    DeviceError {
+        /// The failure text that matched a poison pattern.
+        matched: String,
+    },
 }
 
 impl Death {
@@ -359,6 +396,7 @@ impl Death {
             Death::Signal { .. } | Death::Unknown => CrashKind::Crash,
             Death::Exit(_) => CrashKind::Exit,
             Death::Timeout { .. } => CrashKind::Timeout,
+            Death::DeviceError { .. } => CrashKind::DeviceError,
         }
     }
 
@@ -412,6 +450,7 @@ impl Death {
             ),
             Death::Exit(code) => format!("Exited with code {code} during the test"),
             Death::Unknown => "Crashed: the test process died".to_string(),
+            Death::DeviceError { .. } => "Device error: the test's process ran no further test".to_string(),
         }
     }
 }
@@ -439,6 +478,10 @@ impl fmt::Display for Death {
             }
             Death::Unknown if short => f.write_str("died"),
             Death::Unknown => f.write_str("died (how is unknown without ptrace)"),
+            Death::DeviceError { .. } if short => f.write_str("device-error"),
+            Death::DeviceError { matched } => {
+                write!(f, "failed with a sticky device error ({matched})")
+            }
         }
     }
 }
@@ -518,7 +561,8 @@ impl Crash {
     /// collection of t.py".
     pub fn reason(&self) -> String {
         let oom = if self.oom_suspected { " (the cgroup's OOM killer fired)" } else { "" };
-        format!("{} {}{oom}", self.death, self.phase.describe(&self.nodeid))
+        let retired = if self.death.kind().test_finished() { "; its process ran no further test" } else { "" };
+        format!("{} {}{oom}{retired}", self.death, self.phase.describe(&self.nodeid))
     }
 
     /// What the summary shows for a crash outside any test: `<collection>`.

@@ -110,6 +110,10 @@ pub struct CrashRecord {
     /// (whether it fails the run and is a failure in JUnit).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flaky_result: Option<String>,
+    /// For kind `device-error`: the failure text that matched a poison
+    /// pattern (`device-side assert triggered`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_error: Option<String>,
 }
 
 /// One rerun of a crashed test alone by `--recheck-crashed`.
@@ -161,6 +165,7 @@ impl CrashRecord {
         };
         match self.kind {
             CrashKind::Timeout => Death::Timeout { limit: None, scope: None, end: Box::new(end) },
+            CrashKind::DeviceError => Death::DeviceError { matched: self.device_error.clone().unwrap_or_default() },
             _ => end,
         }
     }
@@ -227,6 +232,10 @@ impl From<&Crash> for CrashRecord {
             recheck: c.recheck.map(|v| v.to_string()),
             rechecks: c.rechecks.clone(),
             flaky_result: c.flaky_result.map(|r| r.as_str().to_string()),
+            device_error: match &c.death {
+                Death::DeviceError { matched } => Some(matched.clone()),
+                _ => None,
+            },
         }
     }
 }
@@ -492,6 +501,42 @@ mod tests {
         assert_eq!(v["reason"], "timed out after 5s (per-test limit): Python stacks dumped, then killed during call");
         assert_eq!(rec.death().kind(), crash.death.kind(), "the record reads back the same kind");
         assert_eq!(rec.phase(), Some(Phase::Call));
+    }
+
+    #[test]
+    fn a_device_error_is_its_own_kind_on_the_wire() {
+        use crate::model::{Death, Phase, Worker};
+        let crash = Crash {
+            nodeid: "t.py::test_x[a::b]".into(),
+            test_name: "test_x[a::b]".into(),
+            phase: Phase::Setup,
+            death: Death::DeviceError { matched: "device-side assert triggered".into() },
+            pid: 7,
+            worker: Worker::from_id("gw0"),
+            run: 1,
+            duration: 0.5,
+            gpu_id: "3".into(),
+            crash_time: "T".into(),
+            traceback: None,
+            peak_rss_kb: None,
+            oom_suspected: false,
+            recheck: None,
+            rechecks: Vec::new(),
+            flaky_result: None,
+        };
+        let rec = CrashRecord::from(&crash);
+        let v: serde_json::Value = serde_json::from_str(&rec.to_json_line()).unwrap();
+        assert_eq!(v["kind"], "device-error");
+        assert_eq!(v["device_error"], "device-side assert triggered");
+        assert_eq!(v["signal"], serde_json::Value::Null);
+        assert_eq!(
+            v["reason"],
+            "failed with a sticky device error (device-side assert triggered) during setup; its process ran no further test"
+        );
+        let back = parse_crash_log(&rec.to_json_line()).pop().unwrap();
+        assert_eq!(back.death(), crash.death, "the record reads back the same death");
+        assert!(back.kind.test_finished() && !CrashKind::Crash.test_finished());
+        assert_eq!(back.how(), "device-error");
     }
 
     #[test]

@@ -24,8 +24,12 @@ pub struct Summary {
     pub passed: usize,
     /// Tests that failed or errored.
     pub failed: usize,
-    /// Crash records.
+    /// Crash records of deaths (device errors not counted: their tests
+    /// finished, and count as failed).
     pub crashed: usize,
+    /// Tests that failed with a sticky device error, so that their process
+    /// ran no further test (records of kind `device-error`).
+    pub device_errors: usize,
     /// Tests skipped.
     pub skipped: usize,
     /// Tests xfailed.
@@ -38,6 +42,9 @@ pub struct Summary {
     pub runs_used: usize,
     /// Most runs allowed.
     pub max_runs: u32,
+    /// Runs made only because device errors ended the run before (not
+    /// counted in `runs_used`).
+    pub runs_after_device_errors: usize,
     /// The supervision mode of the last run.
     pub supervision: String,
     /// Why ptrace was refused, if it was.
@@ -60,13 +67,15 @@ impl Summary {
             leftovers: session.leftovers.clone(),
             passed: session.count(TestOutcome::Passed),
             failed: session.count(TestOutcome::Failed) + session.count(TestOutcome::Error),
-            crashed: session.crashes.len(),
+            crashed: session.crashes.iter().filter(|c| !c.death.kind().test_finished()).count(),
+            device_errors: session.crashes.iter().filter(|c| c.death.kind().test_finished()).count(),
             skipped: session.count(TestOutcome::Skipped),
             xfailed: session.count(TestOutcome::Xfailed),
             xpassed: session.count(TestOutcome::Xpassed),
             not_run: session.not_run().len(),
             runs_used: session.runs_used() as usize,
             max_runs,
+            runs_after_device_errors: session.runs_after_device_errors() as usize,
             supervision: session.mode.map(|m| m.to_string()).unwrap_or_else(|| "none".into()),
             ptrace_refused: session.ptrace_refused.clone(),
             crash_log: crash_log
@@ -95,15 +104,24 @@ impl Summary {
             format!("{} failed", self.failed),
             format!("{} crashed", self.crashed),
         ];
-        for (n, label) in [(self.skipped, "skipped"), (self.xfailed, "xfailed"), (self.xpassed, "xpassed")] {
+        for (n, label) in [
+            (self.device_errors, "device-error"),
+            (self.skipped, "skipped"),
+            (self.xfailed, "xfailed"),
+            (self.xpassed, "xpassed"),
+        ] {
             if n > 0 {
                 totals.push(format!("{n} {label}"));
             }
         }
         totals.push(format!("{} not run", self.not_run));
+        let more = match self.runs_after_device_errors {
+            0 => String::new(),
+            n => format!(" (+{n} after device errors)"),
+        };
         let _ = writeln!(
             s,
-            "{}; runs used {}/{}; supervision: {}",
+            "{}; runs used {}/{}{more}; supervision: {}",
             totals.join(", "),
             self.runs_used,
             self.max_runs,
@@ -122,9 +140,15 @@ impl Summary {
     }
 }
 
-/// `CRASHED <id>  SIGSEGV  worker=gw0  0.002s  run 1  at libc.so.6+0x1`.
+/// `CRASHED <id>  SIGSEGV  worker=gw0  0.002s  run 1  at libc.so.6+0x1`;
+/// a device error: `DEVICE-ERROR <id>  device-side assert triggered  ...`.
 fn crash_line(r: &CrashRecord) -> String {
     let id = if r.nodeid.is_empty() { format!("<{}>", r.phase) } else { r.nodeid.clone() };
+    if r.kind.test_finished() {
+        let matched = escape(r.device_error.as_deref().unwrap_or_default());
+        let (w, run) = (escape(&r.worker), r.run);
+        return format!("DEVICE-ERROR {}  {matched}  worker={w}  run {run}  (process retired)", escape(&id));
+    }
     let mut line = format!(
         "CRASHED {id}  {how:#}  worker={w}  {dur:.3}s  run {run}",
         id = escape(&id),

@@ -14,6 +14,7 @@ import pytest
 
 from ._common import ENV_CRASHED_TESTS_LOG, OPT_LAST_RUNNING_FILE, WORKERINPUT_WRAP, Problems, marker_dir
 from ._journal import Journal
+from ._poison import WORKEROUTPUT_POISONED
 from .crash_file import append_crash_to_jsonl, check_for_crash_file
 
 #: What the wrapper's crash info adds to xdist's crash report, in order.
@@ -67,8 +68,12 @@ class XdistController:
     @pytest.hookimpl(tryfirst=True, optionalhook=True)
     def pytest_testnodedown(self, node, error) -> None:
         """A worker went down: journal it (wrapper) or log its marker's test
-        as crashed (no wrapper)."""
+        as crashed (no wrapper). A worker that ended because a test poisoned
+        it is retired instead (see :meth:`_retire`)."""
         if not error:
+            workeroutput = getattr(node, "workeroutput", None)
+            if isinstance(workeroutput, dict) and workeroutput.get(WORKEROUTPUT_POISONED):
+                self._retire(node, workeroutput)
             return
         self._count_toward_maxfail()
         workerinput = getattr(node, "workerinput", None)
@@ -89,6 +94,47 @@ class XdistController:
                 append_crash_to_jsonl(crash_log, info, source=f"xdist:{worker}")
             except OSError as e:
                 self.problems.report("crash-log", f"cannot append to the crash log {crash_log}: {e}")
+
+    def _retire(self, node, workeroutput: dict) -> None:
+        """A worker stopped after a test poisoned its device context (see
+        :mod:`pytest_abort._poison`): its tests not yet run go back to the
+        scheduler and a fresh worker takes them, as xdist does for a
+        worker that died (``DSession.worker_errordown``), but nothing is
+        reported crashed, no restart counts toward ``--max-worker-restart``,
+        and the session does not stop for the worker's ``shouldstop``.
+
+        Called from ``DSession.worker_workerfinished`` before it reads
+        ``shouldstop`` and removes the node from the scheduler."""
+        if str(workeroutput.get("shouldstop") or "").startswith("pytest-abort: "):
+            workeroutput["shouldstop"] = False
+        dsession = self.config.pluginmanager.getplugin("dsession")
+        sched = getattr(dsession, "sched", None)
+        if sched is None or node not in sched.nodes:
+            return
+        # remove_node hands every pending test but the first back to the
+        # scheduler (it takes the first for the one a dead worker crashed in).
+        first = sched.remove_node(node)
+        if first is not None:
+            try:
+                sched.mark_test_pending(first)
+            except NotImplementedError:
+                # loadscope/loadfile/loadgroup requeue the whole unfinished
+                # work unit, this test included; --dist each cannot.
+                if not hasattr(sched, "workqueue"):
+                    dist = self.config.getvalue("dist")
+                    self.problems.report(
+                        "poison-requeue",
+                        f"--dist {dist} cannot give {first} to a fresh worker; pytest-abort-wrap runs it afterwards",
+                    )
+        try:
+            node.gateway.exit()  # the poisoned process ends now, not at session end
+        except Exception as e:  # noqa: BLE001 - execnet's errors vary; the session goes on
+            self.problems.report("poison-exit", f"cannot end the poisoned worker {node.gateway.id}: {e}")
+        if not sched.tests_finished:
+            # As worker_errordown: a fresh worker, even when a shutdown was
+            # already triggered (it would otherwise be shut down at once).
+            dsession.shuttingdown = False
+            dsession._clone_node(node)
 
     def _count_toward_maxfail(self) -> None:
         """A worker that died counts as a failed test toward --maxfail/-x, as

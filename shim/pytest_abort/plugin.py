@@ -48,7 +48,10 @@ where it has a job:
   forked children, forking again after a crash;
 - :class:`~pytest_abort._gpu.SlotHealth` (under ``--gpus``, in a worker that
   took a GPU slot on import): its first passed test clears the GPU's count of
-  worker deaths in a row.
+  worker deaths in a row;
+- :class:`~pytest_abort._poison.PoisonWatch` (under the wrapper, in a
+  process that runs tests, when the run plan lists poison patterns): a test
+  that fails with a sticky device error is the last one this process runs.
 """
 
 from __future__ import annotations
@@ -157,7 +160,17 @@ _XDIST_PLUGIN = "pytest_abort_xdist"
 _SHARD_PLUGIN = "pytest_abort_shard"
 _FORK_PLUGIN = "pytest_abort_fork"
 _GPU_PLUGIN = "pytest_abort_gpu"
-_PLUGIN_NAMES = (_MARKER_PLUGIN, _WRAP_PLUGIN, _TESTS_PLUGIN, _XDIST_PLUGIN, _SHARD_PLUGIN, _FORK_PLUGIN, _GPU_PLUGIN)
+_POISON_PLUGIN = "pytest_abort_poison"
+_PLUGIN_NAMES = (
+    _MARKER_PLUGIN,
+    _WRAP_PLUGIN,
+    _TESTS_PLUGIN,
+    _XDIST_PLUGIN,
+    _SHARD_PLUGIN,
+    _FORK_PLUGIN,
+    _GPU_PLUGIN,
+    _POISON_PLUGIN,
+)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -268,6 +281,10 @@ def pytest_configure(config: pytest.Config) -> None:
         register(wrap, _WRAP_PLUGIN)
         if not controller:
             register(TestJournal(journal, config), _TESTS_PLUGIN)
+            if wrap.plan.get("poison"):
+                from ._poison import PoisonWatch
+
+                register(PoisonWatch(config, journal, list(wrap.plan["poison"]), problems), _POISON_PLUGIN)
         if _GPU_SLOT is not None and is_worker:
             from ._gpu import SlotHealth
 

@@ -16,14 +16,23 @@ use super::{add_crashes, read_report, Doc, Entry, Kind, Patched, RunOutput};
 
 /// Merges `sources` (in order; missing or unreadable ones are skipped, as
 /// the run that should have written them died), then adds every finished
-/// test of `out.done`, every crash and, when the wrapper stopped them, the
+/// test of `out.done`, every crash (but a device error's: its test
+/// finished, and its own entry stands) and, when the wrapper stopped them, the
 /// tests not run. A crashed test's entry is always the crash's own: what a
 /// surviving xdist controller wrote for it (its "worker crashed" stand-in)
 /// is dropped first, and so is an entry of a test that did not finish
 /// (interrupted mid-test: the report plugin holds only its passed setup,
 /// which is not a pass).
 pub(crate) fn merge_into<D: Doc>(sources: &[PathBuf], out: &RunOutput) -> Result<(D, usize)> {
-    let crashed: HashSet<String> = out.records.iter().map(|r| r.key().to_string()).filter(|k| !k.is_empty()).collect();
+    // A device error's test finished: its own entry stands.
+    let deaths: Vec<crate::record::CrashRecord>;
+    let records = if out.records.iter().any(|r| r.kind.test_finished()) {
+        deaths = out.records.iter().filter(|r| !r.kind.test_finished()).cloned().collect();
+        deaths.as_slice()
+    } else {
+        out.records
+    };
+    let crashed: HashSet<String> = records.iter().map(|r| r.key().to_string()).filter(|k| !k.is_empty()).collect();
     let mut unfinished = crashed.clone();
     unfinished.extend(out.not_run.iter().map(|n| n.trim().to_string()));
     let mut base: Option<D> = None;
@@ -44,7 +53,7 @@ pub(crate) fn merge_into<D: Doc>(sources: &[PathBuf], out: &RunOutput) -> Result
             added += 1;
         }
     }
-    added += add_crashes(&mut doc, out.records);
+    added += add_crashes(&mut doc, records);
     if let Some(why) = out.not_run_reason {
         for id in out.not_run.iter().filter(|n| !n.trim().is_empty()) {
             if !doc.has(id) && !crashed.contains(id.trim()) {

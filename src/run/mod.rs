@@ -75,6 +75,9 @@ pub struct Config {
     pub fork_resume: bool,
     /// GPU slots: the plan the plugin takes slots by (`--gpus`).
     pub gpu: Option<crate::gpu::plan::Plan>,
+    /// Regular expressions on a failed test's report text that mark a
+    /// sticky device error: the process runs no further test (empty: off).
+    pub poison: Vec<String>,
 }
 
 impl Default for Config {
@@ -96,6 +99,7 @@ impl Default for Config {
             extra_env: Vec::new(),
             fork_resume: true,
             gpu: None,
+            poison: crate::model::DEFAULT_POISON_PATTERNS.iter().map(|p| p.to_string()).collect(),
         }
     }
 }
@@ -116,6 +120,9 @@ pub struct RunInfo {
     /// pytest processes that ran tests: 1, or the children a fork server
     /// forked (each counts as one run toward `--max-runs`).
     pub processes: u32,
+    /// True for a run started only because device errors ended the one
+    /// before (no crash): it does not count toward `--max-runs`.
+    pub after_device_error: bool,
 }
 
 /// The result of the whole loop.
@@ -191,7 +198,13 @@ impl Session {
     /// pytest runs used toward `--max-runs` (a fork server's children
     /// count one each).
     pub fn runs_used(&self) -> u32 {
-        self.runs.iter().map(|r| r.processes).sum()
+        self.runs.iter().filter(|r| !r.after_device_error).map(|r| r.processes).sum()
+    }
+
+    /// Runs started only because device errors ended the run before (not
+    /// counted toward `--max-runs`).
+    pub fn runs_after_device_errors(&self) -> u32 {
+        self.runs.iter().filter(|r| r.after_device_error).map(|r| r.processes).sum()
     }
 
     /// Count of finished tests with this outcome.
@@ -271,6 +284,8 @@ pub use crate::error::EXIT_IO;
 /// What one run added, for deciding whether to run again.
 struct Step {
     new_crashes: usize,
+    /// The run's records are all device errors (no process died).
+    device_errors_only: bool,
     new_crashed_ids: usize,
     finished: usize,
     stop: bool,
@@ -284,9 +299,15 @@ pub fn run(cfg: &Config, out: &Reporters) -> Result<Session> {
     let mut ignore: Vec<String> = Vec::new();
     let mut files = narrow::CollectedFiles::default();
     let (mut number, mut used) = (0, 0);
+    // A run that follows one only device errors ended is not counted: each
+    // poisoned process finished its tests up to the poisoning one.
+    let mut free = false;
     while used < cfg.max_runs.max(1) {
         number += 1;
-        let purpose = if number == 1 { "the command".to_string() } else { session.rerun_purpose(cfg.retry_mode) };
+        let mut purpose = if number == 1 { "the command".to_string() } else { session.rerun_purpose(cfg.retry_mode) };
+        if free {
+            purpose.push_str(" (after a device error: not counted toward --max-runs)");
+        }
         out.emit(Event::RunStarted { run: number, max_runs: cfg.max_runs, purpose });
         let resume = cfg.retry_mode == RetryMode::Resume;
         let mut plan_ignore = ignore.clone();
@@ -301,11 +322,18 @@ pub fn run(cfg: &Config, out: &Reporters) -> Result<Session> {
             fork: resume && cfg.fork_resume,
             max_forks: cfg.max_runs.max(1) - used,
             failures: session.failures(),
+            poison: cfg.poison.clone(),
         };
         let one = run_once(cfg, &prep, &plan, cfg.crash_log.as_deref(), out)?;
         files.absorb(&one.journal);
         let step = absorb(&mut session, number, one, &mut ignore, out);
-        used += session.runs.last().map_or(1, |r| r.processes);
+        if let Some(r) = session.runs.last_mut() {
+            r.after_device_error = free;
+        }
+        if !free {
+            used += session.runs.last().map_or(1, |r| r.processes);
+        }
+        free = step.device_errors_only;
         let left_behind = !session.not_run().is_empty() || !session.collection_finished;
         let again = match cfg.retry_mode {
             RetryMode::Resume => step.new_crashes > 0 && left_behind,
@@ -378,6 +406,7 @@ fn absorb(session: &mut Session, number: u32, one: OneRun, ignore: &mut Vec<Stri
     let previously_crashed: HashSet<String> = session.crashed_nodeids().into_iter().map(String::from).collect();
     let step = Step {
         new_crashes: one.crashes.len(),
+        device_errors_only: !one.crashes.is_empty() && one.crashes.iter().all(|c| c.death.kind().test_finished()),
         new_crashed_ids: one
             .crashes
             .iter()
@@ -400,6 +429,7 @@ fn absorb(session: &mut Session, number: u32, one: OneRun, ignore: &mut Vec<Stri
         finished,
         crashes: step.new_crashes,
         processes: narrow::processes_used(journal),
+        after_device_error: false,
     };
     out.emit(Event::RunFinished {
         run: number,

@@ -98,20 +98,23 @@ impl<'a> RunObserver<'a> {
     }
 }
 
-impl Observer for RunObserver<'_> {
-    fn process_ended(&mut self, end: &ProcessEnd) {
-        let Attribution { crash, warnings } = attribute::attribute(&self.ctx, end, self.interrupted);
-        for w in warnings {
-            self.out.warning(w.clone());
-            self.warnings.push(w);
+impl RunObserver<'_> {
+    /// Records the device error this process's journal reports (once per
+    /// process): the test that poisoned it.
+    pub fn device_error(&mut self, journal: &crate::journal::ProcessJournal) {
+        let known = |c: &Crash| c.pid == journal.pid && c.death.kind().test_finished();
+        if self.crashes.iter().any(known) {
+            return;
         }
-        let Some(mut crash) = crash else { return };
-        self.enrich(&mut crash, end);
-        self.note_gpu_death(&mut crash);
-        let rec = CrashRecord::from(&crash);
-        if crash.worker != Worker::Main {
-            forensics::write_crashinfo(&self.ctx.state_dir, self.ctx.run, &rec);
+        if let Some(crash) = attribute::device_error(&self.ctx, journal) {
+            let rec = CrashRecord::from(&crash);
+            self.record(crash, rec);
         }
+    }
+
+    /// Appends a crash's record to the crash log at once, tells the
+    /// reporters, and keeps the crash.
+    fn record(&mut self, crash: Crash, rec: CrashRecord) {
         if let Some(log) = self.crash_log {
             if let Err(e) = record::append_records(log, std::slice::from_ref(&rec)) {
                 let w = format!("{e:#}");
@@ -123,6 +126,28 @@ impl Observer for RunObserver<'_> {
         // The terminal echoes the stacks faulthandler wrote into our file.
         self.out.emit(Event::TestCrashed(rec));
         self.crashes.push(crash);
+    }
+}
+
+impl Observer for RunObserver<'_> {
+    fn process_ended(&mut self, end: &ProcessEnd) {
+        let Attribution { crash, warnings } = attribute::attribute(&self.ctx, end, self.interrupted);
+        for w in warnings {
+            self.out.warning(w.clone());
+            self.warnings.push(w);
+        }
+        if let Some(j) = crate::journal::ProcessJournal::read_head_and_tail(&self.ctx.state_dir, self.ctx.run, end.pid)
+        {
+            self.device_error(&j);
+        }
+        let Some(mut crash) = crash else { return };
+        self.enrich(&mut crash, end);
+        self.note_gpu_death(&mut crash);
+        let rec = CrashRecord::from(&crash);
+        if crash.worker != Worker::Main {
+            forensics::write_crashinfo(&self.ctx.state_dir, self.ctx.run, &rec);
+        }
+        self.record(crash, rec);
     }
 
     /// A pytest process that runs tests (serial, or an xdist worker) starts

@@ -41,6 +41,11 @@ pub(super) struct Plan {
     /// Failures and crashes of earlier runs: they count toward pytest's
     /// `--maxfail` in this run, as in one plain run.
     pub failures: usize,
+    /// Regular expressions that poison a process when a failed test's
+    /// report text matches one (empty: off, as in reproduce and recheck
+    /// runs, where each test runs alone anyway).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub poison: Vec<String>,
 }
 
 /// A state folder: given (kept), or a private temp folder.
@@ -161,6 +166,11 @@ pub(super) fn run_once(
     };
     let sup = supervise::run(&cmd, &opts, &mut obs)?;
     let journal = RunJournal::read(&prep.state_dir, plan.run);
+    // A device error of a process whose end supervision did not report
+    // (without ptrace, only pytest's own end is seen for sure).
+    for pj in journal.processes.values() {
+        obs.device_error(pj);
+    }
     // A pytest that crashed before the plugin was configured has no journal
     // but a startup crash: that says what happened.
     let no_plugin = (journal.processes.is_empty() && obs.crashes.is_empty() && sup.interrupted.is_none())

@@ -16,7 +16,8 @@ pub(super) fn recheck(cfg: &Config, prep: &Prepared, session: &mut Session, out:
     let n = cfg.recheck_crashed;
     let mut number = session.runs.len() as u32;
     let mut ids: Vec<String> = Vec::new();
-    for c in &session.crashes {
+    // A device error is a failure, not a crash: nothing to recheck.
+    for c in session.crashes.iter().filter(|c| !c.death.kind().test_finished()) {
         if !c.key().is_empty() && !ids.iter().any(|i| i == c.key()) {
             ids.push(c.key().to_string());
         }

@@ -19,6 +19,7 @@ mod maxfail;
 mod messages;
 mod not_run;
 mod output;
+mod poison;
 mod report_input;
 mod reports;
 mod resume;

@@ -1,5 +1,5 @@
 complete -c pytest-abort-wrap -l crash-log -d 'Append crash records (JSONL) here [env: PYTEST_ABORT_CRASHED_TESTS_LOG]' -r -F
-complete -c pytest-abort-wrap -l max-runs -d 'Most pytest runs in all (the first included)' -r
+complete -c pytest-abort-wrap -l max-runs -d 'Most pytest runs in all (the first included; runs after device errors not counted)' -r
 complete -c pytest-abort-wrap -l retry-mode -d 'After a crash: `resume` runs only the tests not yet finished; `deselect` reruns everything minus crashed tests (the original\'s way)' -r -f -a "resume\t'Run only the tests that have not completed, minus crashed ones'
 deselect\t'The original\'s behaviour: rerun everything minus crashed tests'"
 complete -c pytest-abort-wrap -l state-dir -d 'Folder for markers, journals and the shim copy (default: a private temp folder, removed at the end unless --keep-state)' -r -F
@@ -10,6 +10,7 @@ complete -c pytest-abort-wrap -l repeat -d 'How many times --reproduce runs the 
 complete -c pytest-abort-wrap -l recheck-crashed -d 'After the run, rerun each crashed test alone N times and label it `deterministic` or `flaky (k/N)`' -r
 complete -c pytest-abort-wrap -l flaky-result -d 'With --recheck-crashed: whether a crash that did not reproduce on every recheck (flaky) fails the run (`fail`) or not (`pass`); JUnit shows it as <failure> with <rerunFailure>s, or as <flakyFailure>s' -r -f -a "fail\t'A flaky crash is a failure (exit status 1, `<failure>` in JUnit)'
 pass\t'A flaky crash does not fail the run (`<flakyFailure>` elements only)'"
+complete -c pytest-abort-wrap -l poison-pattern -d 'Also count a failed test whose report text matches this regular expression as a sticky device error (repeatable; added to the default CUDA and HIP/ROCm patterns): its process runs no further test, and the tests left run in a fresh one' -r
 complete -c pytest-abort-wrap -l json-report -d 'A pytest-json-report file with every test and crash (patched, or created)' -r -F
 complete -c pytest-abort-wrap -l html-report -d 'A pytest-html report with every test and crash (patched, or created)' -r -F
 complete -c pytest-abort-wrap -l csv-report -d 'A pytest-csv report with every test and crash (patched, or created)' -r -F
@@ -34,6 +35,7 @@ complete -c pytest-abort-wrap -l fresh-resume -d 'Resume every time in a fresh p
 complete -c pytest-abort-wrap -l keep-state -d 'Keep the state folder'
 complete -c pytest-abort-wrap -l keep-leftovers -d 'Leave processes that tests left behind running'
 complete -c pytest-abort-wrap -s q -l quiet -d 'No progress lines or summary on stderr'
+complete -c pytest-abort-wrap -l no-poison -d 'Do not look for sticky device errors: a test\'s failure never retires its process'
 complete -c pytest-abort-wrap -l no-ci-annotations -d 'Under GitHub Actions (GITHUB_ACTIONS=true), do not print ::error annotations for the crashes nor append the job summary to $GITHUB_STEP_SUMMARY'
 complete -c pytest-abort-wrap -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c pytest-abort-wrap -s V -l version -d 'Print version'
