@@ -127,7 +127,11 @@ class XdistController:
                         f"--dist {dist} cannot give {first} to a fresh worker; pytest-abort-wrap runs it afterwards",
                     )
         try:
-            node.gateway.exit()  # the poisoned process ends now, not at session end
+            # The poisoned process ends now, not at session end, and before
+            # its replacement starts (which then finds its GPU slot free):
+            # execnet's own way to end a gateway, as Group.terminate does.
+            node.gateway.exit()
+            node.gateway.join(timeout=10)
         except Exception as e:  # noqa: BLE001 - execnet's errors vary; the session goes on
             self.problems.report("poison-exit", f"cannot end the poisoned worker {node.gateway.id}: {e}")
         if not sched.tests_finished:

@@ -259,3 +259,39 @@ def test_poisoned_process_is_gone():
     assert_eq!(r.records().len(), 1, "{}", r.dump());
     assert!(r.stdout().contains("2 passed"), "{}", r.dump());
 }
+
+/// With GPU slots (`--gpus 0,1`: two workers, one slot each), the poisoned
+/// worker's process is gone before its replacement takes a slot: the
+/// replacement takes the freed slot (its GPU), never a third one, and the
+/// record names the poisoned worker's GPU.
+#[test]
+fn the_replacement_of_a_poisoned_worker_takes_its_gpu_slot() {
+    let s = suite(DEVICE_ASSERT, 16);
+    // Long enough that the other worker cannot take every test left before
+    // the replacement is up.
+    let tests = std::fs::read_to_string(s.path().join("test_gpu.py")).unwrap();
+    s.write("test_gpu.py", &tests.replace("time.sleep(0.05)", "time.sleep(0.4)"));
+    s.write(
+        "conftest.py",
+        &PID_CONFTEST.replace(
+            "json.dumps([request.node.name, os.getpid()])",
+            "json.dumps([request.node.name, os.getpid(), os.environ.get(\"PYTEST_ABORT_GPU_SLOT\"), \
+             os.environ.get(\"CUDA_VISIBLE_DEVICES\")])",
+        ),
+    );
+    let r = s.wrap(&["--gpus", "0,1"], &["test_gpu.py"]);
+    assert_eq!(r.code(), 1, "{}", r.dump());
+    let text = std::fs::read_to_string(s.path().join("pids.jsonl")).unwrap();
+    let starts: Vec<(String, i64, Option<String>, Option<String>)> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(starts.len(), 18, "{starts:?}\n{}", r.dump());
+    let at = starts.iter().position(|t| t.0 == "test_b_poison").unwrap();
+    let (_, poisoned, slot, gpu) = starts[at].clone();
+    assert!(starts.iter().all(|t| matches!(t.2.as_deref(), Some("0" | "1"))), "two slots only: {starts:?}");
+    let replacement: Vec<_> = starts[at + 1..].iter().filter(|t| t.1 != poisoned && t.2 == slot).collect();
+    assert!(starts[at + 1..].iter().all(|t| t.1 != poisoned), "{starts:?}");
+    assert!(!replacement.is_empty(), "a fresh worker on the freed slot {slot:?}: {starts:?}\n{}", r.dump());
+    assert!(replacement.iter().all(|t| t.3 == gpu), "{starts:?}");
+    let rec = r.record("::test_b_poison");
+    assert_eq!(Some(rec.gpu_id.clone()), gpu, "{rec:#?}");
+}
