@@ -168,15 +168,22 @@ def gpu_pids(vendor: Optional[str]) -> Optional[set]:
             out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True).stdout
         except (OSError, subprocess.SubprocessError):
             continue
-        pids = set()
-        for line in out.splitlines():
-            words = line.replace(",", " ").replace(":", " ").split()
-            if words and words[0].isdigit():
-                pids.add(words[0])
-            elif len(words) > 1 and words[0].lower() == "pid" and words[1].isdigit():
-                pids.add(words[1])
-        return pids
+        return parse_pids(out)
     return None
+
+
+def parse_pids(text: str) -> set:
+    """The pids in a tool's listing: lines that start with a pid
+    (``nvidia-smi --query-compute-apps`` CSV, ``rocm-smi --showpids``'s
+    table) or say ``PID: N`` (``amd-smi process``)."""
+    pids = set()
+    for line in text.splitlines():
+        words = line.replace(",", " ").replace(":", " ").split()
+        if words and words[0].isdigit():
+            pids.add(words[0])
+        elif len(words) > 1 and words[0].lower() == "pid" and words[1].isdigit():
+            pids.add(words[1])
+    return pids
 
 
 def add_numprocesses(early_config, args: List[str]) -> None:
