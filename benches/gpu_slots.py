@@ -53,14 +53,16 @@ def timed(argv, cwd: str, env: dict) -> float:
 
 def slot_cost(py: str) -> tuple:
     """Median seconds of one take_slot (lock, pin, log line) in a warm
-    process, and of importing _gpu plus one take in a fresh one."""
+    process, and of loading _gpu.py plus one take in a fresh one (the
+    module alone: a worker has pytest and the package imported already)."""
     probe = r"""
-import os, sys, json, time, tempfile
-sys.path.insert(0, sys.argv[1])
+import os, sys, json, time, tempfile, importlib.util
 os.environ["PYTEST_ABORT_GPU_PLAN"] = json.dumps({"vendor": "nvidia", "gpus": [str(i) for i in range(8)], "per_gpu": 1, "workers": 8, "release_wait": 10})
-t = time.perf_counter()
-from pytest_abort import _gpu
 state = tempfile.mkdtemp()
+t = time.perf_counter()
+spec = importlib.util.spec_from_file_location("_gpu", os.path.join(sys.argv[1], "pytest_abort", "_gpu.py"))
+_gpu = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(_gpu)
 _gpu.take_slot(state, "gw0", "1")
 first = time.perf_counter() - t
 warm = []
@@ -85,6 +87,10 @@ def main() -> None:
     py = os.environ.get("BENCH_PYTHON") or os.path.join(ROOT, ".venv", "bin", "python")
     env = {k: v for k, v in os.environ.items() if not k.endswith("VISIBLE_DEVICES") and not k.startswith("PYTEST_")}
     times: dict = {}
+    if ROUNDS == 0:  # BENCH_ROUNDS=0: the slot cost alone
+        warm, first = slot_cost(py)
+        print("slot take: %.1f us warm, %.2f ms cold" % (warm * 1e6, first * 1e3))
+        return
     with tempfile.TemporaryDirectory(prefix="gpu-slots-bench-") as folder:
         suite(folder)
         named = list(variants(py).items())
@@ -102,7 +108,7 @@ def main() -> None:
         print("| %s | %.3f | %.3f | %.3f |" % (name, m, m / plain, m / wrapped))
     warm, first = slot_cost(py)
     print()
-    print("slot take per worker start: %.1f us warm (median of %d takes), %.1f ms with the module import in a fresh process (median of 10)" % (warm * 1e6, TAKES, first * 1e3))
+    print("slot take per worker start: %.1f us warm (median of %d takes), %.2f ms cold: loading _gpu.py and the first take in a fresh process (median of 10)" % (warm * 1e6, TAKES, first * 1e3))
 
 
 if __name__ == "__main__":
