@@ -116,6 +116,9 @@ pub enum Event {
         /// Report kind to this run's redirected path.
         #[serde(default)]
         redirected: BTreeMap<String, String>,
+        /// pytest-csv's column ids in order, when a CSV was asked for.
+        #[serde(default)]
+        csv_columns: Vec<String>,
     },
     /// A test failed with a sticky device error (its failure text matched
     /// a poison pattern): this process runs no further test.
@@ -194,9 +197,11 @@ pub struct PluginEntries {
     /// junitxml's `<testcase>` elements and counters.
     #[serde(default)]
     pub junit: Option<JunitEntries>,
-    /// pytest-csv's rows, column header to cell.
+    /// pytest-csv's rows: per column id (`--csv-columns`), its cells
+    /// (header to value; most columns make one cell named as the column,
+    /// `markers_as_columns` and the like several).
     #[serde(default)]
-    pub csv: Option<Vec<BTreeMap<String, String>>>,
+    pub csv: Option<Vec<BTreeMap<String, BTreeMap<String, String>>>>,
 }
 
 /// junitxml's part of [`PluginEntries`].
@@ -334,6 +339,8 @@ pub struct RunReports {
     pub requested: BTreeMap<Kind, PathBuf>,
     /// Format to this run's copy.
     pub redirected: BTreeMap<Kind, PathBuf>,
+    /// pytest-csv's column ids in order (empty when no CSV was asked for).
+    pub csv_columns: Vec<String>,
 }
 
 /// The journal's string-keyed report map, typed; formats this version does
@@ -417,9 +424,12 @@ impl RunJournal {
     /// The `Reports` event of the run's controller, if any.
     pub fn reports(&self, run: u32) -> Option<RunReports> {
         self.processes.values().flat_map(|p| p.events.iter()).find_map(|e| match e {
-            Event::Reports { requested, redirected } => {
-                Some(RunReports { run, requested: by_kind(requested), redirected: by_kind(redirected) })
-            }
+            Event::Reports { requested, redirected, csv_columns } => Some(RunReports {
+                run,
+                requested: by_kind(requested),
+                redirected: by_kind(redirected),
+                csv_columns: csv_columns.clone(),
+            }),
             _ => None,
         })
     }

@@ -48,6 +48,19 @@ def _cache_dir(config) -> Optional[str]:
         return None
 
 
+def _csv_columns(opt) -> List[str]:
+    """pytest-csv's column ids in order, read from its options as it reads
+    them (``--csv-columns`` then ``--csv-add-columns``, comma-separated;
+    a repeated id keeps its first place): the merged CSV's header is built
+    from them when no run wrote one."""
+    ids: List[str] = []
+    for group in list(getattr(opt, "csv_columns", None) or []) + list(getattr(opt, "csv_add_columns", None) or []):
+        for cid in str(group).split(","):
+            if cid.strip() and cid.strip() not in ids:
+                ids.append(cid.strip())
+    return ids
+
+
 def _show_final_paths(tr, paths: Dict[str, str]):
     """Makes ``tr.write_sep`` and ``tr.write_line`` name each report at the
     path the user asked for instead of its redirected copy (as a path or,
@@ -234,7 +247,10 @@ class WrapSession:
             setattr(opt, attr, redirected[kind])
         if requested:
             os.makedirs(folder, exist_ok=True)
-            self.journal.write({"ev": "reports", "requested": requested, "redirected": redirected})
+            event = {"ev": "reports", "requested": requested, "redirected": redirected}
+            if "csv" in requested:
+                event["csv_columns"] = _csv_columns(opt)
+            self.journal.write(event)
             self.report_paths = {redirected[k]: requested[k] for k in requested}
 
     @pytest.hookimpl(hookwrapper=True)
@@ -421,8 +437,10 @@ class ReportEntries:
                     "double": xml.cnt_double_fail_tests - double,
                 }
             if csv_at is not None:
+                # Each row by column id, as pytest-csv keeps it: a column
+                # may make several cells (markers_as_columns, ...).
                 out["csv"] = [
-                    {h: "" if v is None else str(v) for col in row.values() for h, v in col.items()}
+                    {cid: {h: "" if v is None else str(v) for h, v in col.items()} for cid, col in row.items()}
                     for row in self.csv_rows[csv_at:]
                 ]
         except Exception:  # the plugins' internals changed: leave them out

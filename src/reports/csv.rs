@@ -1,8 +1,14 @@
 //! pytest-csv reports: new rows are appended under the file's own header
 //! (whatever columns it has); the known columns are filled in.
+//!
+//! In the wrapper's merge the header is pytest-csv's own for the session
+//! (its `--csv-columns`, each column's cells as every journaled row made
+//! them), and the rows the plugin journaled are written as pytest-csv
+//! wrote them. A header without an `id` column cannot tell tests apart:
+//! then every row comes from the journals, none from the runs' files.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use anyhow::{bail, Context as _, Result};
 
@@ -12,6 +18,23 @@ use super::Entry;
 
 /// pytest-csv's default columns.
 pub(crate) const DEFAULT_HEADER: &str = "id,module,name,file,doc,markers,status,message,duration";
+
+/// pytest-csv's columns whose cell is the same in every row of a session
+/// (where and how it ran): a row the wrapper builds takes them from the
+/// rows the plugin journaled.
+const CONSTANT_COLUMNS: [&str; 8] = [
+    "host",
+    "user",
+    "system",
+    "system_release",
+    "system_version",
+    "python_implementation",
+    "python_version",
+    "working_directory",
+];
+
+/// A journaled pytest-csv row: per column id, its cells.
+type PluginRow = BTreeMap<String, BTreeMap<String, String>>;
 
 /// A parsed pytest-csv report.
 pub(crate) struct CsvDoc {
@@ -29,10 +52,22 @@ pub(crate) struct CsvDoc {
     /// Entries noted (added, absorbed or streamed).
     noted: usize,
     created: bool,
+    /// Per header cell, the pytest-csv column id that makes it, when known
+    /// (two columns can make cells of one name: `markers` and
+    /// `markers_with_args`).
+    groups: Vec<Option<String>>,
+    /// The header was replaced ([`CsvDoc::set_header`]): written anew.
+    new_header: bool,
+    /// Every row comes from the journals (see the module docs).
+    rebuild: bool,
+    /// Cells of [`CONSTANT_COLUMNS`] as the journaled rows have them.
+    constants: BTreeMap<String, String>,
 }
 
 impl CsvDoc {
-    fn from_text(text: String, created: bool) -> Result<Self> {
+    /// Parses `text`; `strict` refuses a header that is not pytest-csv's
+    /// (neither `id` nor `name`): a user's file, not a run's copy.
+    fn from_text(text: String, created: bool, strict: bool) -> Result<Self> {
         if text.trim().is_empty() {
             bail!("empty file: no CSV header");
         }
@@ -45,7 +80,7 @@ impl CsvDoc {
         if header.iter().all(|h| h.trim().is_empty()) {
             bail!("the CSV header is empty");
         }
-        if !header.iter().any(|h| h == "id" || h == "name") {
+        if strict && !header.iter().any(|h| h == "id" || h == "name") {
             // Without them the file's tests cannot be told from the crashed
             // ones, and no crash could be written into a known column.
             bail!("not a pytest-csv report: its header ({}) has neither an id nor a name column", header.join(","));
@@ -60,6 +95,7 @@ impl CsvDoc {
         let names = col("name").map(|c| rows.iter().map(|r| r[c].trim().to_string()).collect()).unwrap_or_default();
         Ok(CsvDoc {
             text,
+            groups: vec![None; header.len()],
             header,
             terminator,
             rows,
@@ -69,7 +105,32 @@ impl CsvDoc {
             added: Vec::new(),
             noted: 0,
             created,
+            new_header: false,
+            rebuild: false,
+            constants: BTreeMap::new(),
         })
+    }
+
+    /// Makes `header` (cells with the column id making each) the report's
+    /// header; the rows keep their cells by name.
+    fn set_header(&mut self, header: Vec<(String, String)>) {
+        let old = std::mem::take(&mut self.header);
+        let (groups, names): (Vec<Option<String>>, Vec<String>) =
+            header.into_iter().map(|(cid, h)| (Some(cid), h)).unzip();
+        for row in &mut self.rows {
+            *row = names
+                .iter()
+                .map(|h| old.iter().position(|o| o == h).map(|i| row[i].clone()).unwrap_or_default())
+                .collect();
+        }
+        self.header = names;
+        self.groups = groups;
+        self.new_header = true;
+    }
+
+    /// True when tests are told apart by node id (see [`Render::has`]).
+    fn by_id(&self) -> bool {
+        self.rebuild || self.has_id_column()
     }
 
     /// Where the header line ends (after its terminator).
@@ -88,22 +149,60 @@ impl CsvDoc {
     }
 }
 
-/// The known columns' values for an entry.
-pub(crate) fn entry_cells(e: &Entry, header: &[String]) -> Vec<String> {
+/// The header pytest-csv writes for these column ids and rows: each
+/// column's cells, sorted by name, in column order.
+fn header_of(columns: &[String], rows: &[&PluginRow]) -> Vec<(String, String)> {
+    let mut header = Vec::new();
+    for cid in columns {
+        let names: BTreeSet<&String> = rows.iter().filter_map(|r| r.get(cid)).flat_map(|cells| cells.keys()).collect();
+        header.extend(names.into_iter().map(|h| (cid.clone(), h.clone())));
+    }
+    header
+}
+
+/// `str(datetime.timedelta(seconds=d))`, as pytest-csv's
+/// `duration_formatted`: `0:00:01.250000`, `1 day, 2:03:04`.
+fn timedelta_str(d: f64) -> String {
+    let micros = if d.is_finite() && d > 0.0 { (d * 1e6).round() as u64 } else { 0 };
+    let (days, rest) = (micros / 86_400_000_000, micros % 86_400_000_000);
+    let (secs, us) = (rest / 1_000_000, rest % 1_000_000);
+    let mut s = format!("{}:{:02}:{:02}", secs / 3600, secs % 3600 / 60, secs % 60);
+    if us > 0 {
+        s.push_str(&format!(".{us:06}"));
+    }
+    match days {
+        0 => s,
+        1 => format!("1 day, {s}"),
+        n => format!("{n} days, {s}"),
+    }
+}
+
+/// The known columns' values for an entry, as pytest-csv computes them
+/// from the node id and the report; `constants` fills the columns that
+/// are the same for every test of the session.
+pub(crate) fn entry_cells(e: &Entry, header: &[String], constants: &BTreeMap<String, String>) -> Vec<String> {
     let file = e.path.clone();
-    let module = file.rsplit('/').next().unwrap_or("").trim_end_matches(".py").to_string();
+    let module = file.strip_suffix(".py").unwrap_or(&file).replace('/', ".");
+    let parts = crate::record::split_nodeid(&e.nodeid);
+    let function = e.name().split('[').next().unwrap_or("").to_string();
+    let class = if parts.len() >= 3 { parts[1].to_string() } else { String::new() };
+    let failed = matches!(e.outcome.as_str(), "failed" | "error");
     header
         .iter()
         .map(|h| match h.as_str() {
             "id" => e.nodeid.clone(),
             "module" => module.clone(),
+            "class" => class.clone(),
+            "function" => function.clone(),
             "name" => e.name(),
             "file" => file.clone(),
             "markers" if e.crash => "pytest_abort_crash".into(),
             "status" => e.outcome.clone(),
+            "success" => if failed { "False" } else { "True" }.into(),
             "message" => e.message.clone(),
             "duration" => py_float(e.duration),
-            _ => String::new(),
+            "duration_formatted" => timedelta_str(e.duration),
+            other => constants.get(other).cloned().unwrap_or_default(),
         })
         .collect()
 }
@@ -130,7 +229,7 @@ fn record_into(cells: &[String], terminator: &str, out: &mut String) {
 impl Render for CsvDoc {
     fn has(&self, nodeid: &str) -> bool {
         let id = nodeid.trim();
-        if self.has_id_column() {
+        if self.by_id() {
             self.ids.contains(id)
         } else {
             let name = crate::record::split_nodeid(id).last().copied().unwrap_or("");
@@ -149,7 +248,7 @@ impl Render for CsvDoc {
     }
 
     fn entries(&self) -> usize {
-        if self.has_id_column() {
+        if self.by_id() {
             self.ids.len()
         } else {
             self.names.len()
@@ -162,12 +261,18 @@ impl Render for CsvDoc {
             // process that ran the test.
             Some(rows) => {
                 for row in rows {
-                    let cells: Vec<String> =
-                        self.header.iter().map(|h| row.get(h).cloned().unwrap_or_default()).collect();
+                    let cell = |(h, cid): (&String, &Option<String>)| {
+                        let cells = match cid {
+                            Some(cid) => row.get(cid).and_then(|c| c.get(h)),
+                            None => row.values().find_map(|c| c.get(h)),
+                        };
+                        cells.cloned().unwrap_or_default()
+                    };
+                    let cells: Vec<String> = self.header.iter().zip(&self.groups).map(cell).collect();
                     record_into(&cells, self.terminator, out);
                 }
             }
-            None => record_into(&entry_cells(e, &self.header), self.terminator, out),
+            None => record_into(&entry_cells(e, &self.header, &self.constants), self.terminator, out),
         }
     }
 
@@ -176,15 +281,21 @@ impl Render for CsvDoc {
     }
 
     fn changed(&self) -> bool {
-        self.noted > 0 || self.created || !self.dropped.is_empty()
+        self.noted > 0 || self.created || !self.dropped.is_empty() || self.new_header
     }
 
     fn layout(&self) -> Vec<Part<'_>> {
-        if !self.dropped.is_empty() {
-            // Rows go: the header as it was, then the kept rows anew.
-            let mut text = self.text[..self.header_end()].to_string();
-            if !text.ends_with('\n') {
-                text.push_str(self.terminator);
+        if !self.dropped.is_empty() || self.new_header {
+            // Rows go: the header (as it was, or the new one), then the
+            // kept rows anew.
+            let mut text = String::new();
+            if self.new_header {
+                record_into(&self.header, self.terminator, &mut text);
+            } else {
+                text.push_str(&self.text[..self.header_end()]);
+                if !text.ends_with('\n') {
+                    text.push_str(self.terminator);
+                }
             }
             for (_, row) in self.rows.iter().enumerate().filter(|(i, _)| !self.dropped.contains(i)) {
                 record_into(row, self.terminator, &mut text);
@@ -202,11 +313,45 @@ impl Render for CsvDoc {
 
 impl Doc for CsvDoc {
     fn parse(text: String) -> Result<Self> {
-        Self::from_text(text, false)
+        Self::from_text(text, false, true)
+    }
+
+    fn parse_copy(text: String) -> Result<Self> {
+        Self::from_text(text, false, false)
     }
 
     fn create() -> Self {
-        Self::from_text(format!("{DEFAULT_HEADER}\r\n"), true).expect("the default header parses")
+        Self::from_text(format!("{DEFAULT_HEADER}\r\n"), true, true).expect("the default header parses")
+    }
+
+    /// The session's header and constants from the journaled rows; without
+    /// an `id` column, every row from the journals (none from the file).
+    fn prepare(&mut self, out: &super::RunOutput) {
+        let rows: Vec<&PluginRow> =
+            out.done.iter().filter_map(|d| d.reports.as_ref()?.csv.as_ref()).flatten().collect();
+        if rows.is_empty() {
+            return;
+        }
+        for cid in CONSTANT_COLUMNS {
+            if let Some(v) = rows.iter().find_map(|r| r.get(cid)?.get(cid)) {
+                self.constants.insert(cid.to_string(), v.clone());
+            }
+        }
+        if let Some(columns) = out.runs.iter().map(|r| &r.csv_columns).find(|c| !c.is_empty()) {
+            let header = header_of(columns, &rows);
+            let names: Vec<&String> = header.iter().map(|(_, h)| h).collect();
+            if !header.is_empty() && names != self.header.iter().collect::<Vec<_>>() {
+                self.set_header(header);
+            } else if !header.is_empty() {
+                self.groups = header.into_iter().map(|(cid, _)| Some(cid)).collect();
+            }
+        }
+        if !self.has_id_column() {
+            self.rebuild = true;
+            self.dropped = (0..self.rows.len()).collect();
+            self.ids.clear();
+            self.names.clear();
+        }
     }
 
     fn held_mut(&mut self, _slot: usize) -> &mut Vec<String> {
@@ -229,6 +374,10 @@ impl Doc for CsvDoc {
     }
 
     fn absorb(&mut self, other: &Self) -> usize {
+        if self.rebuild {
+            // Every row comes from the journals.
+            return 0;
+        }
         // Known before this absorb: a test's further rows (one per subtest
         // or phase) in `other` all come along with its first.
         let (ids, names) = (self.ids.clone(), self.names.clone());
@@ -239,7 +388,7 @@ impl Doc for CsvDoc {
             }
             let id = other.value(row, "id");
             let name = other.value(row, "name");
-            let known = if self.has_id_column() { ids.contains(id.trim()) } else { names.contains(name.trim()) };
+            let known = if self.by_id() { ids.contains(id.trim()) } else { names.contains(name.trim()) };
             if known {
                 continue;
             }
@@ -270,6 +419,24 @@ mod tests {
         let mut d = CsvDoc::create();
         d.add(&Entry::from_crash(&sample_record()));
         insta::assert_snapshot!(d.render().unwrap());
+    }
+
+    #[test]
+    fn durations_formatted_like_python_timedelta() {
+        assert_eq!(timedelta_str(0.0), "0:00:00");
+        assert_eq!(timedelta_str(0.002705), "0:00:00.002705");
+        assert_eq!(timedelta_str(3723.5), "1:02:03.500000");
+        assert_eq!(timedelta_str(86_400.0 * 2.0 + 1.0), "2 days, 0:00:01");
+        assert_eq!(timedelta_str(86_400.0), "1 day, 0:00:00");
+    }
+
+    #[test]
+    fn crash_rows_fill_the_columns_known_without_running_the_test() {
+        let header: Vec<String> =
+            ["module", "class", "function", "success", "host", "doc"].iter().map(|s| s.to_string()).collect();
+        let constants = [("host".to_string(), "node7".to_string())].into_iter().collect();
+        let cells = entry_cells(&Entry::from_crash(&sample_record()), &header, &constants);
+        assert_eq!(cells, ["tests.test_gpu", "TestK", "test_p", "False", "node7", ""]);
     }
 
     #[test]

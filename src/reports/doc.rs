@@ -66,6 +66,12 @@ pub(crate) trait Render {
 pub(crate) trait Doc: Render + Sized {
     /// Parses and validates `text`; errors when it is not this format.
     fn parse(text: String) -> Result<Self>;
+    /// Parses a run's own copy of the report (the report plugin wrote it
+    /// under the wrapper): as [`Doc::parse`], but a format may accept what
+    /// it refuses in a user's file.
+    fn parse_copy(text: String) -> Result<Self> {
+        Self::parse(text)
+    }
     /// A new, empty report of this format.
     fn create() -> Self;
     /// A new, empty report of this format to be written at `path` (formats
@@ -73,6 +79,9 @@ pub(crate) trait Doc: Render + Sized {
     fn create_for(_path: &Path) -> Self {
         Self::create()
     }
+    /// Readies the report a merge starts from for what the merge adds
+    /// (see `merge::merge_into`); nothing by default.
+    fn prepare(&mut self, _out: &super::RunOutput) {}
     /// The entries of `slot` held as text, to add to.
     fn held_mut(&mut self, slot: usize) -> &mut Vec<String>;
     /// Removes the report's own entries of these node ids (and, in formats

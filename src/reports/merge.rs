@@ -39,14 +39,21 @@ pub(crate) fn merge_into<D: Doc>(sources: &[PathBuf], out: &RunOutput) -> Result
     let mut added = 0;
     for src in sources {
         let Ok(Some(text)) = read_report(src) else { continue };
-        let Ok(mut doc) = D::parse(text) else { continue };
+        let Ok(mut doc) = D::parse_copy(text) else { continue };
         doc.drop_entries(&unfinished);
         match base.as_mut() {
-            None => base = Some(doc),
+            None => {
+                doc.prepare(out);
+                base = Some(doc);
+            }
             Some(b) => added += b.absorb(&doc),
         }
     }
-    let mut doc = base.unwrap_or_else(D::create);
+    let mut doc = base.unwrap_or_else(|| {
+        let mut doc = D::create();
+        doc.prepare(out);
+        doc
+    });
     for d in out.done {
         if !d.nodeid.trim().is_empty() && !doc.has(&d.nodeid) && !crashed.contains(d.nodeid.trim()) {
             doc.add(&Entry::from_done(d));

@@ -354,6 +354,11 @@ impl Reports {
         Reports { root: root.to_path_buf(), json, html, csv: (header, rows), junit }
     }
 
+    /// The folder of the run that wrote these reports.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// The decoded `data-jsonblob` of the page.
     pub fn blob(&self) -> Value {
         let start = self.html.find("data-jsonblob=\"").expect("blob") + "data-jsonblob=\"".len();

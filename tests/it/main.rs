@@ -7,6 +7,7 @@
 
 mod completions;
 mod crash_log_append;
+mod csv_columns;
 mod differential;
 mod flaky;
 mod forensics;
