@@ -15,7 +15,7 @@ Exit status:
   1    a test failed or crashed, or tests were left unrun
   2-5  pytest's own status of the last run (interrupted, internal error,
        usage error, no tests collected), when nothing failed or crashed
-  64   bad usage of pytest-abort-wrap
+  64   bad usage of pytest-abort-wrap (also: --gpus auto and no GPU found)
   70   the wrapper could not work (state folder missing or in use by
        another wrapper, spawn, ptrace loop)
   74   a crash record or report could not be written (the rest was)

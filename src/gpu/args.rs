@@ -74,7 +74,7 @@ pub enum VendorArg {
 }
 
 /// The wrapper's GPU-slot options.
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct GpuArgs {
     /// Give every xdist worker its own GPU slot: `auto` (the job's
     /// CUDA/ROCR/HIP_VISIBLE_DEVICES, else every GPU detected), `none`, a
@@ -105,6 +105,13 @@ pub struct GpuArgs {
     pub gpu_release_wait: f64,
 }
 
+impl Default for GpuArgs {
+    /// The command line's defaults: no slots, one worker per GPU, 10 s.
+    fn default() -> Self {
+        GpuArgs { gpus: None, per_gpu: 1, gpu_vendor: VendorArg::Auto, gpu_quarantine: None, gpu_release_wait: 10.0 }
+    }
+}
+
 fn wait_secs(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if (0.0..=3600.0).contains(&v) => Ok(v),
@@ -114,11 +121,18 @@ fn wait_secs(s: &str) -> Result<f64, String> {
 
 impl GpuArgs {
     /// `--gpus`, else `PYTEST_ABORT_GPUS` from `env` (`None`: no slots).
+    /// The other GPU options without either are an error (one line): they
+    /// would silently do nothing.
     pub fn gpus(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<GpusArg>, String> {
         let arg = match &self.gpus {
             Some(a) => a.clone(),
             None => match env(ENV_GPUS).filter(|v| !v.trim().is_empty()) {
                 Some(v) => parse_gpus(&v).map_err(|e| format!("{ENV_GPUS}: {e}"))?,
+                None if self.per_gpu != 1 || self.gpu_quarantine.is_some() || self.gpu_vendor != VendorArg::Auto => {
+                    return Err(format!(
+                        "--per-gpu, --gpu-vendor and --gpu-quarantine need --gpus (or {ENV_GPUS}); --gpus none turns slots off"
+                    ))
+                }
                 None => return Ok(None),
             },
         };
@@ -153,5 +167,10 @@ mod tests {
         assert_eq!(a.gpus(&env), Ok(None));
         let bad = |_: &str| Some("x;y".to_string());
         assert!(GpuArgs::default().gpus(&bad).unwrap_err().starts_with(ENV_GPUS));
+        let unset = |_: &str| None;
+        let lonely = GpuArgs { per_gpu: 4, ..GpuArgs::default() };
+        assert!(lonely.gpus(&unset).unwrap_err().contains("need --gpus"));
+        let off = GpuArgs { per_gpu: 4, gpus: Some(GpusArg::None), ..GpuArgs::default() };
+        assert_eq!(off.gpus(&unset), Ok(None));
     }
 }
