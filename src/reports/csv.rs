@@ -9,12 +9,13 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::io;
 
 use anyhow::{bail, Context as _, Result};
 
 use super::doc::{Doc, Part, Render};
 use super::text::py_float;
-use super::Entry;
+use super::{Entry, IdSet};
 
 /// pytest-csv's default columns.
 pub(crate) const DEFAULT_HEADER: &str = "id,module,name,file,doc,markers,status,message,duration";
@@ -43,10 +44,12 @@ pub(crate) struct CsvDoc {
     terminator: &'static str,
     /// Every row, as a column -> value map in header order.
     rows: Vec<Vec<String>>,
+    /// Where each of `rows` starts in `text`.
+    row_starts: Vec<usize>,
     /// Indices of `rows` removed by [`Doc::drop_entries`].
     dropped: HashSet<usize>,
-    ids: HashSet<String>,
-    names: HashSet<String>,
+    ids: IdSet,
+    names: IdSet,
     /// Rows held as CSV text.
     added: Vec<String>,
     /// Entries noted (added, absorbed or streamed).
@@ -85,9 +88,10 @@ impl CsvDoc {
             // ones, and no crash could be written into a known column.
             bail!("not a pytest-csv report: its header ({}) has neither an id nor a name column", header.join(","));
         }
-        let mut rows = Vec::new();
+        let (mut rows, mut row_starts) = (Vec::new(), Vec::new());
         for (i, rec) in rd.records().enumerate() {
             let rec = rec.with_context(|| format!("invalid CSV row {}", i + 2))?;
+            row_starts.push(rec.position().map_or(0, |p| p.byte() as usize));
             rows.push(rec.iter().map(String::from).collect::<Vec<_>>());
         }
         let col = |name: &str| header.iter().position(|h| h == name);
@@ -99,6 +103,7 @@ impl CsvDoc {
             header,
             terminator,
             rows,
+            row_starts,
             dropped: HashSet::new(),
             ids,
             names,
@@ -144,8 +149,9 @@ impl CsvDoc {
         self.header.iter().any(|h| h == "id")
     }
 
-    fn value(&self, row: &[String], name: &str) -> String {
-        self.header.iter().position(|h| h == name).and_then(|i| row.get(i).cloned()).unwrap_or_default()
+    /// The index of the first column named `name`.
+    fn column(&self, name: &str) -> Option<usize> {
+        self.header.iter().position(|h| h == name)
     }
 }
 
@@ -373,35 +379,69 @@ impl Doc for CsvDoc {
         n
     }
 
-    fn absorb(&mut self, other: &Self) -> usize {
+    fn take(&mut self, other: &Self) -> Vec<(usize, usize)> {
         if self.rebuild {
             // Every row comes from the journals.
-            return 0;
+            return Vec::new();
         }
-        // Known before this absorb: a test's further rows (one per subtest
-        // or phase) in `other` all come along with its first.
-        let (ids, names) = (self.ids.clone(), self.names.clone());
-        let mut n = 0;
+        // Known before this take: a test's further rows (one per subtest
+        // or phase) in `other` all come along with its first. So the rows'
+        // ids and names join this report's after the loop.
+        fn cell(row: &[String], c: Option<usize>) -> &str {
+            c.and_then(|c| row.get(c)).map_or("", |v| v.trim())
+        }
+        let (id_col, name_col) = (other.column("id"), other.column("name"));
+        let by_id = self.by_id();
+        let mut new: Vec<(&str, &str)> = Vec::new();
+        let mut spans = Vec::new();
         for (i, row) in other.rows.iter().enumerate() {
-            if other.dropped.contains(&i) {
+            let (id, name) = (cell(row, id_col), cell(row, name_col));
+            let known = if by_id { self.ids.contains(id) } else { self.names.contains(name) };
+            if known || other.dropped.contains(&i) {
                 continue;
             }
-            let id = other.value(row, "id");
-            let name = other.value(row, "name");
-            let known = if self.by_id() { ids.contains(id.trim()) } else { names.contains(name.trim()) };
-            if known {
-                continue;
-            }
-            let cells: Vec<String> = self.header.iter().map(|h| other.value(row, h)).collect();
-            self.ids.insert(id.trim().to_string());
-            self.names.insert(name.trim().to_string());
-            let mut line = String::new();
-            record_into(&cells, self.terminator, &mut line);
-            self.added.push(line);
+            new.push((id, name));
             self.noted += 1;
-            n += 1;
+            let end = other.row_starts.get(i + 1).copied().unwrap_or(other.text.len());
+            spans.push((other.row_starts[i], end));
         }
-        n
+        for (id, name) in new {
+            self.ids.insert(id.to_string());
+            self.names.insert(name.to_string());
+        }
+        spans
+    }
+
+    /// The rows starting at the spans' starts, read again in order and
+    /// written in this report's columns (by name; those `text` lacks
+    /// empty) and line ends.
+    fn taken(
+        &self,
+        text: &str,
+        spans: &[(usize, usize)],
+        each: &mut dyn FnMut(&str) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let bad = |e: ::csv::Error| io::Error::new(io::ErrorKind::InvalidData, e);
+        let mut rd = ::csv::ReaderBuilder::new().has_headers(true).from_reader(text.as_bytes());
+        let theirs = rd.headers().map_err(bad)?.clone();
+        let from: Vec<Option<usize>> = self.header.iter().map(|h| theirs.iter().position(|t| t == h)).collect();
+        let mut want = spans.iter().map(|s| s.0).peekable();
+        let (mut rec, mut cells, mut line) = (::csv::StringRecord::new(), Vec::new(), String::new());
+        while want.peek().is_some() && rd.read_record(&mut rec).map_err(bad)? {
+            if rec.position().map(|p| p.byte() as usize) != want.peek().copied() {
+                continue;
+            }
+            want.next();
+            cells.clear();
+            cells.extend(from.iter().map(|c| c.and_then(|c| rec.get(c)).unwrap_or("").to_string()));
+            line.clear();
+            record_into(&cells, self.terminator, &mut line);
+            each(&line)?;
+        }
+        match want.peek() {
+            Some(at) => Err(io::Error::new(io::ErrorKind::InvalidData, format!("no CSV row at byte {at} any more"))),
+            None => Ok(()),
+        }
     }
 
     fn original(&self) -> &str {

@@ -89,9 +89,24 @@ pub(crate) trait Doc: Render + Sized {
     /// crashed worker's test); returns how many. Entries added since the
     /// parse stay.
     fn drop_entries(&mut self, ids: &HashSet<String>) -> usize;
-    /// Adds every test of `other` this report lacks (not those dropped from
-    /// it); returns how many.
-    fn absorb(&mut self, other: &Self) -> usize;
+    /// Takes every test of `other` (a report as parsed, entries dropped
+    /// from it or not, none added) that this report lacks: notes them as
+    /// [`Render::note`] would (node ids, counts, durations) without holding
+    /// their text, and returns where that text is in `other`'s original, in
+    /// order, for [`Doc::taken`] when the merged report is written.
+    fn take(&mut self, other: &Self) -> Vec<(usize, usize)>;
+    /// Passes to `each`, in order, the text the entries at `spans` of
+    /// `text` (the original of a report [`Doc::take`] took them from, read
+    /// again) have in this report: the slice itself, or (CSV) the row in
+    /// this report's columns.
+    fn taken(
+        &self,
+        text: &str,
+        spans: &[(usize, usize)],
+        each: &mut dyn FnMut(&str) -> io::Result<()>,
+    ) -> io::Result<()> {
+        spans.iter().try_for_each(|&(s, e)| each(&text[s..e]))
+    }
     /// The text the report was parsed from.
     fn original(&self) -> &str;
 
@@ -106,7 +121,9 @@ pub(crate) trait Doc: Render + Sized {
         }
     }
 
-    /// The new text, or `None` when nothing changed.
+    /// The new text, or `None` when nothing changed (in memory: for tests;
+    /// reports are written as they are rendered, see [`write_parts_streamed`]).
+    #[cfg(test)]
     fn render(&self) -> Option<String> {
         let parts = self.parts()?;
         let mut out = Vec::new();
@@ -117,11 +134,40 @@ pub(crate) trait Doc: Render + Sized {
 
 /// Writes `parts` of `doc` to `w`: text as it is, each slot's held
 /// entries with their separators.
+#[cfg(test)]
 pub(crate) fn write_parts(doc: &(impl Render + ?Sized), parts: &[Part<'_>], w: &mut dyn Write) -> io::Result<()> {
+    write_parts_streamed(doc, parts, w, &mut |_| Ok(()))
+}
+
+/// What yields the entries a merged report streams into its slot 0: it
+/// calls the function it is given once per entry's text, in order.
+pub(crate) type Streamed<'s> = dyn FnMut(&mut dyn FnMut(&str) -> io::Result<()>) -> io::Result<()> + 's;
+
+/// [`write_parts`], with the entries `streamed` yields written first into
+/// slot 0, before the held ones and with the same separators: entries
+/// taken from other reports ([`Doc::take`]), read again while the file is
+/// written, so a merged report is never whole in memory.
+pub(crate) fn write_parts_streamed(
+    doc: &(impl Render + ?Sized),
+    parts: &[Part<'_>],
+    w: &mut dyn Write,
+    streamed: &mut Streamed<'_>,
+) -> io::Result<()> {
     for part in parts {
         match part {
             Part::Text(t) => w.write_all(t.as_bytes())?,
-            Part::Entries(slot) => write_held(doc, *slot, w)?,
+            Part::Entries(slot) => {
+                let mut index = 0;
+                let mut one = |text: &str| {
+                    w.write_all(doc.separator(*slot, index).as_bytes())?;
+                    index += 1;
+                    w.write_all(text.as_bytes())
+                };
+                if *slot == 0 {
+                    streamed(&mut one)?;
+                }
+                doc.held(*slot).iter().try_for_each(|h| one(h))?;
+            }
         }
     }
     Ok(())

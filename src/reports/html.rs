@@ -23,9 +23,7 @@ use serde_json::Value;
 
 use super::doc::{Doc, Part, Render};
 use super::html_page;
-use super::text::{
-    self, attr_escape_into, escaped_offsets, html_escape, html_unescape, object_members, py_str_into, skip_value,
-};
+use super::text::{self, attr_escape_into, escaped_offsets, html_escape, html_unescape, object_members, py_str_into};
 use super::Entry;
 
 /// Where rows of a page created by an earlier pytest-abort go (such pages
@@ -732,29 +730,19 @@ impl Doc for HtmlDoc {
         n
     }
 
-    fn absorb(&mut self, other: &Self) -> usize {
-        let mut n = 0;
-        for (i, (s, e, results)) in other.members.iter().enumerate() {
-            if other.dropped.contains(&i) {
-                continue;
-            }
+    fn take(&mut self, other: &Self) -> Vec<(usize, usize)> {
+        let mut spans = Vec::new();
+        for (i, ((s, e, results), key)) in other.members.iter().zip(&other.member_keys).enumerate() {
             // The member as `other` escaped it is valid in this attribute
             // too (both double-quoted): kept as it is.
-            let escaped = &other.text[*s..*e];
-            let fragment = html_unescape(escaped);
-            let key: String = match skip_value(fragment.as_bytes(), 0) {
-                Ok(end) => serde_json::from_str(&text::replace_lone_surrogates(&fragment[..end])).unwrap_or_default(),
-                Err(_) => String::new(),
-            };
-            if !self.has(&key) {
-                self.remember(&key);
+            if !other.dropped.contains(&i) && !self.has(key) {
+                self.remember(key);
                 self.noted += 1;
                 results.iter().for_each(|r| self.count(r));
-                self.added.push(escaped.to_string());
-                n += 1;
+                spans.push((*s, *e));
             }
         }
-        n
+        spans
     }
 
     fn original(&self) -> &str {

@@ -237,13 +237,6 @@ impl JsonDoc {
         (failures > 0 && (code == 0 || code == 5)).then_some(1)
     }
 
-    /// Holds an entry taken from another report.
-    fn push(&mut self, nodeid: &str, outcome: &str, fragment: String) {
-        self.remember(nodeid);
-        self.count(outcome);
-        self.added.push(fragment);
-    }
-
     fn count(&mut self, outcome: &str) {
         match self.added_outcomes.get_mut(outcome) {
             Some(n) => *n += 1,
@@ -579,26 +572,18 @@ impl Doc for JsonDoc {
         n
     }
 
-    fn absorb(&mut self, other: &Self) -> usize {
-        let mut n = 0;
+    fn take(&mut self, other: &Self) -> Vec<(usize, usize)> {
+        debug_assert!(other.added.is_empty(), "take reads a report as parsed");
+        let mut spans = Vec::new();
         for (i, (s, e, nodeid, outcome)) in other.elems.iter().enumerate() {
             if !other.dropped.contains(&i) && !self.has(nodeid) {
-                self.push(nodeid, outcome, other.text[*s..*e].to_string());
-                n += 1;
+                self.remember(nodeid);
+                self.count(outcome);
+                spans.push((*s, *e));
             }
         }
-        for frag in &other.added {
-            // Entries `other` gained but has not written: take them too.
-            let v: Value = serde_json::from_str(frag).unwrap_or(Value::Null);
-            let nodeid = v.get("nodeid").and_then(Value::as_str).unwrap_or("").to_string();
-            if !self.has(&nodeid) {
-                let outcome = v.get("outcome").and_then(Value::as_str).unwrap_or("").to_string();
-                self.push(&nodeid, &outcome, frag.clone());
-                n += 1;
-            }
-        }
-        self.added_duration += other.duration.map(|d| d.2).unwrap_or(0.0) + other.added_duration;
-        n
+        self.added_duration += other.duration.map(|d| d.2).unwrap_or(0.0);
+        spans
     }
 
     fn original(&self) -> &str {

@@ -2,17 +2,41 @@
 //! per-run copies the shim redirected pytest to, filled in from the
 //! journals for runs whose process died before writing, plus the crashes.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 
 use super::csv::CsvDoc;
-use super::doc::Render as _;
+use super::doc::{write_parts_streamed, Part, Render as _};
 use super::html::HtmlDoc;
 use super::json::JsonDoc;
 use super::junit::JunitDoc;
 use super::{add_crashes, read_report, Doc, Entry, Kind, Patched, RunOutput};
+use crate::fsutil::Written;
+
+/// Entries a merged report took from one source file ([`Doc::take`]):
+/// their text stays in the file, read again when the report is written.
+struct Taken {
+    path: PathBuf,
+    /// The text's length and the file's modification time when it was
+    /// parsed: a file changed since is an error, not a mixed report.
+    len: usize,
+    modified: Option<std::time::SystemTime>,
+    spans: Vec<(usize, usize)>,
+}
+
+/// A merged report before it is written: the first source (or a new
+/// report) with the counts of every entry it gained, the text of those
+/// taken from the other sources left in their files.
+pub(crate) struct Merged<D> {
+    doc: D,
+    taken: Vec<Taken>,
+    /// Entries added (taken, filled in from journals, crashes, not run).
+    added: usize,
+}
 
 /// Merges `sources` (in order; missing or unreadable ones are skipped, as
 /// the run that should have written them died), then adds every finished
@@ -23,7 +47,11 @@ use super::{add_crashes, read_report, Doc, Entry, Kind, Patched, RunOutput};
 /// is dropped first, and so is an entry of a test that did not finish
 /// (interrupted mid-test: the report plugin holds only its passed setup,
 /// which is not a pass).
-pub(crate) fn merge_into<D: Doc>(sources: &[PathBuf], out: &RunOutput) -> Result<(D, usize)> {
+///
+/// One source is in memory at a time: each is parsed (validated), its
+/// entries counted into the first, and dropped; [`write_merged`] reads the
+/// entries' text again from the files.
+pub(crate) fn merge_into<D: Doc>(sources: &[PathBuf], out: &RunOutput) -> Result<Merged<D>> {
     // A device error's test finished: its own entry stands.
     let deaths: Vec<crate::record::CrashRecord>;
     let records = if out.records.iter().any(|r| r.kind.test_finished()) {
@@ -36,8 +64,10 @@ pub(crate) fn merge_into<D: Doc>(sources: &[PathBuf], out: &RunOutput) -> Result
     let mut unfinished = crashed.clone();
     unfinished.extend(out.not_run.iter().map(|n| n.trim().to_string()));
     let mut base: Option<D> = None;
+    let mut taken = Vec::new();
     let mut added = 0;
     for src in sources {
+        let modified = std::fs::metadata(src).and_then(|m| m.modified()).ok();
         let Ok(Some(text)) = read_report(src) else { continue };
         let Ok(mut doc) = D::parse_copy(text) else { continue };
         doc.drop_entries(&unfinished);
@@ -46,7 +76,11 @@ pub(crate) fn merge_into<D: Doc>(sources: &[PathBuf], out: &RunOutput) -> Result
                 doc.prepare(out);
                 base = Some(doc);
             }
-            Some(b) => added += b.absorb(&doc),
+            Some(b) => {
+                let spans = b.take(&doc);
+                added += spans.len();
+                taken.push(Taken { path: src.clone(), len: doc.original().len(), modified, spans });
+            }
         }
     }
     let mut doc = base.unwrap_or_else(|| {
@@ -69,12 +103,38 @@ pub(crate) fn merge_into<D: Doc>(sources: &[PathBuf], out: &RunOutput) -> Result
             }
         }
     }
-    Ok((doc, added))
+    Ok(Merged { doc, taken, added })
 }
 
-/// The text of a merged report.
-fn rendered<D: Doc>(doc: &D) -> String {
-    doc.render().unwrap_or_else(|| doc.original().to_string())
+/// Writes a merged report to `dest` atomically, streaming the taken
+/// entries from their files; `first` rewrites the text before the first
+/// entry (HTML: the page's title).
+fn write_merged<D: Doc>(m: &Merged<D>, dest: &Path, first: impl FnOnce(&str) -> String) -> Result<Written> {
+    let doc = &m.doc;
+    let mut parts = match m.taken.is_empty() {
+        true => doc.parts().unwrap_or_else(|| vec![Part::Text(Cow::Borrowed(doc.original()))]),
+        false => doc.layout(),
+    };
+    if let Some(Part::Text(t)) = parts.first_mut() {
+        *t = Cow::Owned(first(t));
+    }
+    crate::fsutil::atomic_write_with(dest, |w| {
+        write_parts_streamed(doc, &parts, w, &mut |each| m.taken.iter().try_for_each(|t| t.read(doc, each)))
+    })
+}
+
+impl Taken {
+    /// Reads the file again and passes each taken entry's text to `each`.
+    fn read<D: Doc>(&self, doc: &D, each: &mut dyn FnMut(&str) -> io::Result<()>) -> io::Result<()> {
+        let changed = || io::Error::other(format!("{}: changed while the reports were merged", self.path.display()));
+        let modified = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+        let text = match read_report(&self.path) {
+            Ok(Some(text)) if text.len() == self.len && modified == self.modified => text,
+            Ok(_) => return Err(changed()),
+            Err(e) => return Err(io::Error::other(format!("{e:#}"))),
+        };
+        doc.taken(&text, &self.spans, each)
+    }
 }
 
 /// Copies `<src>/assets/*` next to `dest` (pytest-html without
@@ -106,27 +166,33 @@ fn retitle(text: String, dest: &Path) -> String {
 fn complete_one(kind: Kind, dest: &Path, session: &RunOutput) -> Result<Patched> {
     let sources: Vec<PathBuf> = session.runs.iter().filter_map(|rr| rr.redirected.get(&kind)).cloned().collect();
     let created = !dest.exists();
-    let (text, added, entries) = match kind {
+    crate::fsutil::create_parent(dest)?;
+    let keep = |t: &str| t.to_string();
+    let (written, added, entries) = match kind {
         Kind::Json => {
-            let (mut doc, n) = merge_into::<JsonDoc>(&sources, session)?;
+            let mut m = merge_into::<JsonDoc>(&sources, session)?;
             if let Some((collected, deselected)) = session.counts {
-                doc.set_counts(collected, deselected);
+                m.doc.set_counts(collected, deselected);
             }
             if let Some(code) = session.exit_status {
-                doc.set_exitcode(code);
+                m.doc.set_exitcode(code);
             }
-            (rendered(&doc), n, doc.entries())
+            (write_merged(&m, dest, keep)?, m.added, m.doc.entries())
         }
         Kind::Html => {
-            let (doc, n) = merge_into::<HtmlDoc>(&sources, session)?;
+            let m = merge_into::<HtmlDoc>(&sources, session)?;
             copy_assets(&sources, dest)?;
-            (retitle(rendered(&doc), dest), n, doc.entries())
+            (write_merged(&m, dest, |t| retitle(t.to_string(), dest))?, m.added, m.doc.entries())
         }
-        Kind::Csv => merge_into::<CsvDoc>(&sources, session).map(|(d, n)| (rendered(&d), n, d.entries()))?,
-        Kind::Junit => merge_into::<JunitDoc>(&sources, session).map(|(d, n)| (rendered(&d), n, d.entries()))?,
+        Kind::Csv => {
+            let m = merge_into::<CsvDoc>(&sources, session)?;
+            (write_merged(&m, dest, keep)?, m.added, m.doc.entries())
+        }
+        Kind::Junit => {
+            let m = merge_into::<JunitDoc>(&sources, session)?;
+            (write_merged(&m, dest, keep)?, m.added, m.doc.entries())
+        }
     };
-    crate::fsutil::create_parent(dest)?;
-    let written = crate::fsutil::atomic_write(dest, text.as_bytes())?;
     Ok(Patched { path: dest.to_path_buf(), added, created, entries, replaced_read_only: written.replaced_read_only })
 }
 
