@@ -11,8 +11,11 @@
 //!   deduplicated by node id across shards (first seen wins); each keeps
 //!   its `shard`.
 //! - Reports: merged by [`crate::reports::complete`], the same code that
-//!   merges the runs of one wrapper invocation, so every test of every
-//!   shard is there exactly once with the totals counted again.
+//!   merges the runs of one wrapper invocation (one shard's file in memory
+//!   at a time, the merged file written as it is rendered), so every test
+//!   of every shard is there exactly once with the totals counted again;
+//!   the JSON `collected`/`deselected` are those of one plain run of the
+//!   whole suite ([`plain_counts`]).
 //! - Idempotent: outputs are rebuilt from the inputs each time.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -213,14 +216,16 @@ pub fn run(args: &MergeArgs) -> Result<Merged> {
         }
         runs.push(rr);
     }
-    let summary = merged_summary(&present, &records, &not_run, &kinds);
+    let counts = plain_counts(&present, not_run.len());
+    let mut summary = merged_summary(&present, &records, &not_run, &kinds);
+    (summary.counts.collected, summary.counts.deselected) = (counts.map(|c| c.0), counts.map(|c| c.1));
     let failed = summary.counts.failed + summary.counts.error + summary.counts.crashed + summary.counts.not_run > 0;
     let exit_status = if !missing.is_empty() && !args.allow_missing { EXIT_MISSING } else { i32::from(failed) };
     let output = RunOutput {
         records: &records,
         done: &[],
         runs: &runs,
-        counts: None,
+        counts,
         not_run: &not_run,
         not_run_reason: Some(&why),
         exit_status: Some(exit_status),
@@ -246,6 +251,23 @@ pub fn run(args: &MergeArgs) -> Result<Merged> {
     fsutil::atomic_write(&path, &serde_json::to_vec_pretty(&value)?)?;
     written.push(path);
     Ok(Merged { summary: value, missing, written, exit_status })
+}
+
+/// `collected` and `deselected` as one plain run of the whole suite counts
+/// them: every present shard's selected tests (its collected less the
+/// user's deselected), the `missing` tests of absent shards, and the user's
+/// deselected once (every shard deselects the same tests before its shard
+/// selection). `None` when a shard did not say (its reports' own counts
+/// are summed then).
+fn plain_counts(present: &[Present], missing: usize) -> Option<(usize, usize)> {
+    let mut selected = missing;
+    let mut deselected = None;
+    for c in present.iter().map(|p| &p.summary.counts) {
+        let (col, des) = (c.collected?, c.deselected?);
+        selected += col.saturating_sub(des);
+        deselected.get_or_insert(des);
+    }
+    deselected.map(|d| (selected + d, d))
 }
 
 fn report_dest(args: &MergeArgs, kind: Kind) -> PathBuf {

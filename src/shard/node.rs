@@ -259,6 +259,16 @@ pub struct Counts {
     pub crashed: usize,
     /// Selected tests that neither finished nor crashed.
     pub not_run: usize,
+    /// What one plain run (of this shard alone) counts as collected: its
+    /// selected tests and the user's deselected ones (`-k`, `-m`,
+    /// `--deselect`), not the other shards' tests; unknown when no pytest
+    /// process said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collected: Option<usize>,
+    /// The tests the user's own options deselected (the same in every
+    /// shard: deselection comes before shard selection).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deselected: Option<usize>,
 }
 
 /// `summary.json` of a shard's out-dir (also the merged one's base).
@@ -326,6 +336,8 @@ impl Summary {
             xpassed: c(TestOutcome::Xpassed),
             crashed: crashes.len(),
             not_run: not_run.len(),
+            collected: session.counts.map(|c| c.0),
+            deselected: session.counts.map(|c| c.1),
         };
         let durations = durations_of(session).into_iter().map(|(k, v)| (k, serde_json::json!(v))).collect();
         Summary {

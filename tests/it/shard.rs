@@ -75,13 +75,12 @@ fn merge(s: &Suite, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Run {
 }
 
 /// Reads each report with a real parser and prints its entries and counts
-/// with times, durations, pids, paths and messages left out.
+/// (the JSON summary's `collected` and `deselected` included) with times,
+/// durations, pids, paths and messages left out.
 ///
-/// Two things are left to issue 9's differential harness (H2), which owns
-/// them, and would fail here for the unsharded run alone: the JSON
-/// `collected`/`deselected` after resumed runs (issue 9 item 2), and the
-/// kind of entry of a test crashed under xdist (item 1). So a crashed test
-/// (argv[3]) is compared by being a failure, not by its stages or tag.
+/// The kind of entry of a test crashed under xdist is left to issue 9's
+/// differential harness, which owns it: a crashed test (argv[3]) is
+/// compared by being a failure, not by its stages or tag.
 const NORMALISE: &str = r#"
 import csv, html, json, re, sys
 import xml.etree.ElementTree as ET
@@ -92,7 +91,7 @@ def crash(nodeid, failed):
     return "crashed"
 if kind == "json":
     d = json.load(open(path))
-    out["summary"] = {k: v for k, v in d["summary"].items() if k not in ("duration", "collected", "deselected")}
+    out["summary"] = {k: v for k, v in d["summary"].items() if k != "duration"}
     out["tests"] = sorted(
         [t["nodeid"], crash(t["nodeid"], t["outcome"] in ("failed", "error"))] if t["nodeid"] in crashed else
         [t["nodeid"], t["outcome"]] + [t.get(s, {}).get("outcome") for s in ("setup", "call", "teardown")]
@@ -149,12 +148,20 @@ const FORMATS: [(&str, &str, &str); 4] = [
 ];
 
 /// Runs the suite as 3 shards with `shard_args`, `-n 2` in `xdist_shard`,
-/// merges them, and compares every format with the unsharded run's.
-fn sharded_equals_unsharded(by: &str, xdist_shard: Option<u32>) {
+/// merges them, and compares every format with the unsharded run's. The
+/// user's own `deselect` (pytest's `--deselect`, given to every run) counts
+/// once in the merged `collected`/`deselected`, as in the unsharded run.
+fn sharded_equals_unsharded(by: &str, xdist_shard: Option<u32>, deselect: &[&str]) {
     let s = crash_suite();
     let full = s.path().join("full");
     std::fs::create_dir_all(&full).unwrap();
-    let r = wrap(&s, &[], &report_args(&full));
+    let user_args = |dir: &Path| {
+        let mut a = report_args(dir);
+        a.extend(deselect.iter().map(|d| format!("--deselect={d}")));
+        a
+    };
+    let tests = 35 - deselect.len();
+    let r = wrap(&s, &[], &user_args(&full));
     assert_eq!(r.code(), 1, "{}", r.dump());
     assert_eq!(r.records().len(), 3, "{}", r.dump());
     let mut dirs = Vec::new();
@@ -162,7 +169,7 @@ fn sharded_equals_unsharded(by: &str, xdist_shard: Option<u32>) {
         let dir = s.path().join(format!("shard-{k}"));
         let user = s.path().join(format!("user-{k}"));
         std::fs::create_dir_all(&user).unwrap();
-        let mut pytest_args = report_args(&user);
+        let mut pytest_args = user_args(&user);
         if xdist_shard == Some(k) {
             pytest_args.extend(["-n".to_string(), "2".to_string()]);
         }
@@ -179,11 +186,11 @@ fn sharded_equals_unsharded(by: &str, xdist_shard: Option<u32>) {
         let summary: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
         let selected = summary["counts"]["selected"].as_u64().unwrap();
-        assert!(selected > 0 && selected < 35, "{}: {selected} of 35 tests", dir.display());
+        assert!(selected > 0 && selected < tests as u64, "{}: {selected} of {tests} tests", dir.display());
         ran.extend(summary["durations"].as_object().unwrap().keys().cloned());
     }
     let unique: std::collections::BTreeSet<&String> = ran.iter().collect();
-    assert_eq!((ran.len(), unique.len()), (35, 35), "{ran:?}");
+    assert_eq!((ran.len(), unique.len()), (tests, tests), "{ran:?}");
     let out = s.path().join("merged");
     let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&out];
     args.extend(dirs.iter().map(|d| d as &dyn AsRef<std::ffi::OsStr>));
@@ -203,8 +210,28 @@ fn sharded_equals_unsharded(by: &str, xdist_shard: Option<u32>) {
     assert!(lines.iter().all(|v| v["shard"].as_str().is_some_and(|s| s.ends_with("/3"))), "{crashes}");
     let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     let c = &summary["counts"];
-    assert_eq!((c["selected"].as_u64(), c["crashed"].as_u64(), c["not_run"].as_u64()), (Some(35), Some(3), Some(0)));
+    assert_eq!(
+        (c["selected"].as_u64(), c["crashed"].as_u64(), c["not_run"].as_u64()),
+        (Some(tests as u64), Some(3), Some(0))
+    );
+    // As pytest-json-report counts one plain run: every collected test, the
+    // user's deselected ones included, and those once.
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let (collected, deselected) = (&json["summary"]["collected"], &json["summary"]["deselected"]);
+    assert_eq!((collected.as_u64(), deselected.as_u64()), (Some(35), Some(deselect.len() as u64).filter(|d| *d > 0)));
     assert_eq!(summary["shards"].as_array().unwrap().len(), 3);
+    // The counts are the suite's even when a shard left no JSON report
+    // (they come from the shards' summaries, not from the first report).
+    let moved = dirs[0].join("report.json.away");
+    std::fs::rename(dirs[0].join("report.json"), &moved).unwrap();
+    let partial = s.path().join("merged-partial");
+    let mut partial_args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&partial];
+    partial_args.extend(dirs.iter().map(|d| d as &dyn AsRef<std::ffi::OsStr>));
+    assert_eq!(merge(&s, &partial_args).code(), 1);
+    std::fs::rename(&moved, dirs[0].join("report.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(partial.join("report.json")).unwrap()).unwrap();
+    let (collected, deselected) = (&json["summary"]["collected"], &json["summary"]["deselected"]);
+    assert_eq!((collected.as_u64(), deselected.as_u64()), (Some(35), Some(deselect.len() as u64).filter(|d| *d > 0)));
     // Idempotent: merging again writes the same bytes.
     let before: Vec<Vec<u8>> = FORMATS.iter().map(|f| std::fs::read(out.join(f.2)).unwrap()).collect();
     assert_eq!(merge(&s, &args).code(), 1);
@@ -214,12 +241,12 @@ fn sharded_equals_unsharded(by: &str, xdist_shard: Option<u32>) {
 
 #[test]
 fn three_shards_by_file_merge_to_the_unsharded_reports() {
-    sharded_equals_unsharded("file", None);
+    sharded_equals_unsharded("file", None, &["test_more_2.py::test_c"]);
 }
 
 #[test]
 fn three_shards_by_test_one_with_xdist_merge_to_the_unsharded_reports() {
-    sharded_equals_unsharded("test", Some(2));
+    sharded_equals_unsharded("test", Some(2), &["test_more_0.py::test_a", "test_params.py::test_p[3]"]);
 }
 
 /// A shard number that gets none of `files` (by file, hash).
