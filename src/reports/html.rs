@@ -24,7 +24,7 @@ use serde_json::Value;
 use super::doc::{Doc, Part, Render};
 use super::html_page;
 use super::text::{self, attr_escape_into, escaped_offsets, html_escape, html_unescape, object_members, py_str_into};
-use super::Entry;
+use super::{Entry, IdSet};
 
 /// Where rows of a page created by an earlier pytest-abort go (such pages
 /// have no script to build the table from the blob).
@@ -44,7 +44,7 @@ pub(crate) struct HtmlDoc {
     member_keys: Vec<String>,
     /// Indices of `members` removed by [`Doc::drop_entries`].
     dropped: HashSet<usize>,
-    keys: HashSet<String>,
+    keys: IdSet,
     /// `td` classes of the file's own rows (`col-result`, ...).
     columns: Vec<String>,
     added: Vec<String>,
@@ -312,7 +312,7 @@ impl<'de> Visitor<'de> for Fields {
         let (mut result, mut row) = (None, None);
         while let Some(k) = m.next_key::<Cow<'de, str>>()? {
             match &*k {
-                "result" => result = m.next_value::<Value>()?.as_str().map(str::to_lowercase),
+                "result" => result = m.next_value::<text::OptStr>()?.0.map(|r| r.to_lowercase()),
                 "resultsTableRow" if self.row => {
                     row = match m.next_value::<Value>()? {
                         Value::Array(a) => Some(a),
@@ -407,50 +407,61 @@ fn canonical_ref(c: u8) -> Option<&'static [u8]> {
 /// [`attr_escape_into`] escapes; returns the decoded length, or `None`
 /// (with `buf` as it was) for any other escaping.
 fn decode_in_place(buf: &mut [u8]) -> Option<usize> {
+    // Canonical escaping leaves none of these bytes raw.
+    if memchr::memchr3(b'"', b'\'', b'<', buf).is_some() || memchr::memchr(b'>', buf).is_some() {
+        return None;
+    }
     let (mut r, mut w) = (0, 0);
     while r < buf.len() {
-        let c = buf[r];
-        let (dec, len) = if c == b'&' {
-            match [b'"', b'\'', b'&', b'<', b'>']
-                .into_iter()
-                .find(|&d| buf[r..].starts_with(canonical_ref(d).expect("escaped")))
-            {
-                Some(d) => (d, canonical_ref(d).expect("escaped").len()),
-                None => {
-                    // The first `r` bytes were decoded into `w`: undo.
-                    encode_in_place(&mut buf[..r], w);
-                    return None;
-                }
-            }
-        } else if canonical_ref(c).is_some() {
+        // Runs between references move as they are.
+        let run = memchr::memchr(b'&', &buf[r..]).unwrap_or(buf.len() - r);
+        buf.copy_within(r..r + run, w);
+        (r, w) = (r + run, w + run);
+        if r == buf.len() {
+            break;
+        }
+        let Some(d) = [b'"', b'\'', b'&', b'<', b'>']
+            .into_iter()
+            .find(|&d| buf[r..].starts_with(canonical_ref(d).expect("escaped")))
+        else {
+            // The first `r` bytes were decoded into `w`: undo.
             encode_in_place(&mut buf[..r], w);
             return None;
-        } else {
-            (c, 1)
         };
-        buf[w] = dec;
+        buf[w] = d;
         w += 1;
-        r += len;
+        r += canonical_ref(d).expect("escaped").len();
     }
     Some(w)
 }
 
+/// Whether [`attr_escape_into`] escapes a byte.
+const ESCAPED: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b'"' as usize] = true;
+    t[b'\'' as usize] = true;
+    t[b'&' as usize] = true;
+    t[b'<' as usize] = true;
+    t[b'>' as usize] = true;
+    t
+};
+
 /// Undoes [`decode_in_place`]: escapes the `n` decoded bytes at the start
 /// of `buf` back over the whole of `buf`, from the end.
 fn encode_in_place(buf: &mut [u8], n: usize) {
-    let mut w = buf.len();
-    for r in (0..n).rev() {
-        let c = buf[r];
-        match canonical_ref(c) {
-            Some(e) => {
-                buf[w - e.len()..w].copy_from_slice(e);
-                w -= e.len();
-            }
-            None => {
-                buf[w - 1] = c;
-                w -= 1;
-            }
+    let (mut r, mut w) = (n, buf.len());
+    while r > 0 {
+        // Runs without escaped bytes move as they are.
+        let start = buf[..r].iter().rposition(|&c| ESCAPED[c as usize]).map_or(0, |i| i + 1);
+        let run = r - start;
+        buf.copy_within(start..r, w - run);
+        (r, w) = (start, w - run);
+        if r == 0 {
+            break;
         }
+        let e = canonical_ref(buf[r - 1]).expect("an escaped byte");
+        buf[w - e.len()..w].copy_from_slice(e);
+        (r, w) = (r - 1, w - e.len());
     }
     debug_assert_eq!(w, 0, "the escaped text is as long as it was");
 }
@@ -484,7 +495,7 @@ impl HtmlDoc {
             member_keys.push(if mem.key.trim().len() == mem.key.len() { mem.key } else { mem.key.trim().to_string() });
             members.push((attr.0 + span[0], attr.0 + span[1], results));
         }
-        let keys: HashSet<String> = member_keys.iter().cloned().collect();
+        let keys: IdSet = member_keys.iter().cloned().collect();
         let tests_close = attr.0 + esc[esc.len() - 1];
         let columns =
             if columns.is_empty() { DEFAULT_COLUMNS.iter().map(|s| s.to_string()).collect() } else { columns };

@@ -11,9 +11,9 @@ use serde_json::{json, Map, Value};
 
 use super::doc::{Doc, Part, Render};
 use super::text::{
-    array_elements, object_members, py_dumps, py_float, py_str_into, replace_lone_surrogates, separator,
+    array_elements, object_members, py_dumps, py_float, py_str_into, replace_lone_surrogates, separator, OptStr,
 };
-use super::Entry;
+use super::{Entry, IdSet};
 
 /// A parsed pytest-json-report file.
 pub(crate) struct JsonDoc {
@@ -34,7 +34,7 @@ pub(crate) struct JsonDoc {
     /// The `exitcode` to write instead of the file's (see
     /// [`JsonDoc::set_exitcode`]).
     exit: Option<i64>,
-    ids: HashSet<String>,
+    ids: IdSet,
     added: Vec<String>,
     added_outcomes: BTreeMap<String, i64>,
     added_duration: f64,
@@ -135,8 +135,8 @@ impl<'de> Deserialize<'de> for TestIds {
                 let mut t = TestIds::default();
                 while let Some(k) = m.next_key::<Cow<'de, str>>()? {
                     match &*k {
-                        "nodeid" => t.nodeid = m.next_value::<Value>()?.as_str().map(String::from),
-                        "outcome" => t.outcome = m.next_value::<Value>()?.as_str().map(String::from),
+                        "nodeid" => t.nodeid = m.next_value::<OptStr>()?.0,
+                        "outcome" => t.outcome = m.next_value::<OptStr>()?.0,
                         _ => {
                             m.next_value::<IgnoredAny>()?;
                         }
@@ -179,7 +179,7 @@ impl JsonDoc {
             bail!("tests array could not be scanned");
         }
         let mut elems = Vec::with_capacity(tests.len());
-        let mut ids = HashSet::with_capacity(tests.len());
+        let mut ids = IdSet::with_capacity_and_hasher(tests.len(), Default::default());
         for ((s, e), (nodeid, outcome)) in el_spans.iter().zip(tests) {
             let nodeid = match nodeid.trim() {
                 t if t.len() == nodeid.len() => nodeid,

@@ -11,7 +11,7 @@ use quick_xml::Reader;
 
 use super::doc::{Doc, Part, Render};
 use super::text::{xml_attr, xml_text};
-use super::Entry;
+use super::{Entry, IdSet};
 
 /// classname and name of a node id, the way pytest's junitxml derives them:
 /// `a/b/test_x.py::Cls::test_y[p]` -> (`a.b.test_x.Cls`, `test_y[p]`).
@@ -51,7 +51,7 @@ pub(crate) struct JunitDoc {
     cases: Vec<Case>,
     /// Indices of `cases` removed by [`Doc::drop_entries`].
     dropped: HashSet<usize>,
-    keys: HashSet<(String, String)>,
+    keys: IdSet<(String, String)>,
     added: Vec<String>,
     added_tests: i64,
     added_failures: i64,

@@ -63,6 +63,11 @@ pub use html_page::{use_python, PYTHON_ENV};
 pub use merge::complete;
 pub use sanitize::{sanitize_html_file, sanitize_paths, DEFAULT_GLOB};
 
+/// Node ids (or other keys) of a report's tests: a set with a fast hash
+/// (foldhash; these sets take every test of a merge, and are never
+/// iterated into output, so their order does not matter).
+pub(crate) type IdSet<T = String> = std::collections::HashSet<T, foldhash::fast::RandomState>;
+
 /// A report format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {

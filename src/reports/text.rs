@@ -251,11 +251,12 @@ pub fn skip_value(b: &[u8], i: usize) -> Result<usize> {
 
 fn skip_string(b: &[u8], i: usize) -> Result<usize> {
     let mut j = i + 1;
-    while j < b.len() {
-        match b[j] {
-            b'\\' => j += 2,
-            b'"' => return Ok(j + 1),
-            _ => j += 1,
+    // Jumps from one quote or backslash to the next (most of a report's
+    // bytes are inside strings).
+    while let Some(k) = b.get(j..).and_then(|rest| memchr::memchr2(b'"', b'\\', rest)) {
+        match b[j + k] {
+            b'"' => return Ok(j + k + 1),
+            _ => j += k + 2,
         }
     }
     bail!("unterminated JSON string")
@@ -467,10 +468,20 @@ pub fn escaped_offsets(s: &str, targets: &[usize]) -> Vec<usize> {
     for &target in targets {
         while i < b.len() && produced < target {
             // Runs without references map one to one.
-            let run = b[i..].iter().position(|&c| c == b'&').unwrap_or(b.len() - i).min(target - produced);
+            let run = memchr::memchr(b'&', &b[i..]).unwrap_or(b.len() - i).min(target - produced);
             if run > 0 {
                 produced += run;
                 i += run;
+                continue;
+            }
+            // The references pytest-html's escaping writes, then any other.
+            if let Some(len) = [&b"&#34;"[..], b"&#39;", b"&amp;", b"&lt;", b"&gt;"]
+                .iter()
+                .find(|r| b[i..].starts_with(r))
+                .map(|r| r.len())
+            {
+                produced += 1;
+                i += len;
                 continue;
             }
             match entity_at(&s[i..]) {
@@ -554,6 +565,51 @@ pub fn xml_text(s: &str) -> String {
         },
     );
     out
+}
+
+/// A JSON string; `None` for any other value (read and skipped).
+pub(crate) struct OptStr(pub(crate) Option<String>);
+
+impl<'de> serde::Deserialize<'de> for OptStr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = OptStr;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_str<E>(self, s: &str) -> Result<OptStr, E> {
+                Ok(OptStr(Some(s.to_string())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<OptStr, E> {
+                Ok(OptStr(Some(s)))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<OptStr, E> {
+                Ok(OptStr(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<OptStr, E> {
+                Ok(OptStr(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<OptStr, E> {
+                Ok(OptStr(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<OptStr, E> {
+                Ok(OptStr(None))
+            }
+            fn visit_unit<E>(self) -> Result<OptStr, E> {
+                Ok(OptStr(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<OptStr, A::Error> {
+                while s.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(OptStr(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<OptStr, A::Error> {
+                while m.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(OptStr(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[cfg(test)]
