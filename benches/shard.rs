@@ -91,11 +91,14 @@ fn cpu_now() -> f64 {
 fn bench_merge() {
     let (shards, tests) = if common::full_mode() { (64, 5_000) } else { (4, 50) };
     let rounds = if common::full_mode() { 3 } else { 1 };
-    let root = tempfile::tempdir().unwrap();
-    let dirs = write_shards(root.path(), shards, tests);
+    let tmp = tempfile::tempdir().unwrap();
+    // BENCH_SHARD_KEEP=DIR: the shard folders are written there and kept
+    // (to merge them by hand, e.g. under `/usr/bin/time -v`).
+    let root = std::env::var_os("BENCH_SHARD_KEEP").map(PathBuf::from).unwrap_or_else(|| tmp.path().to_path_buf());
+    let dirs = write_shards(&root, shards, tests);
     let input: u64 =
         dirs.iter().flat_map(|d| std::fs::read_dir(d).unwrap()).map(|e| e.unwrap().metadata().unwrap().len()).sum();
-    let out = root.path().join("merged");
+    let out = root.join("merged");
     let runs: Vec<(f64, f64, u64)> = (0..rounds).map(|_| merge_once(&out, &dirs)).collect();
     let largest = ["report.json", "report.html", "report.csv", "junit.xml"]
         .iter()
@@ -120,21 +123,22 @@ fn node_ids(n: usize) -> Vec<String> {
     (0..n).map(common::nodeid).collect()
 }
 
-/// The plugin's selection (`_shard.assign`, as `ShardSelector` calls it at
-/// collection time) timed in the project's Python.
+/// The plugin's selection as `ShardSelector` does it at collection time
+/// (in duration mode reading the durations file, then `_shard.assign`,
+/// then keeping the shard's tests), timed in the project's Python.
 const PY_SELECT: &str = r#"
 import json, statistics, sys, time
 from pytest_abort import _shard
-n, rounds = int(sys.argv[1]), int(sys.argv[2])
+n, rounds, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[4]
 ids = [l.rstrip("\n") for l in open(sys.argv[3])]
-durations = {i: (k % 97) / 10.0 for k, i in enumerate(ids) if k % 3}
 out = {}
 for by in ("file", "test"):
     for mode in ("hash", "duration"):
         times = []
         for _ in range(rounds):
             t, c = time.perf_counter(), time.process_time()
-            shards = _shard.assign(ids, 8, by, mode, durations if mode == "duration" else {})
+            durations = _shard.load_durations(path) if mode == "duration" else {}
+            shards = _shard.assign(ids, 8, by, mode, durations)
             keep = [i for i, s in zip(ids, shards) if s == 3]
             times.append((time.perf_counter() - t, time.process_time() - c))
         out[f"{by}/{mode}"] = [statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)]
@@ -148,6 +152,10 @@ fn bench_selection() {
     let dir = tempfile::tempdir().unwrap();
     let list = dir.path().join("ids.txt");
     std::fs::write(&list, ids.join("\n") + "\n").unwrap();
+    let durations: HashMap<String, f64> =
+        ids.iter().enumerate().filter(|(k, _)| k % 3 != 0).map(|(k, i)| (i.clone(), (k % 97) as f64 / 10.0)).collect();
+    let durations_file = dir.path().join("durations.json");
+    std::fs::write(&durations_file, serde_json::to_vec_pretty(&durations).unwrap()).unwrap();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let python =
         std::env::var_os("PYTEST_ABORT_TEST_PYTHON").map(PathBuf::from).unwrap_or(repo.join(".venv/bin/python"));
@@ -158,12 +166,11 @@ fn bench_selection() {
         .arg(n.to_string())
         .arg(rounds.to_string())
         .arg(&list)
+        .arg(&durations_file)
         .output()
         .unwrap_or_else(|e| panic!("{}: {e}", python.display()));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let py: HashMap<String, [f64; 2]> = serde_json::from_slice(&out.stdout).unwrap();
-    let durations: HashMap<String, f64> =
-        ids.iter().enumerate().filter(|(k, _)| k % 3 != 0).map(|(k, i)| (i.clone(), (k % 97) as f64 / 10.0)).collect();
     for by in [ShardBy::File, ShardBy::Test] {
         for mode in [ShardMode::Hash, ShardMode::Duration] {
             let d = if mode == ShardMode::Duration { durations.clone() } else { HashMap::new() };
@@ -177,7 +184,7 @@ fn bench_selection() {
                 .collect();
             let key = format!("{}/{}", by.as_str(), mode.as_str());
             println!(
-                "select shard 3/8 of {n} tests by {key}: plugin (Python) median wall {:.1} ms, CPU {:.1} ms; \
+                "select shard 3/8 of {n} tests by {key}: plugin (Python, durations file read included) median wall {:.1} ms, CPU {:.1} ms; \
                  Rust wall {:.1} ms, CPU {:.1} ms (target < 50 ms)",
                 py[&key][0] * 1e3,
                 py[&key][1] * 1e3,

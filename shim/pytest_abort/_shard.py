@@ -66,31 +66,29 @@ def median(values: List[float]) -> Optional[float]:
     return (values[n // 2 - 1] + values[n // 2]) / 2.0
 
 
-def _usable(d) -> Optional[float]:
-    """A duration that counts: an int or float, finite, not negative
-    (``-0.0`` becomes ``0.0``)."""
-    if d.__class__ is not float and d.__class__ is not int:
-        return None
-    d = float(d)
-    return d + 0.0 if 0.0 <= d < _INF else None
-
-
 _INF = float("inf")
+#: The classes a usable duration has (not bool, a subclass of int).
+_NUMBERS = (float, int)
 
 
-def _balance(nodeids: Sequence[str], total: int, by: str, durations: Dict[str, float]) -> List[int]:
-    """Greedy duration balance: the 1-based shard of each test. Keys are
-    numbered in first-seen order; the sort compares plain tuples."""
-    get = durations.get
-    known_of = [_usable(get(n)) for n in nodeids]
-    fill = median([d for d in known_of if d is not None])
+def _weights(nodeids: Sequence[str], by: str, durations: Dict[str, float]):
+    """The keys (first-seen order), each key's weight (its tests' usable
+    durations summed in test order, the median of the usable ones for a
+    test without one) and each test's key index."""
+    # A usable duration: an int or float (not bool), finite, not negative;
+    # -0.0 becomes 0.0. Inline: this runs once per test.
+    known = [d + 0.0 if d.__class__ in _NUMBERS and 0.0 <= d < _INF else None for d in map(durations.get, nodeids)]
+    fill = median([d for d in known if d is not None])
     if fill is None:
         fill = 1.0
+    if by == "test" and len(set(nodeids)) == len(nodeids):
+        # Every test its own key (the usual case): no key table to build.
+        return nodeids, [fill if d is None else d for d in known], range(len(nodeids))
     index: Dict[str, int] = {}
     keys: List[str] = []
     weight: List[float] = []
     key_of_test = []
-    for n, d in zip(nodeids, known_of):
+    for n, d in zip(nodeids, known):
         key = n if by == "test" else n.split("::", 1)[0]
         i = index.get(key)
         if i is None:
@@ -99,14 +97,26 @@ def _balance(nodeids: Sequence[str], total: int, by: str, durations: Dict[str, f
             weight.append(0.0)
         weight[i] += fill if d is None else d
         key_of_test.append(i)
-    order = sorted(zip([-w for w in weight], keys, range(len(keys))))
+    return keys, weight, key_of_test
+
+
+def _balance(nodeids: Sequence[str], total: int, by: str, durations: Dict[str, float]) -> List[int]:
+    """Greedy duration balance: the 1-based shard of each test. Keys go
+    heaviest first (ties by key), each onto the least loaded shard (ties:
+    the lower one); two stable sorts on plain floats and strings order
+    them faster than one sort on tuples."""
+    keys, weight, key_of_test = _weights(nodeids, by, durations)
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    order.sort(key=weight.__getitem__, reverse=True)
     heap = [(0.0, s) for s in range(max(total, 1))]
     shard_of_key = [0] * len(keys)
     replace = heapq.heapreplace
-    for neg, _, i in order:
+    for i in order:
         load, s = heap[0]
         shard_of_key[i] = s + 1
-        replace(heap, (load - neg, s))
+        replace(heap, (load + weight[i], s))
+    if key_of_test.__class__ is range:
+        return shard_of_key
     return [shard_of_key[i] for i in key_of_test]
 
 
