@@ -49,9 +49,11 @@ pub fn resolve(
     };
     if let GpusArg::List(ids) = arg {
         let vendor = wanted.unwrap_or_else(|| list_vendor(env, probe));
-        return Ok(Inventory { vendor, gpus: ids.clone(), source: "--gpus".into() });
+        return Ok(Inventory { vendor, gpus: ids.clone(), source: "--gpus".into(), pci_bus_order: false });
     }
-    let found = match caller::allocation(wanted, env) {
+    let allocation = caller::allocation(wanted, env);
+    let detected = allocation.is_none();
+    let found = match allocation {
         Some(a) => Some((a.vendor, a.gpus, a.source)),
         None => detect::detect(wanted, probe),
     };
@@ -62,14 +64,16 @@ pub fn resolve(
         };
         return Err(InventoryError::NoGpu { arg: arg.to_string(), looked });
     };
+    let pci_bus_order = detected && vendor == Vendor::Nvidia && env("CUDA_DEVICE_ORDER").is_none();
     match *arg {
         GpusArg::Count(n) if n > gpus.len() => {
             Err(InventoryError::TooFew { wanted: n, found: gpus.len(), from: source })
         }
         GpusArg::Count(n) => {
-            Ok(Inventory { vendor, gpus: gpus[..n].to_vec(), source: format!("first {n} of {source}") })
+            let source = format!("first {n} of {source}");
+            Ok(Inventory { vendor, gpus: gpus[..n].to_vec(), source, pci_bus_order })
         }
-        _ => Ok(Inventory { vendor, gpus, source }),
+        _ => Ok(Inventory { vendor, gpus, source, pci_bus_order }),
     }
 }
 
@@ -131,6 +135,19 @@ mod tests {
         assert_eq!((inv.vendor, inv.gpus), (Vendor::Nvidia, vec!["5".to_string(), "7".to_string()]));
         let inv = resolve(&GpusArg::Count(1), VendorArg::Auto, &env(&[("ROCR_VISIBLE_DEVICES", "6,2")]), &f).unwrap();
         assert_eq!((inv.vendor, inv.gpus), (Vendor::Amd, vec!["6".to_string()]));
+    }
+
+    #[test]
+    fn detected_nvidia_indexes_ask_cuda_for_pci_bus_order() {
+        let mut f = Fake::new();
+        f.tools.push(("nvidia-smi", "GPU 0: A (UUID: GPU-a)\nGPU 1: B (UUID: GPU-b)\n".into()));
+        assert!(resolve(&GpusArg::Auto, VendorArg::Auto, &env(&[]), &f).unwrap().pci_bus_order);
+        let own_order = env(&[("CUDA_DEVICE_ORDER", "FASTEST_FIRST")]);
+        assert!(!resolve(&GpusArg::Auto, VendorArg::Auto, &own_order, &f).unwrap().pci_bus_order);
+        let given = env(&[("CUDA_VISIBLE_DEVICES", "1")]);
+        assert!(!resolve(&GpusArg::Auto, VendorArg::Auto, &given, &f).unwrap().pci_bus_order);
+        let list = GpusArg::List(vec!["0".into()]);
+        assert!(!resolve(&list, VendorArg::Auto, &env(&[]), &f).unwrap().pci_bus_order);
     }
 
     #[test]

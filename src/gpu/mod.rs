@@ -49,6 +49,12 @@ pub struct Inventory {
     /// Where the list came from, in words (`--gpus`, `CUDA_VISIBLE_DEVICES`,
     /// `nvidia-smi -L`, ...).
     pub source: String,
+    /// NVIDIA indexes found by detection number the GPUs in PCI bus order
+    /// (as `nvidia-smi` and `/proc` do), which CUDA follows only under
+    /// `CUDA_DEVICE_ORDER=PCI_BUS_ID`: true when the wrapper is to set it
+    /// (the caller did not set `CUDA_DEVICE_ORDER`, nor the ids).
+    #[serde(default)]
+    pub pci_bus_order: bool,
 }
 
 /// The slot plan for the wrapper's GPU options: `Ok(None)` without

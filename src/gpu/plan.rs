@@ -37,6 +37,9 @@ pub struct Plan {
     pub source: String,
     /// `--gpu-quarantine`: worker deaths in a row that quarantine a GPU.
     pub quarantine: Option<u32>,
+    /// Set `CUDA_DEVICE_ORDER=PCI_BUS_ID` (see [`Inventory::pci_bus_order`]).
+    #[serde(default)]
+    pub pci_bus_order: bool,
 }
 
 impl Plan {
@@ -50,6 +53,7 @@ impl Plan {
             release_wait,
             source: inv.source.clone(),
             quarantine,
+            pci_bus_order: inv.pci_bus_order,
         }
     }
 
@@ -70,11 +74,15 @@ impl Plan {
             Vendor::Nvidia => "CUDA_VISIBLE_DEVICES",
             Vendor::Amd => "ROCR_VISIBLE_DEVICES",
         };
-        vec![
+        let mut env = vec![
             (ENV_PLAN.into(), serde_json::to_string(&plan).unwrap_or_default()),
             (visible.into(), all.clone()),
             (ENV_GPU.into(), all),
-        ]
+        ];
+        if self.pci_bus_order {
+            env.push(("CUDA_DEVICE_ORDER".into(), "PCI_BUS_ID".into()));
+        }
+        env
     }
 
     /// The variables to remove: a slot number from outside, and for AMD the
@@ -94,7 +102,12 @@ mod tests {
 
     #[test]
     fn the_command_sees_every_gpu_and_the_plan() {
-        let inv = Inventory { vendor: Vendor::Amd, gpus: vec!["4".into(), "5".into()], source: "--gpus".into() };
+        let inv = Inventory {
+            vendor: Vendor::Amd,
+            gpus: vec!["4".into(), "5".into()],
+            source: "--gpus".into(),
+            pci_bus_order: false,
+        };
         let plan = Plan::new(&inv, 2, 10.0, None);
         assert_eq!(plan.slots(), 4);
         let env = plan.env_set(true);

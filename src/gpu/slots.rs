@@ -209,6 +209,7 @@ mod tests {
             vendor: Vendor::Nvidia,
             gpus: (0..n).map(|i| i.to_string()).collect(),
             source: "--gpus".into(),
+            pci_bus_order: false,
         };
         Plan::new(&inv, 1, 0.0, quarantine)
     }

@@ -11,8 +11,9 @@ use serde_json::Value;
 use crate::util::{python, venv_bin, Run, Suite};
 
 /// The variables a caller may set; every test starts without them.
-const GPU_VARS: [&str; 6] = [
+const GPU_VARS: [&str; 7] = [
     "CUDA_VISIBLE_DEVICES",
+    "CUDA_DEVICE_ORDER",
     "ROCR_VISIBLE_DEVICES",
     "HIP_VISIBLE_DEVICES",
     "PYTEST_ABORT_GPUS",
@@ -26,7 +27,7 @@ const NOTING_CONFTEST: &str = r#"
 import json, os, time
 
 def note(where):
-    keys = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES",
+    keys = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER",
             "PYTEST_ABORT_GPU", "PYTEST_ABORT_GPU_SLOT", "PYTEST_XDIST_WORKER")
     line = dict({k: os.environ.get(k) for k in keys}, where=where, pid=os.getpid(), t=time.time())
     with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "seen.jsonl"), "a") as f:
@@ -211,6 +212,26 @@ fn auto_detects_a_fake_amd_node() {
     let rocr = per_worker(&seen(&s), "ROCR_VISIBLE_DEVICES");
     assert_eq!(set(rocr.into_values()), set([Some("0".into()), Some("1".into())]));
     assert!(r.stderr().contains("GPUs 0,1 (amd, from /sys/class/kfd topology)"), "{}", r.dump());
+}
+
+#[test]
+fn auto_detects_gpus_with_nvidia_smi_and_asks_cuda_for_its_order() {
+    let s = suite();
+    s.write("test_a.py", &module(4, ""));
+    let root = tempfile::tempdir().unwrap();
+    let tool = root.path().join("nvidia-smi");
+    let listing = "GPU 0: NVIDIA H200 (UUID: GPU-0a1b)\nGPU 1: NVIDIA H200 (UUID: GPU-2c3d)\n";
+    std::fs::write(&tool, format!("#!/bin/sh\n[ \"$1\" = -L ] && printf '{listing}'\nexit 0\n")).unwrap();
+    std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}:/usr/bin:/bin", root.path().display(), venv_bin().display());
+    let env = [("PYTEST_ABORT_GPU_PROBE_ROOT", root.path().to_str().unwrap()), ("PATH", path.as_str())];
+    let r = wrap(&s, &env, &["--gpus", "auto"], &[]);
+    assert_eq!(r.code(), 0, "{}", r.dump());
+    let lines = seen(&s);
+    let cuda = per_worker(&lines, "CUDA_VISIBLE_DEVICES");
+    assert_eq!(set(cuda.into_values()), set([Some("0".into()), Some("1".into())]), "{lines:#?}");
+    assert!(lines.iter().all(|l| l["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"), "{lines:#?}");
+    assert!(r.stderr().contains("GPUs 0,1 (nvidia, from nvidia-smi -L): 2 slots"), "{}", r.dump());
 }
 
 #[test]
