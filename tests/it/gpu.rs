@@ -259,11 +259,31 @@ fn per_gpu_two_puts_two_workers_on_each_gpu_unless_n_is_given() {
 #[test]
 fn a_gpu_whose_workers_keep_dying_is_quarantined() {
     let s = suite();
-    // GPU 1 is a bad card: every worker on it dies in its first test.
-    let bad = "\nimport ctypes, os, pytest\n\n@pytest.fixture(autouse=True)\ndef _bad_card():\n    \
-               if os.environ.get('CUDA_VISIBLE_DEVICES') == '1':\n        ctypes.string_at(0)\n";
-    s.write("test_a.py", &module(40, bad));
-    let r = wrap(&s, &[], &["--gpus", "0,1", "--gpu-quarantine", "2"], &[]);
+    let state = s.path().join("state");
+    // GPU 1 is a bad card: every worker on it dies in its first test. The
+    // worker on GPU 0 holds its first test until GPU 1 is quarantined (at
+    // most 60 s), so it cannot finish the suite before the second death.
+    let bad = format!(
+        r#"
+import ctypes, os, time, pytest
+QUARANTINE = {q:?}
+_held = []
+
+@pytest.fixture(autouse=True)
+def _bad_card():
+    if os.environ.get("CUDA_VISIBLE_DEVICES") == "1":
+        ctypes.string_at(0)
+    if not _held:
+        _held.append(1)
+        deadline = time.time() + 60
+        while not os.path.exists(QUARANTINE) and time.time() < deadline:
+            time.sleep(0.1)
+"#,
+        q = state.join("gpu/quarantined").display().to_string()
+    );
+    s.write("test_a.py", &module(40, &bad));
+    let args = ["--gpus", "0,1", "--gpu-quarantine", "2", "--state-dir", state.to_str().unwrap()];
+    let r = wrap(&s, &[], &args, &[]);
     assert_eq!(r.code(), 1, "{}", r.dump());
     let records = r.records();
     assert_eq!(records.len(), 2, "{records:#?}\n{}", r.dump());
