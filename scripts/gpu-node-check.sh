@@ -19,7 +19,7 @@ run() { # name, wrapper options..., -- pytest options...
   local name=$1; shift
   echo; echo "== $name: pytest-abort-wrap $*"
   local start; start=$(date +%s.%N)
-  timeout 300 "$W" --crash-log "$work/$name-crashes.jsonl" --junit-xml "$work/$name-junit.xml" \
+  timeout 200 "$W" --crash-log "$work/$name-crashes.jsonl" --junit-xml "$work/$name-junit.xml" \
     --events "$work/$name-events.jsonl" "$@"
   echo "exit=$? wall=$(python3 -c "import time; print(round(time.time() - $start, 1))")s"
   echo "-- $name crash records"; cat "$work/$name-crashes.jsonl" 2>/dev/null
