@@ -120,6 +120,12 @@ pub struct WrapArgs {
     #[arg(long, conflicts_with = "poison_pattern")]
     pub no_poison: bool,
 
+    /// Leave tests with this pytest marker (`multi_gpu`) out of the run and
+    /// run them afterwards, serially (no xdist) with every GPU of the job
+    /// visible; one set of reports and one crash log for both.
+    #[arg(long, value_name = "NAME", value_parser = marker_name)]
+    pub multi_gpu_marker: Option<String>,
+
     /// The reports the wrapper writes itself.
     #[command(flatten)]
     pub reports: ReportArgs,
@@ -211,6 +217,7 @@ impl WrapArgs {
             fork_resume: !self.fresh_resume,
             gpu: None,
             poison: self.poison_patterns(),
+            multi_gpu_marker: self.multi_gpu_marker.clone(),
         }
     }
 
@@ -232,6 +239,14 @@ fn poison_pattern(s: &str) -> Result<String, String> {
         return Err("an empty pattern would match every failure".to_string());
     }
     regex::Regex::new(s).map(|_| s.to_string()).map_err(|e| format!("`{s}` is not a regular expression: {e}"))
+}
+
+/// A `--multi-gpu-marker`: a pytest marker name (a Python identifier).
+fn marker_name(s: &str) -> Result<String, String> {
+    let mut chars = s.chars();
+    let ok =
+        chars.next().is_some_and(|c| c.is_alphabetic() || c == '_') && chars.all(|c| c.is_alphanumeric() || c == '_');
+    ok.then(|| s.to_string()).ok_or_else(|| format!("`{s}` is not a pytest marker name (a Python identifier)"))
 }
 
 /// The longest time limit accepted (about 31 years): longer ones would

@@ -93,6 +93,10 @@ pub enum Event {
         /// Tests the wrapper's plan deselected.
         #[serde(default)]
         plan_deselected: Option<usize>,
+        /// Under `--multi-gpu-marker`, in the first phase: the tests the
+        /// plan left for the multi-GPU phase (marked, selected by the user).
+        #[serde(default)]
+        multi_gpu: Option<Vec<String>>,
     },
     /// A test finished its protocol.
     Done(Done),
@@ -375,6 +379,9 @@ pub struct RunJournal {
     /// tests collected (selected, the user's deselected and the plan's),
     /// and the user's deselected; `None` when no process said.
     pub counts: Option<(usize, usize)>,
+    /// Under `--multi-gpu-marker`, in the first phase: the tests left for
+    /// the multi-GPU phase, as the first process that collected said.
+    pub multi_gpu: Option<Vec<String>>,
 }
 
 impl RunJournal {
@@ -401,8 +408,11 @@ impl RunJournal {
         for pj in rj.processes.values() {
             for e in &pj.events {
                 match e {
-                    Event::Collected { nodeids, user_deselected, plan_deselected } => {
+                    Event::Collected { nodeids, user_deselected, plan_deselected, multi_gpu } => {
                         rj.collection_finished = true;
+                        if rj.multi_gpu.is_none() {
+                            rj.multi_gpu = multi_gpu.clone();
+                        }
                         if let (None, Some(user)) = (rj.counts, user_deselected) {
                             let total = nodeids.len() + user + plan_deselected.unwrap_or(0);
                             rj.counts = Some((total, *user));

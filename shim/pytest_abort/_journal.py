@@ -85,6 +85,31 @@ def _show_final_paths(tr, paths: Dict[str, str]):
     return restore
 
 
+def read_plan_file(state: str) -> Dict[str, Any]:
+    """The wrapper's run plan (``<state>/plan.json``); raises OSError or
+    ValueError when it cannot be read."""
+    with open(os.path.join(state, "plan.json"), encoding="utf-8") as f:
+        plan = json.load(f)
+    if not isinstance(plan, dict):
+        raise ValueError("not a JSON object")
+    return plan
+
+
+def serial_phase(config: pytest.Config, state: str) -> None:
+    """In the multi-GPU phase of ``--multi-gpu-marker`` (the plan says so),
+    this pytest runs its tests itself, whatever ``-n`` it was given: as
+    xdist does for ``--pdb``, no workers (numprocesses 0, dist "no"). Called
+    before xdist's ``pytest_configure`` decides to start them."""
+    try:
+        phase = (read_plan_file(state).get("multi_gpu") or {}).get("phase")
+    except (OSError, ValueError, AttributeError):
+        return  # WrapSession reports an unreadable plan
+    if phase == "marked" and hasattr(config.option, "numprocesses"):
+        config.option.numprocesses = 0
+        config.option.dist = "no"
+        config.option.tx = []
+
+
 class Journal:
     """Append-only JSONL journal of one pytest process, one ``write`` per
     event, so that a process killed between events leaves whole lines."""
@@ -176,6 +201,11 @@ class WrapSession:
         self.deselected_by_plan = 0
         #: The run plan as read (empty when unreadable).
         self.plan: Dict[str, Any] = {}
+        #: Under --multi-gpu-marker: the marker, and whether this run is the
+        #: multi-GPU phase (marked tests only) or the first (the rest).
+        self.multi_gpu: Optional[tuple] = None
+        #: In the first phase: the tests left for the multi-GPU phase.
+        self.multi_gpu_left: List[str] = []
         self._prior_counted = False
         self._read_plan()
         #: Whether this process may become a fork server for resume (it then
@@ -221,14 +251,16 @@ class WrapSession:
         self._send_fatal_dumps()
 
     def _read_plan(self) -> None:
-        path = os.path.join(self.state, "plan.json")
         try:
-            with open(path, encoding="utf-8") as f:
-                plan = json.load(f)
+            plan = read_plan_file(self.state)
         except (OSError, ValueError) as e:
+            path = os.path.join(self.state, "plan.json")
             self.problems.report("plan", f"cannot read the run plan {path}: {e}; running every test")
             return
         self.plan = plan
+        multi = plan.get("multi_gpu")
+        if isinstance(multi, dict) and multi.get("marker"):
+            self.multi_gpu = (str(multi["marker"]), multi.get("phase") == "marked")
         self.deselect = set(plan.get("deselect") or ())
         self.ignore = set(plan.get("ignore") or ())
         if plan.get("only") is not None:
@@ -311,12 +343,20 @@ class WrapSession:
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, session, config, items) -> None:
-        """Deselects what the run plan says (after every other plugin chose)."""
-        if not self.deselect and self.only is None:
+        """Deselects what the run plan says (after every other plugin chose):
+        tests done or crashed, tests not in ``only``, and under
+        ``--multi-gpu-marker`` the other phase's tests."""
+        if not self.deselect and self.only is None and self.multi_gpu is None:
             return
         keep, dropped = [], []
         for item in items:
             drop = item.nodeid in self.deselect or (self.only is not None and item.nodeid not in self.only)
+            if self.multi_gpu is not None:
+                marker, marked_phase = self.multi_gpu
+                marked = item.get_closest_marker(marker) is not None
+                if marked and not marked_phase:
+                    self.multi_gpu_left.append(item.nodeid)
+                drop = drop or marked != marked_phase
             (dropped if drop else keep).append(item)
         if dropped:
             self.deselected_by_plan += len(dropped)
@@ -336,6 +376,7 @@ class WrapSession:
                 "nodeids": [i.nodeid for i in session.items],
                 "user_deselected": self.deselected_all - self.deselected_by_plan,
                 "plan_deselected": self.deselected_by_plan,
+                **({"multi_gpu": self.multi_gpu_left} if self.multi_gpu and not self.multi_gpu[1] else {}),
             }
         )
 

@@ -256,6 +256,10 @@ def pytest_configure(config: pytest.Config) -> None:
     problems = Problems(config)
     register = config.pluginmanager.register
     is_worker = isinstance(getattr(config, "workerinput", None), dict)
+    if wrap_state is not None and not is_worker:
+        from ._journal import serial_phase
+
+        serial_phase(config, wrap_state)
     # An xdist controller starts workers and runs no test itself.
     controller = not is_worker and bool(
         getattr(config.option, "numprocesses", None) or getattr(config.option, "tx", None)

@@ -26,7 +26,7 @@ use crate::record::CrashRecord;
 use crate::reporter::{Event, Reporters};
 use crate::supervise::{Leftover, Mode, Outcome};
 
-use once::{prepare, run_once, OneRun, Plan};
+use once::{prepare, run_once, MultiGpu, MultiGpuPhase, OneRun, Plan};
 pub use repro::{reproduce, Reproduction};
 /// What to rerun after a run that left tests behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -78,6 +78,9 @@ pub struct Config {
     /// Regular expressions on a failed test's report text that mark a
     /// sticky device error: the process runs no further test (empty: off).
     pub poison: Vec<String>,
+    /// `--multi-gpu-marker`: tests with this marker run after the others,
+    /// serially, with every GPU of the job visible.
+    pub multi_gpu_marker: Option<String>,
 }
 
 impl Default for Config {
@@ -100,6 +103,7 @@ impl Default for Config {
             fork_resume: true,
             gpu: None,
             poison: crate::model::DEFAULT_POISON_PATTERNS.iter().map(|p| p.to_string()).collect(),
+            multi_gpu_marker: None,
         }
     }
 }
@@ -164,6 +168,9 @@ pub struct Session {
     /// user's own `-k`/`-m`/`--deselect`), from the first run that finished
     /// collecting; the wrapper's own deselections never count.
     pub counts: Option<(usize, usize)>,
+    /// Under `--multi-gpu-marker`: the tests the first phase left for the
+    /// multi-GPU phase (`None` until a run of the first phase collected).
+    pub multi_gpu_tests: Option<Vec<String>>,
     /// pytest's `--maxfail` as the plugin journaled it (`-x` is 1; 0: no
     /// limit).
     pub maxfail: u32,
@@ -251,6 +258,15 @@ impl Session {
         self.maxfail > 0 && self.failures() >= self.maxfail as usize
     }
 
+    /// Before the multi-GPU phase: its tests become selected (not run
+    /// yet). False when the first phase found none (nothing to run).
+    fn start_multi_gpu_phase(&mut self) -> bool {
+        let Some(ids) = self.multi_gpu_tests.clone() else { return true };
+        let seen: HashSet<String> = self.selected.iter().cloned().collect();
+        self.selected.extend(ids.iter().filter(|n| !seen.contains(*n)).cloned());
+        !ids.is_empty()
+    }
+
     /// The tests the next run leaves out.
     fn deselect(&self, mode: RetryMode) -> Vec<String> {
         let crashed = self.crashed_nodeids().into_iter().map(String::from);
@@ -291,61 +307,34 @@ struct Step {
     stop: bool,
 }
 
+/// Where the retry loop stands across phases: the last run's number and
+/// what later runs leave out.
+#[derive(Default)]
+struct LoopState {
+    number: u32,
+    ignore: Vec<String>,
+    files: narrow::CollectedFiles,
+}
+
 /// Runs the whole loop (and the rechecks, when asked); what happens goes to
-/// `out` as events.
+/// `out` as events. Under `--multi-gpu-marker` the loop runs twice: first
+/// on the tests without the marker (as the command says), then serially on
+/// the marked ones.
 pub fn run(cfg: &Config, out: &Reporters) -> Result<Session> {
     let prep = prepare(cfg)?;
     let mut session = Session { state_dir: prep.state_dir.clone(), ..Default::default() };
-    let mut ignore: Vec<String> = Vec::new();
-    let mut files = narrow::CollectedFiles::default();
-    let (mut number, mut used) = (0, 0);
-    // A run that follows one only device errors ended is not counted: each
-    // poisoned process finished its tests up to the poisoning one.
-    let mut free = false;
-    while used < cfg.max_runs.max(1) {
-        number += 1;
-        let mut purpose = if number == 1 { "the command".to_string() } else { session.rerun_purpose(cfg.retry_mode) };
-        if free {
-            purpose.push_str(" (after a device error: not counted toward --max-runs)");
+    let mut state = LoopState::default();
+    match &cfg.multi_gpu_marker {
+        None => {
+            run_phase(cfg, &prep, &mut session, &mut state, None, out)?;
         }
-        out.emit(Event::RunStarted { run: number, max_runs: cfg.max_runs, purpose });
-        let resume = cfg.retry_mode == RetryMode::Resume;
-        let mut plan_ignore = ignore.clone();
-        if resume && number > 1 && session.collection_finished {
-            plan_ignore.extend(files.without(&session.not_run()));
-        }
-        let plan = Plan {
-            run: number,
-            deselect: session.deselect(cfg.retry_mode),
-            ignore: plan_ignore,
-            only: None,
-            fork: resume && cfg.fork_resume,
-            max_forks: cfg.max_runs.max(1) - used,
-            failures: session.failures(),
-            poison: cfg.poison.clone(),
-        };
-        let one = run_once(cfg, &prep, &plan, cfg.crash_log.as_deref(), out)?;
-        files.absorb(&one.journal);
-        let step = absorb(&mut session, number, one, &mut ignore, out);
-        if let Some(r) = session.runs.last_mut() {
-            r.after_device_error = free;
-        }
-        if !free {
-            used += session.runs.last().map_or(1, |r| r.processes);
-        }
-        free = step.device_errors_only;
-        let left_behind = !session.not_run().is_empty() || !session.collection_finished;
-        let again = match cfg.retry_mode {
-            RetryMode::Resume => step.new_crashes > 0 && left_behind,
-            RetryMode::Deselect => step.new_crashed_ids > 0,
-        };
-        let progress = step.finished > 0 || step.new_crashed_ids > 0;
-        if step.stop || !again || !progress || session.maxfail_reached() {
-            break;
-        }
-        if used >= cfg.max_runs.max(1) {
-            // Another run was due: what is left stays unrun.
-            session.not_run_reason = Some(format!("not run: --max-runs {} used up", cfg.max_runs.max(1)));
+        Some(marker) => {
+            let rest = MultiGpu { marker: marker.clone(), phase: MultiGpuPhase::Rest };
+            let stopped = run_phase(cfg, &prep, &mut session, &mut state, Some(rest), out)?;
+            if !stopped && session.start_multi_gpu_phase() {
+                let marked = MultiGpu { marker: marker.clone(), phase: MultiGpuPhase::Marked };
+                run_phase(cfg, &prep, &mut session, &mut state, Some(marked), out)?;
+            }
         }
     }
     if let Some(sig) = session.interrupted {
@@ -373,6 +362,84 @@ fn journaled_python(journal: &RunJournal) -> Option<PathBuf> {
         Some(crate::journal::Event::Start { python: Some(p), .. }) if !p.is_empty() => Some(PathBuf::from(p)),
         _ => None,
     })
+}
+
+/// One phase of the retry loop: runs until the tests are done, no run
+/// makes progress or `--max-runs` (for this phase) is used up. Returns true
+/// when nothing more may run (interrupted, timed out, pytest stopped).
+fn run_phase(
+    cfg: &Config,
+    prep: &once::Prepared,
+    session: &mut Session,
+    state: &mut LoopState,
+    multi_gpu: Option<MultiGpu>,
+    out: &Reporters,
+) -> Result<bool> {
+    let first = state.number + 1;
+    let mut used = 0;
+    // A run that follows one only device errors ended is not counted: each
+    // poisoned process finished its tests up to the poisoning one.
+    let mut free = false;
+    while used < cfg.max_runs.max(1) {
+        state.number += 1;
+        let number = state.number;
+        let mut purpose = match &multi_gpu {
+            _ if number == 1 => "the command".to_string(),
+            Some(m) if number == first && m.phase == MultiGpuPhase::Marked => format!(
+                "the {} tests marked {}, serially with every GPU (multi-GPU phase)",
+                session.not_run().len(),
+                m.marker
+            ),
+            _ => session.rerun_purpose(cfg.retry_mode),
+        };
+        if free {
+            purpose.push_str(" (after a device error: not counted toward --max-runs)");
+        }
+        out.emit(Event::RunStarted { run: number, max_runs: cfg.max_runs, purpose });
+        let resume = cfg.retry_mode == RetryMode::Resume;
+        let mut plan_ignore = state.ignore.clone();
+        if resume && number > 1 && session.collection_finished {
+            plan_ignore.extend(state.files.without(&session.not_run()));
+        }
+        let plan = Plan {
+            run: number,
+            deselect: session.deselect(cfg.retry_mode),
+            ignore: plan_ignore,
+            only: None,
+            fork: resume && cfg.fork_resume,
+            max_forks: cfg.max_runs.max(1) - used,
+            failures: session.failures(),
+            poison: cfg.poison.clone(),
+            multi_gpu: multi_gpu.clone(),
+        };
+        let one = run_once(cfg, prep, &plan, cfg.crash_log.as_deref(), out)?;
+        state.files.absorb(&one.journal);
+        let step = absorb(session, number, one, &mut state.ignore, out);
+        if let Some(r) = session.runs.last_mut() {
+            r.after_device_error = free;
+        }
+        if !free {
+            used += session.runs.last().map_or(1, |r| r.processes);
+        }
+        free = step.device_errors_only;
+        let left_behind = !session.not_run().is_empty() || !session.collection_finished;
+        let again = match cfg.retry_mode {
+            RetryMode::Resume => step.new_crashes > 0 && left_behind,
+            RetryMode::Deselect => step.new_crashed_ids > 0,
+        };
+        let progress = step.finished > 0 || step.new_crashed_ids > 0;
+        if step.stop || session.maxfail_reached() {
+            return Ok(true);
+        }
+        if !again || !progress {
+            break;
+        }
+        if used >= cfg.max_runs.max(1) {
+            // Another run was due: what is left stays unrun.
+            session.not_run_reason = Some(format!("not run: --max-runs {} used up", cfg.max_runs.max(1)));
+        }
+    }
+    Ok(false)
 }
 
 /// The `--maxfail` the run's pytest processes journaled (the largest).
@@ -475,6 +542,9 @@ fn merge_journal(session: &mut Session, journal: &RunJournal, number: u32) -> us
     let before = session.done.len();
     if session.counts.is_none() {
         session.counts = journal.counts;
+    }
+    if session.multi_gpu_tests.is_none() {
+        session.multi_gpu_tests = journal.multi_gpu.clone();
     }
     let selected_seen: HashSet<String> = session.selected.iter().cloned().collect();
     for n in &journal.collected {

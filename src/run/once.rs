@@ -46,6 +46,32 @@ pub(super) struct Plan {
     /// runs, where each test runs alone anyway).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub poison: Vec<String>,
+    /// Under `--multi-gpu-marker`: the marker and which phase this run is
+    /// in (the plugin leaves the other phase's tests out, and runs the
+    /// marked phase serially).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multi_gpu: Option<MultiGpu>,
+}
+
+/// The multi-GPU phases of `--multi-gpu-marker`, as the plan says them.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub(super) struct MultiGpu {
+    /// The marker's name (`multi_gpu`).
+    pub marker: String,
+    /// Which tests this run is for.
+    pub phase: MultiGpuPhase,
+}
+
+/// Which tests a run of `--multi-gpu-marker` is for.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum MultiGpuPhase {
+    /// The first phase: every test without the marker, as the command says
+    /// (xdist, GPU slots).
+    Rest,
+    /// Then: the marked tests, serially (no xdist), with every GPU of the
+    /// job visible.
+    Marked,
 }
 
 /// A state folder: given (kept), or a private temp folder.

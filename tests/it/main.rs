@@ -18,6 +18,7 @@ mod journal_entries;
 mod lastfailed;
 mod maxfail;
 mod messages;
+mod multi_gpu;
 mod not_run;
 mod output;
 mod poison;

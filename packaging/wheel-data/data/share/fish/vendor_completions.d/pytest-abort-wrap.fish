@@ -11,6 +11,7 @@ complete -c pytest-abort-wrap -l recheck-crashed -d 'After the run, rerun each c
 complete -c pytest-abort-wrap -l flaky-result -d 'With --recheck-crashed: whether a crash that did not reproduce on every recheck (flaky) fails the run (`fail`) or not (`pass`); JUnit shows it as <failure> with <rerunFailure>s, or as <flakyFailure>s' -r -f -a "fail\t'A flaky crash is a failure (exit status 1, `<failure>` in JUnit)'
 pass\t'A flaky crash does not fail the run (`<flakyFailure>` elements only)'"
 complete -c pytest-abort-wrap -l poison-pattern -d 'Also count a failed test whose report text matches this regular expression as a sticky device error (repeatable; added to the default CUDA and HIP/ROCm patterns): its process runs no further test, and the tests left run in a fresh one' -r
+complete -c pytest-abort-wrap -l multi-gpu-marker -d 'Leave tests with this pytest marker (`multi_gpu`) out of the run and run them afterwards, serially (no xdist) with every GPU of the job visible; one set of reports and one crash log for both' -r
 complete -c pytest-abort-wrap -l json-report -d 'A pytest-json-report file with every test and crash (patched, or created)' -r -F
 complete -c pytest-abort-wrap -l html-report -d 'A pytest-html report with every test and crash (patched, or created)' -r -F
 complete -c pytest-abort-wrap -l csv-report -d 'A pytest-csv report with every test and crash (patched, or created)' -r -F
