@@ -54,6 +54,10 @@ pub fn attribute(ctx: &Context, end: &ProcessEnd, interrupted: Option<i32>) -> A
     }
     let is_crash = match (&marker, end.outcome) {
         (Some(_), _) => true,
+        // Outside any test, after a test poisoned the process: its end (a
+        // GPU runtime that aborts at exit) is the device error's, recorded
+        // as that.
+        (None, _) if journal.poisoned() => false,
         (None, Outcome::Signaled { .. }) => true,
         (None, _) => !journal.ended_normally(),
     };

@@ -299,6 +299,11 @@ impl ProcessJournal {
         j
     }
 
+    /// True when a test poisoned the process (a sticky device error).
+    pub fn poisoned(&self) -> bool {
+        self.events.iter().any(|e| matches!(e, Event::Poisoned { .. }))
+    }
+
     /// True when the process reached pytest_unconfigure.
     pub fn ended_normally(&self) -> bool {
         self.events.iter().any(|e| matches!(e, Event::End))

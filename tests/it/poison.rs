@@ -295,3 +295,21 @@ fn the_replacement_of_a_poisoned_worker_takes_its_gpu_slot() {
     let rec = r.record("::test_b_poison");
     assert_eq!(Some(rec.gpu_id.clone()), gpu, "{rec:#?}");
 }
+
+/// A GPU runtime may abort when a poisoned process exits (after its
+/// session): that death is the device error's, not a crash of its own.
+#[test]
+fn a_poisoned_process_that_aborts_at_exit_is_not_a_second_crash() {
+    for xdist in [false, true] {
+        let s = suite(DEVICE_ASSERT, 4);
+        let tests = std::fs::read_to_string(s.path().join("test_gpu.py")).unwrap();
+        let abort_at_exit = "    import atexit, os\n    atexit.register(os.abort)\n    raise RuntimeError(";
+        s.write("test_gpu.py", &tests.replacen("    raise RuntimeError(", abort_at_exit, 1));
+        let pytest: &[&str] = if xdist { &["-n", "2", "test_gpu.py"] } else { &["test_gpu.py"] };
+        let r = s.wrap(&[], pytest);
+        let dump = format!("xdist={xdist}\n{}", r.dump());
+        assert_eq!(r.code(), 1, "{dump}");
+        no_test_after_the_poison_in_its_process(&s, 4, &dump);
+        only_the_poison_is_recorded(&r);
+    }
+}
