@@ -185,6 +185,10 @@ pub struct Done {
     /// make it the same as if it had.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reports: Option<Box<PluginEntries>>,
+    /// The test's `record_property` values `(name, str(value))`, in order,
+    /// as junitxml writes them under `<properties>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub props: Vec<(String, String)>,
 }
 
 /// What the report plugins of the process that ran a test wrote for it

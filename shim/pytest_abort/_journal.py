@@ -560,6 +560,10 @@ class TestJournal:
         if location is None:
             return
         line = self._done_line(nodeid, outcome, duration, decided_by, location, longrepr, sections)
+        props = reports[-1].user_properties
+        if props:
+            # record_property values, as junitxml writes them (str of each).
+            line = line[:-2] + ',"props":' + json.dumps([[str(k), str(v)] for k, v in props]) + "}\n"
         if entries:
             try:
                 line = line[:-2] + ',"reports":' + json.dumps(entries, default=str) + "}\n"

@@ -267,7 +267,9 @@ impl JunitDoc {
     }
 }
 
-/// The `<testcase>` element for an entry.
+/// The `<testcase>` element for an entry: its `<properties>` (the test's
+/// `record_property` values) first, then its outcome's child, as junitxml
+/// orders them.
 pub(crate) fn entry_xml(e: &Entry) -> String {
     let (classname, name) = junit_names(&e.nodeid);
     let mut s = format!(
@@ -284,22 +286,33 @@ pub(crate) fn entry_xml(e: &Entry) -> String {
         "xfailed" => Some(("skipped", " type=\"pytest.xfail\"")),
         _ => None,
     };
+    let mut body = properties_xml(&e.props);
     if e.crash && !e.rechecks.is_empty() {
+        body.push_str(&rechecks_xml(e));
+    } else if let Some((tag, ty)) = child {
+        body.push_str(&format!("<{tag}{ty} message=\"{}\">{}</{tag}>", xml_attr(&e.message), xml_text(&e.longrepr)));
+    }
+    if body.is_empty() {
+        s.push_str(" />");
+    } else {
         s.push('>');
-        s.push_str(&rechecks_xml(e));
+        s.push_str(&body);
         s.push_str("</testcase>");
-        return s;
     }
-    match child {
-        None => s.push_str(" />"),
-        Some((tag, ty)) => {
-            s.push_str(&format!(
-                "><{tag}{ty} message=\"{}\">{}</{tag}></testcase>",
-                xml_attr(&e.message),
-                xml_text(&e.longrepr)
-            ));
-        }
+    s
+}
+
+/// `<properties>` with one `<property>` per `record_property` value, or
+/// nothing when the test recorded none.
+fn properties_xml(props: &[(String, String)]) -> String {
+    if props.is_empty() {
+        return String::new();
     }
+    let mut s = String::from("<properties>");
+    for (name, value) in props {
+        s.push_str(&format!("<property name=\"{}\" value=\"{}\" />", xml_attr(name), xml_attr(value)));
+    }
+    s.push_str("</properties>");
     s
 }
 

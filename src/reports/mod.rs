@@ -200,6 +200,8 @@ pub(crate) struct Entry {
     /// The entries the report plugins wrote for this test in the process
     /// that ran it (a journal entry's): used as they are.
     pub plugin: Option<Box<crate::journal::PluginEntries>>,
+    /// The test's `record_property` values `(name, value)`, in order.
+    pub props: Vec<(String, String)>,
 }
 
 impl Entry {
@@ -238,6 +240,7 @@ impl Entry {
             rechecks: r.rechecks.clone(),
             flaky_pass: r.flaky_passes(),
             plugin: None,
+            props: Vec::new(),
         }
     }
 
@@ -270,6 +273,7 @@ impl Entry {
             rechecks: Vec::new(),
             flaky_pass: false,
             plugin: d.reports.clone(),
+            props: d.props.clone(),
         }
     }
 

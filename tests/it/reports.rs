@@ -473,3 +473,77 @@ def test_4(): assert False, "plain failure"
         assert_eq!(attrs["failures"], "2", "{xmlp}");
     }
 }
+
+/// A JUnit file the wrapper creates from the journals (pytest was not asked
+/// for `--junitxml`) carries each test's `record_property` values as
+/// junitxml writes them, serial and under xdist, so CI dashboards that read
+/// properties (GPU id, worker, seed) see the same as with plain pytest.
+#[test]
+fn created_junit_carries_record_property_values_like_junitxml() {
+    let s = Suite::new();
+    s.write(
+        "test_props.py",
+        r#"
+import pytest
+
+def test_gpu(record_property):
+    record_property("gpu", 3)
+    record_property("note", 'a<b & "c"')
+
+def test_fails(record_property):
+    record_property("seed", "42")
+    assert False, "boom"
+
+def test_none():
+    pass
+"#,
+    );
+    let props = |path: &Path| -> BTreeMap<String, Vec<(String, String)>> {
+        junit_properties(&std::fs::read_to_string(path).unwrap())
+    };
+    for xdist in [false, true] {
+        let mut pytest_args = vec!["-p", "no:cacheprovider"];
+        if xdist {
+            pytest_args.extend(["-n", "2"]);
+        }
+        let plain = Command::new(python())
+            .args(["-m", "pytest", "--junitxml", "plain.xml"])
+            .args(&pytest_args)
+            .current_dir(s.path())
+            .output()
+            .unwrap();
+        assert_eq!(plain.status.code(), Some(1), "{}", String::from_utf8_lossy(&plain.stdout));
+        let run = s.wrap(&["--junit-xml", "w.xml"], &pytest_args);
+        assert_eq!(run.code(), 1, "{}", run.dump());
+        let want = props(&s.path().join("plain.xml"));
+        assert_eq!(
+            want["test_props::test_gpu"],
+            vec![("gpu".into(), "3".into()), ("note".into(), "a<b & \"c\"".into())]
+        );
+        assert_eq!(props(&s.path().join("w.xml")), want, "xdist={xdist}\n{}", run.dump());
+    }
+}
+
+/// Each testcase's properties `(name, value)` by `classname::name`, read
+/// with Python's XML parser (a real consumer of the file).
+fn junit_properties(text: &str) -> BTreeMap<String, Vec<(String, String)>> {
+    let script = r#"
+import json, sys, xml.etree.ElementTree as ET
+root = ET.fromstring(sys.stdin.read())
+out = {}
+for c in root.iter("testcase"):
+    out[c.get("classname") + "::" + c.get("name")] = [[p.get("name"), p.get("value")] for p in c.iter("property")]
+print(json.dumps(out))
+"#;
+    let mut child = Command::new(python())
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
