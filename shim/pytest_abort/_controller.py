@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 from typing import Optional
 
 import pytest
@@ -75,6 +76,7 @@ class XdistController:
             if isinstance(workeroutput, dict) and workeroutput.get(WORKEROUTPUT_POISONED):
                 self._retire(node, workeroutput)
             return
+        self._hold_dead_peers(node)
         self._count_toward_maxfail()
         workerinput = getattr(node, "workerinput", None)
         path = workerinput.get(OPT_LAST_RUNNING_FILE) if isinstance(workerinput, dict) else None
@@ -111,6 +113,7 @@ class XdistController:
         sched = getattr(dsession, "sched", None)
         if sched is None or node not in sched.nodes:
             return
+        self._hold_dead_peers(node)
         # remove_node hands every pending test but the first back to the
         # scheduler (it takes the first for the one a dead worker crashed in).
         first = sched.remove_node(node)
@@ -139,6 +142,42 @@ class XdistController:
             # already triggered (it would otherwise be shut down at once).
             dsession.shuttingdown = False
             dsession._clone_node(node)
+
+    def _hold_dead_peers(self, down) -> None:
+        """Before xdist hands the tests of the worker `down` to the others
+        (``sched.remove_node`` sends them at once), marks every other worker
+        that is already dead as shutting down, so that none is sent tests.
+
+        xdist learns that a worker died in that worker's receiver thread,
+        which needs the GIL the main thread holds while it handles the first
+        death: a second worker that died close by still looks alive to the
+        scheduler, sending to it raises ``OSError: cannot send (already
+        closed?)``, and the session ends in an INTERNALERROR with tests
+        unrun. ``node.shutdown()`` is xdist's own way to mark a worker so
+        (it tolerates the dead pipe); the worker's death is handled as
+        usual when its event comes."""
+        dsession = self.config.pluginmanager.getplugin("dsession")
+        nodes = getattr(getattr(dsession, "sched", None), "nodes", None) or ()
+        for other in list(nodes):
+            if other is not down and not other.shutting_down and self._is_gone(other):
+                other.shutdown()
+
+    def _is_gone(self, node) -> bool:
+        """True when the worker `node` is dead or dying: the wrapper saw it
+        die (its crash info, written at the worker's exit stop, before its
+        pipes close), or the pipe xdist sends it commands on has no reader
+        any more."""
+        worker = getattr(getattr(node, "gateway", None), "id", None)
+        if self.wrap_state is not None and worker:
+            if os.path.exists(os.path.join(self.wrap_state, "crashinfo", f"r{self.run}-{worker}.json")):
+                return True
+        try:
+            fd = node.gateway._io.outfile.fileno()  # execnet's pipe to the worker
+        except (AttributeError, OSError, ValueError):
+            return False
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
 
     def _count_toward_maxfail(self) -> None:
         """A worker that died counts as a failed test toward --maxfail/-x, as
