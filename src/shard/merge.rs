@@ -308,7 +308,9 @@ fn merged_summary(present: &[Present], records: &[CrashRecord], not_run: &[Strin
     }
     let crashes: Vec<String> = {
         let mut seen = HashSet::new();
-        records.iter().map(|r| r.key().to_string()).filter(|k| !k.is_empty() && seen.insert(k.clone())).collect()
+        // A device error's test finished: it counts as failed, not crashed.
+        let deaths = records.iter().filter(|r| !r.kind.test_finished());
+        deaths.map(|r| r.key().to_string()).filter(|k| !k.is_empty() && seen.insert(k.clone())).collect()
     };
     counts.crashed = crashes.len();
     left.extend(not_run.iter().cloned());

@@ -318,9 +318,11 @@ impl Summary {
         let c = |o| session.count(o);
         let crashes: Vec<String> = {
             let mut seen = std::collections::HashSet::new();
+            // A device error's test finished: it counts as failed, not crashed.
             session
                 .crashes
                 .iter()
+                .filter(|c| !c.death.kind().test_finished())
                 .map(|c| c.key().to_string())
                 .filter(|k| !k.is_empty() && seen.insert(k.clone()))
                 .collect()

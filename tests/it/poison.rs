@@ -313,3 +313,32 @@ fn a_poisoned_process_that_aborts_at_exit_is_not_a_second_crash() {
         only_the_poison_is_recorded(&r);
     }
 }
+
+/// `--out-dir`'s summary.json and `pytest-abort merge` count the poisoning
+/// test once, as failed: a device error is not a crash.
+#[test]
+fn out_dir_and_merge_count_a_device_error_as_a_failure_not_a_crash() {
+    let s = suite(DEVICE_ASSERT, 2);
+    let r = s.wrap(&["--out-dir", "shard-1"], &["--junitxml=j.xml", "test_gpu.py"]);
+    assert_eq!(r.code(), 1, "{}", r.dump());
+    let read = |p: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(s.path().join(p)).unwrap()).unwrap()
+    };
+    let shard = read("shard-1/summary.json");
+    assert_eq!(
+        (shard["counts"]["failed"].clone(), shard["counts"]["crashed"].clone()),
+        (1.into(), 0.into()),
+        "{shard}"
+    );
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pytest-abort"));
+    cmd.args(["merge", "merged", "shard-1"]);
+    let m = s.run_cmd(cmd);
+    assert_eq!(m.code(), 1, "{}", m.dump());
+    let merged = read("merged/summary.json");
+    assert_eq!(
+        (merged["counts"]["failed"].clone(), merged["counts"]["crashed"].clone()),
+        (1.into(), 0.into()),
+        "{merged}"
+    );
+    assert_eq!(merged["counts"]["passed"], 3, "{merged}");
+}
