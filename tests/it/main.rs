@@ -5,6 +5,7 @@
 //! segfault, abort, hang and get killed), and checks what comes back: crash
 //! records, reports read by their real consumers, exit statuses.
 
+mod collect_reports;
 mod completions;
 mod crash_log_append;
 mod csv_columns;
