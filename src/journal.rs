@@ -82,6 +82,10 @@ pub enum Event {
         /// The file's node id.
         nodeid: String,
     },
+    /// A collection report that did not pass: a module skipped at import
+    /// (`pytest.importorskip`, `pytest.skip(allow_module_level=True)`) or
+    /// one that failed to import. The report plugins list it as an entry.
+    CollectReport(CollectReport),
     /// The selected tests of this process, after deselection.
     Collected {
         /// Node ids in run order.
@@ -150,6 +154,20 @@ pub enum Event {
     /// An event this version does not know.
     #[serde(other)]
     Unknown,
+}
+
+/// A collection report that did not pass, as the report plugins list it:
+/// JUnit's `collection skipped`/`collection failure` case,
+/// pytest-json-report's `collectors` entry, pytest-html's error row.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct CollectReport {
+    /// The collector's node id (a file's path relative to rootdir).
+    pub nodeid: String,
+    /// pytest's outcome: `skipped` or `failed`.
+    pub outcome: String,
+    /// `str(report.longrepr)`, as junitxml and pytest-json-report write it.
+    #[serde(default)]
+    pub longrepr: String,
 }
 
 /// A finished test.
@@ -362,6 +380,13 @@ fn by_kind(map: &BTreeMap<String, String>) -> BTreeMap<Kind, PathBuf> {
     map.iter().filter_map(|(k, p)| Some((k.parse::<Kind>().ok()?, PathBuf::from(p)))).collect()
 }
 
+/// Adds a run's collection reports to `list`, but those of node ids it
+/// already holds (an earlier run collected them): one plain run's.
+pub fn add_collect_reports(list: &mut Vec<CollectReport>, run: &[CollectReport]) {
+    let held: HashSet<String> = list.iter().map(|c| c.nodeid.clone()).collect();
+    list.extend(run.iter().filter(|c| !held.contains(&c.nodeid)).cloned());
+}
+
 /// The first event of the journal of `pid` in `run`, when that process
 /// loaded the plugin.
 pub fn read_start(state_dir: &Path, run: u32, pid: i32) -> Option<Event> {
@@ -382,6 +407,9 @@ pub struct RunJournal {
     pub collected: Vec<String>,
     /// Finished tests, first report wins.
     pub done: Vec<Done>,
+    /// Collection reports that did not pass, as the process writing the
+    /// reports saw them (see [`RunJournal::gather_collect_reports`]).
+    pub collect_reports: Vec<CollectReport>,
     /// Whether any process finished collecting.
     pub collection_finished: bool,
     /// What a plain run would count as `collected` and `deselected`: the
@@ -437,7 +465,34 @@ impl RunJournal {
                 }
             }
         }
+        rj.gather_collect_reports();
         rj
+    }
+
+    /// The collection reports the report plugins of this run saw: every one
+    /// an xdist controller journaled (it sees a collection error once per
+    /// worker that hit it, and the plugins list each, as in a plain `-n`
+    /// run), then those of other processes whose node id it lacks (the
+    /// workers journal the same reports; a serial run has one process).
+    fn gather_collect_reports(&mut self) {
+        let controller =
+            |p: &ProcessJournal| matches!(p.events.first(), Some(Event::Start { xdist_controller: true, .. }));
+        let mut order: Vec<&ProcessJournal> = self.processes.values().collect();
+        order.sort_by_key(|p| !controller(p));
+        let mut out: Vec<CollectReport> = Vec::new();
+        for p in order {
+            let before: HashSet<&str> = out.iter().map(|c| c.nodeid.as_str()).collect();
+            let mine: Vec<CollectReport> = p
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::CollectReport(c) if !before.contains(c.nodeid.as_str()) => Some(c.clone()),
+                    _ => None,
+                })
+                .collect();
+            out.extend(mine);
+        }
+        self.collect_reports = out;
     }
 
     /// The `Reports` event of the run's controller, if any.
@@ -496,6 +551,34 @@ mod tests {
         let text = "{\"ev\":\"done\",\"nodeid\":\"t.py::t[a\\ud800b]\",\"outcome\":\"passed\"}\n";
         let events = parse_journal(text);
         assert!(matches!(&events[..], [Event::Done(d)] if d.nodeid == "t.py::t[a\u{fffd}b]"), "{events:?}");
+    }
+
+    #[test]
+    fn collect_reports_as_the_controller_saw_them() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(journal_dir(dir.path())).unwrap();
+        let report = |id: &str| {
+            format!("{{\"ev\":\"collect_report\",\"nodeid\":\"{id}\",\"outcome\":\"failed\",\"longrepr\":\"E\"}}\n")
+        };
+        let start = |pid: i32, ctl: bool| {
+            format!("{{\"ev\":\"start\",\"pid\":{pid},\"worker\":\"w\",\"xdist_controller\":{ctl}}}\n")
+        };
+        // Workers (lower pids) each report a.py, one also b.py; the
+        // controller saw a.py once per worker.
+        let files = [
+            (10, start(10, false) + &report("a.py") + &report("b.py")),
+            (11, start(11, false) + &report("a.py")),
+            (12, start(12, true) + &report("a.py") + &report("a.py")),
+        ];
+        for (pid, text) in files {
+            std::fs::write(journal_path(dir.path(), 1, pid), text).unwrap();
+        }
+        let rj = RunJournal::read(dir.path(), 1);
+        let ids: Vec<&str> = rj.collect_reports.iter().map(|c| c.nodeid.as_str()).collect();
+        assert_eq!(ids, ["a.py", "a.py", "b.py"]);
+        let mut session = rj.collect_reports.clone();
+        add_collect_reports(&mut session, &rj.collect_reports);
+        assert_eq!(session.len(), 3, "a later run's reports of the same files are not added");
     }
 
     #[test]

@@ -337,9 +337,26 @@ class WrapSession:
             self.journal.write({"ev": "collect", "nodeid": collector.nodeid, "path": str(collector.path)})
 
     def pytest_collectreport(self, report) -> None:
-        """Journals the end of a file's collection."""
+        """Journals the end of a file's collection, and a collection report
+        that did not pass (a module skipped at import, one that failed to
+        import): the report plugins list it as an entry of its own (JUnit's
+        "collection skipped"/"collection failure", pytest-json-report's
+        ``collectors``, pytest-html's error row), and so does a report the
+        wrapper creates. Its text is ``str(report.longrepr)``, as junitxml
+        and pytest-json-report write it. Under xdist the workers journal
+        their reports and the controller those they forward; the wrapper
+        keeps one per node id."""
         if report.fspath and "::" not in report.nodeid:
             self.journal.write({"ev": "collect_end", "nodeid": report.nodeid})
+        if report.outcome in ("skipped", "failed"):
+            self.journal.write(
+                {
+                    "ev": "collect_report",
+                    "nodeid": report.nodeid,
+                    "outcome": report.outcome,
+                    "longrepr": _clip(str(report.longrepr)),
+                }
+            )
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, session, config, items) -> None:

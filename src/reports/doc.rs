@@ -79,6 +79,11 @@ pub(crate) trait Doc: Render + Sized {
     fn create_for(_path: &Path) -> Self {
         Self::create()
     }
+    /// Adds collection reports that did not pass (in the order pytest saw
+    /// them; one collector may come several times, once per xdist worker
+    /// that reported it) to a new report, as the format's plugin lists
+    /// them; pytest-csv lists none (the default), pytest-html only failures.
+    fn add_collected(&mut self, _reports: &[&crate::journal::CollectReport]) {}
     /// Readies the report a merge starts from for what the merge adds
     /// (see `merge::merge_into`); nothing by default.
     fn prepare(&mut self, _out: &super::RunOutput) {}

@@ -719,6 +719,15 @@ impl Doc for HtmlDoc {
         }
     }
 
+    /// pytest-html's rows for a collector's failures (it lists no skipped
+    /// collection): under the collector's node id, one `Error` per report,
+    /// its test id ending in `::collect`, the report's text as its log.
+    fn add_collected(&mut self, reports: &[&crate::journal::CollectReport]) {
+        for group in super::merge::collect_groups(reports) {
+            self.add_collector(&group);
+        }
+    }
+
     fn held_mut(&mut self, slot: usize) -> &mut Vec<String> {
         if slot == 1 {
             &mut self.added_rows
@@ -758,6 +767,33 @@ impl Doc for HtmlDoc {
 
     fn original(&self) -> &str {
         &self.text
+    }
+}
+
+impl HtmlDoc {
+    /// One collector's rows.
+    fn add_collector(&mut self, reports: &[&crate::journal::CollectReport]) {
+        let mut rows = Vec::new();
+        for c in reports.iter().filter(|c| c.outcome == "failed") {
+            let row = Entry {
+                nodeid: format!("{}::collect", c.nodeid.trim()),
+                outcome: "error".into(),
+                longrepr: c.longrepr.clone(),
+                ..Entry::default()
+            };
+            let mut text = String::new();
+            entry_json_into(&row, &self.columns, &mut text);
+            match serde_json::from_str::<Value>(&text) {
+                Ok(Value::Array(list)) => rows.extend(list),
+                _ => return,
+            }
+        }
+        if rows.is_empty() {
+            return;
+        }
+        let plugin = crate::journal::PluginEntries { html: Some(Value::Array(rows)), ..Default::default() };
+        let nodeid = reports[0].nodeid.clone();
+        self.add(&Entry { nodeid, outcome: "error".into(), plugin: Some(Box::new(plugin)), ..Entry::default() });
     }
 }
 

@@ -556,6 +556,22 @@ impl Doc for JsonDoc {
         Self::from_text(py_dumps(&v, true), true).expect("a new report parses")
     }
 
+    /// pytest-json-report's `collectors` entry (a new report's only: one
+    /// pytest wrote lists its own).
+    fn add_collected(&mut self, reports: &[&crate::journal::CollectReport]) {
+        if !self.created || reports.is_empty() {
+            return;
+        }
+        let Ok(mut v) = serde_json::from_str::<Value>(&self.text) else { return };
+        let Some(list) = v.get_mut("collectors").and_then(Value::as_array_mut) else { return };
+        for c in reports {
+            list.push(json!({"nodeid": c.nodeid, "outcome": c.outcome, "result": [], "longrepr": c.longrepr}));
+        }
+        if let Ok(doc) = Self::from_text(py_dumps(&v, true), true) {
+            *self = doc;
+        }
+    }
+
     fn held_mut(&mut self, _slot: usize) -> &mut Vec<String> {
         &mut self.added
     }

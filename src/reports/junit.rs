@@ -461,6 +461,15 @@ errors=\"0\" failures=\"0\" skipped=\"0\" tests=\"0\" time=\"0.000\" timestamp=\
         &mut self.added
     }
 
+    /// junitxml's case for a collector's reports: named from the node id,
+    /// one `<skipped message="collection skipped">` or `<error message=
+    /// "collection failure">` per report, holding its text.
+    fn add_collected(&mut self, reports: &[&crate::journal::CollectReport]) {
+        for group in super::merge::collect_groups(reports) {
+            self.add_collector(&group);
+        }
+    }
+
     fn drop_entries(&mut self, ids: &HashSet<String>) -> usize {
         let keys: HashSet<(String, String)> = ids.iter().map(|id| junit_names(id.trim())).collect();
         let mut n = 0;
@@ -494,6 +503,33 @@ errors=\"0\" failures=\"0\" skipped=\"0\" tests=\"0\" time=\"0.000\" timestamp=\
 
     fn original(&self) -> &str {
         &self.text
+    }
+}
+
+impl JunitDoc {
+    /// One `<testcase>` for one collector's reports.
+    fn add_collector(&mut self, reports: &[&crate::journal::CollectReport]) {
+        let Some(first) = reports.first() else { return };
+        let (classname, name) = junit_names(first.nodeid.trim());
+        let mut xml =
+            format!("<testcase classname=\"{}\" name=\"{}\" time=\"0.000\">", xml_attr(&classname), xml_attr(&name));
+        let mut stats = std::collections::BTreeMap::new();
+        for c in reports {
+            let (tag, message, stat) = match c.outcome.as_str() {
+                "skipped" => ("skipped", "collection skipped", "skipped"),
+                "failed" => ("error", "collection failure", "error"),
+                _ => continue,
+            };
+            xml.push_str(&format!("<{tag} message=\"{message}\">{}</{tag}>", xml_text(&c.longrepr)));
+            *stats.entry(stat.to_string()).or_insert(0) += 1;
+        }
+        if stats.is_empty() {
+            return;
+        }
+        xml.push_str("</testcase>");
+        let junit = crate::journal::JunitEntries { xml: vec![xml], stats, double: 0 };
+        let plugin = crate::journal::PluginEntries { junit: Some(junit), ..Default::default() };
+        self.add(&Entry { nodeid: first.nodeid.clone(), plugin: Some(Box::new(plugin)), ..Entry::default() });
     }
 }
 

@@ -85,6 +85,13 @@ pub(crate) fn merge_into<D: Doc>(sources: &[PathBuf], out: &RunOutput) -> Result
     }
     let mut doc = base.unwrap_or_else(|| {
         let mut doc = D::create();
+        // A report pytest wrote lists these itself; a new one gets them
+        // as the plugin would have written them, first, as pytest does.
+        let fresh: Vec<_> = out.collect.iter().filter(|c| !doc.has(&c.nodeid)).collect();
+        let before = doc.entries();
+        doc.add_collected(&fresh);
+        // Counted as entries where the format counts them as such.
+        added += doc.entries() - before;
         doc.prepare(out);
         doc
     });
@@ -104,6 +111,21 @@ pub(crate) fn merge_into<D: Doc>(sources: &[PathBuf], out: &RunOutput) -> Result
         }
     }
     Ok(Merged { doc, taken, added })
+}
+
+/// Collection reports grouped by node id, in first-seen order (under xdist
+/// one collector may fail once per worker: one entry with each report).
+pub(crate) fn collect_groups<'a>(
+    reports: &[&'a crate::journal::CollectReport],
+) -> Vec<Vec<&'a crate::journal::CollectReport>> {
+    let mut groups: Vec<Vec<&crate::journal::CollectReport>> = Vec::new();
+    for &c in reports {
+        match groups.iter_mut().find(|g| g[0].nodeid == c.nodeid) {
+            Some(g) => g.push(c),
+            None => groups.push(vec![c]),
+        }
+    }
+    groups
 }
 
 /// Writes a merged report to `dest` atomically, streaming the taken
@@ -249,6 +271,7 @@ mod tests {
         let session = RunOutput {
             records: &records,
             done: &done,
+            collect: &[],
             runs: &runs,
             counts: None,
             not_run: &[],

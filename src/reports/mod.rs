@@ -125,6 +125,9 @@ pub struct RunOutput<'a> {
     pub records: &'a [CrashRecord],
     /// Every finished test, first finish wins.
     pub done: &'a [Done],
+    /// Collection reports that did not pass, one per node id: a report the
+    /// wrapper creates lists them as the report plugin would have.
+    pub collect: &'a [crate::journal::CollectReport],
     /// The report files of each run.
     pub runs: &'a [RunReports],
     /// `collected` and `deselected` as one plain run counts them (see

@@ -136,6 +136,8 @@ pub struct Session {
     pub crashes: Vec<Crash>,
     /// Every finished test, first finish wins, in order.
     pub done: Vec<Done>,
+    /// Collection reports that did not pass, first per node id wins.
+    pub collect_reports: Vec<crate::journal::CollectReport>,
     /// Every selected test, in first-seen order.
     pub selected: Vec<String>,
     /// The runs.
@@ -558,6 +560,7 @@ fn merge_journal(session: &mut Session, journal: &RunJournal, number: u32) -> us
             session.done.push(d.clone());
         }
     }
+    crate::journal::add_collect_reports(&mut session.collect_reports, &journal.collect_reports);
     if let Some(r) = journal.reports(number) {
         session.reports.push(r);
     }
@@ -572,6 +575,7 @@ fn write_reports(cfg: &Config, session: &mut Session, out: &Reporters) {
     let input = crate::reports::RunOutput {
         records: &records,
         done: &session.done,
+        collect: &session.collect_reports,
         runs: &session.reports,
         counts: session.counts,
         not_run: &not_run,

@@ -224,6 +224,7 @@ pub fn run(args: &MergeArgs) -> Result<Merged> {
     let output = RunOutput {
         records: &records,
         done: &[],
+        collect: &[],
         runs: &runs,
         counts,
         not_run: &not_run,

@@ -15,7 +15,8 @@ use serde_json::Value;
 
 use crate::util::{python, Suite};
 
-const SKIPPING: &str = "import pytest\ntorch = pytest.importorskip(\"pytest_abort_no_such_module\")\n\n\ndef test_gpu():\n    pass\n";
+const SKIPPING: &str =
+    "import pytest\ntorch = pytest.importorskip(\"pytest_abort_no_such_module\")\n\n\ndef test_gpu():\n    pass\n";
 const BROKEN: &str = "raise RuntimeError(\"boom at import\")\n\n\ndef test_never():\n    pass\n";
 const OK: &str = "def test_ok():\n    pass\n";
 
@@ -45,7 +46,9 @@ fn junit(path: &Path) -> (BTreeMap<String, String>, Vec<Case>) {
                             suite.insert(k.to_string(), attr(k));
                         }
                     }
-                    b"testcase" => cases.push((attr("classname"), attr("name"), String::new(), String::new(), String::new())),
+                    b"testcase" => {
+                        cases.push((attr("classname"), attr("name"), String::new(), String::new(), String::new()))
+                    }
                     n @ (b"failure" | b"error" | b"skipped") => {
                         let c = cases.last_mut().unwrap();
                         c.2 = String::from_utf8_lossy(n).into_owned();
@@ -74,8 +77,12 @@ fn json(path: &Path) -> Value {
         .as_array()
         .map(|a| a.iter().filter(|c| c["outcome"] != "passed").cloned().collect())
         .unwrap_or_default();
-    let tests: Vec<Value> = v["tests"].as_array().unwrap().iter().map(|t| json_pick(t, &["nodeid", "outcome"])).collect();
-    let collectors: Vec<Value> = collectors.iter().map(|c| json_pick(c, &["nodeid", "outcome", "longrepr", "result"])).collect();
+    let tests: Vec<Value> =
+        v["tests"].as_array().unwrap().iter().map(|t| json_pick(t, &["nodeid", "outcome"])).collect();
+    // Under xdist they come in the order the workers' reports arrived.
+    let mut collectors: Vec<Value> =
+        collectors.iter().map(|c| json_pick(c, &["nodeid", "outcome", "longrepr", "result"])).collect();
+    collectors.sort_by_key(|c| c.to_string());
     serde_json::json!({"exitcode": v["exitcode"], "summary": v["summary"], "tests": tests, "collectors": collectors})
 }
 
@@ -83,7 +90,9 @@ fn json_pick(v: &Value, keys: &[&str]) -> Value {
     Value::Object(keys.iter().map(|k| (k.to_string(), v[k].clone())).collect())
 }
 
-/// pytest-html's entries: per key, each entry's result, testId and log.
+/// pytest-html's entries: per key, each entry's result, testId and log
+/// (a test's log only for collection rows: under xdist plain pytest-html
+/// shows the worker line as a passed test's log, not compared here).
 fn html(path: &Path) -> BTreeMap<String, Vec<(String, String, String)>> {
     let page = std::fs::read_to_string(path).unwrap();
     let blob = crate::reports::blob(&page);
@@ -93,7 +102,8 @@ fn html(path: &Path) -> BTreeMap<String, Vec<(String, String, String)>> {
         .map(|(k, list)| {
             let entries = list.as_array().unwrap().iter().map(|e| {
                 let s = |f: &str| e[f].as_str().unwrap_or_default().to_string();
-                (s("result"), s("testId"), s("log"))
+                let log = if s("testId").ends_with("::collect") { s("log") } else { String::new() };
+                (s("result"), s("testId"), log)
             });
             (k.clone(), entries.collect())
         })
@@ -105,10 +115,13 @@ fn csv(path: &Path) -> Option<Vec<BTreeMap<String, String>>> {
     let mut rd = ::csv::Reader::from_path(path).ok()?;
     let header: Vec<String> = rd.headers().unwrap().iter().map(String::from).collect();
     let rows = rd.records().map(|r| header.iter().cloned().zip(r.unwrap().iter().map(String::from)).collect());
-    Some(rows.map(|mut r: BTreeMap<String, String>| {
-        r.remove("duration");
-        r
-    }).collect())
+    Some(
+        rows.map(|mut r: BTreeMap<String, String>| {
+            r.remove("duration");
+            r
+        })
+        .collect(),
+    )
 }
 
 /// Runs `args` plain with every report plugin, then wrapped with the
@@ -181,4 +194,22 @@ fn collection_errors_are_in_created_reports_xdist() {
 fn interrupted_collection_is_in_created_reports() {
     // "Interrupted: 1 error during collection": no test runs.
     created_match_plain(&broken_suite(), &[], 2);
+}
+
+#[test]
+fn collection_results_once_after_a_crash_and_resume() {
+    // Every run collects the skipping modules again; the created reports
+    // list each once, beside the crash.
+    let s = skipping_suite();
+    s.write("test_crashy.py", crate::util::CRASHY);
+    let run = s.wrap(&["--junit-xml", "w.xml", "--json-report", "w.json"], &[]);
+    assert_eq!(run.code(), 1, "{}", run.dump());
+    assert!(run.records().len() == 1, "{}", run.dump());
+    let (suite, cases) = junit(&s.path().join("w.xml"));
+    let skips: Vec<&Case> = cases.iter().filter(|c| c.3 == "collection skipped").collect();
+    assert_eq!(skips.iter().map(|c| c.1.as_str()).collect::<Vec<_>>(), ["gpu.test_skip_b", "test_skip_a"], "{cases:?}");
+    let want = [("errors", "0"), ("failures", "1"), ("skipped", "2"), ("tests", "6")];
+    assert_eq!(suite, want.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), "{}", run.dump());
+    let collectors = json(&s.path().join("w.json"))["collectors"].clone();
+    assert_eq!(collectors.as_array().unwrap().len(), 2, "{collectors}");
 }
