@@ -199,6 +199,10 @@ pub const CRASHING: [&str; 4] = [
     "test_more.py::test_bulk[20]",
 ];
 
+/// A module that skips itself at import, as GPU suites do on CPU nodes:
+/// a collection result (JUnit case, JSON collector) in every report.
+const TEST_GPU_ONLY: &str = "import pytest\n\ntorch = pytest.importorskip(\"pytest_abort_no_such_module\")\n\n\ndef test_on_gpu():\n    pass\n";
+
 /// A fresh copy of the generated suite.
 pub fn suite() -> Suite {
     let s = Suite::new();
@@ -209,6 +213,7 @@ pub fn suite() -> Suite {
         ("test_misc.py", TEST_MISC),
         ("test_more.py", TEST_MORE),
         ("docmod.py", DOCMOD),
+        ("test_gpu_only.py", TEST_GPU_ONLY),
     ] {
         s.write(name, text);
     }
