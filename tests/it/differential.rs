@@ -201,7 +201,8 @@ pub const CRASHING: [&str; 4] = [
 
 /// A module that skips itself at import, as GPU suites do on CPU nodes:
 /// a collection result (JUnit case, JSON collector) in every report.
-const TEST_GPU_ONLY: &str = "import pytest\n\ntorch = pytest.importorskip(\"pytest_abort_no_such_module\")\n\n\ndef test_on_gpu():\n    pass\n";
+const TEST_GPU_ONLY: &str =
+    "import pytest\n\ntorch = pytest.importorskip(\"pytest_abort_no_such_module\")\n\n\ndef test_on_gpu():\n    pass\n";
 
 /// A fresh copy of the generated suite.
 pub fn suite() -> Suite {
