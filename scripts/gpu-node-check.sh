@@ -2,6 +2,7 @@
 # The GPU-node check of issue 13, run on a lent GPU machine from the repo root
 # with the release binary carried (target/release/pytest-abort-wrap):
 #   A. examples/gpu_node_suite under --gpus auto --per-gpu 4 --dist loadfile
+#      (or $GPU_CHECK_DIST)
 #      with the multi-GPU phase and --test-timeout;
 #   B. the poisoning file and the faults serially (no xdist).
 # Everything printed goes to $OUT/log.txt; every file written to $OUT/bundle.tar.gz.
@@ -38,10 +39,10 @@ PY
 }
 multi=(--multi-gpu-marker multi_gpu)
 "$W" --help | grep -q -- --multi-gpu-marker || multi=()
-run A --gpus auto --per-gpu 4 --test-timeout 30 "${multi[@]}" \
-  --out-dir "$work/A-out" -- python3 -m pytest -p no:cacheprovider -q -rA --dist loadfile .
+run A --gpus auto --per-gpu 4 --test-timeout 20 "${multi[@]}" \
+  --out-dir "$work/A-out" -- python3 -m pytest -p no:cacheprovider -q -rA --dist "${GPU_CHECK_DIST:-loadfile}" .
 rm -f "$GPU_CHECK_DIR/poison.pid"
-run B --test-timeout 30 -- python3 -m pytest -p no:cacheprovider -q -rA test_poison.py test_faults.py
+run B --test-timeout 20 -- python3 -m pytest -p no:cacheprovider -q -rA test_poison.py test_faults.py
 echo; echo "== after"; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
 nvidia-smi --query-compute-apps=pid,used_memory --format=csv
 tar -C "$work" -czf "$OUT/bundle.tar.gz" .
