@@ -206,7 +206,8 @@ class WrapSession:
         self.multi_gpu: Optional[tuple] = None
         #: In the first phase: the tests left for the multi-GPU phase.
         self.multi_gpu_left: List[str] = []
-        self._prior_counted = False
+        #: Whether count_prior_failures ran (before this process's first test).
+        self.prior_counted = False
         self._read_plan()
         #: Whether this process may become a fork server for resume (it then
         #: forks the processes that run the tests; see _resume.py).
@@ -397,23 +398,22 @@ class WrapSession:
             }
         )
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_protocol(self, item) -> None:
-        """Before the first test: failures and crashes of earlier runs (the
-        plan's "failures") count toward --maxfail, as in one plain run. Not
-        earlier: pytest reads a non-zero count before its test loop as
-        collection errors."""
+    def count_prior_failures(self, session) -> None:
+        """Called once, before the first test (by :class:`TestJournal`):
+        failures and crashes of earlier runs (the plan's "failures") count
+        toward --maxfail, as in one plain run. Not earlier: pytest reads a
+        non-zero count before its test loop as collection errors."""
+        self.prior_counted = True
         prior = int(self.plan.get("failures") or 0)
         # Only under --maxfail/-x: the count also sets pytest's exit status,
         # and a rerun whose own tests all passed must exit 0 without it.
         limited = int(getattr(self.config.option, "maxfail", 0) or 0) > 0
-        if prior and limited and not self._prior_counted and not self.is_worker:
-            self._prior_counted = True
-            item.session.testsfailed += prior
+        if prior and limited and not self.is_worker:
+            session.testsfailed += prior
 
     def add_prior_failures(self, count: int) -> None:
         """In a fork server's child: the failures of earlier children count
-        too (see pytest_runtest_protocol)."""
+        too (see count_prior_failures)."""
         self.plan["failures"] = int(self.plan.get("failures") or 0) + count
 
     def pytest_sessionfinish(self, session, exitstatus) -> None:
@@ -463,9 +463,8 @@ class ReportEntries:
             pass
         csv_reporter = getattr(config, "_csv_reporter", None)
         self.csv_rows = getattr(csv_reporter, "_rows", None)
-
-    def active(self) -> bool:
-        return any(x is not None for x in (self.json, self.html, self.xml, self.csv_rows))
+        #: Whether any report plugin's state was found (fixed once read).
+        self.is_active = any(x is not None for x in (self.json, self.html, self.xml, self.csv_rows))
 
     def mark(self) -> tuple:
         """Where the plugins' lists stand before a test."""
@@ -509,45 +508,84 @@ class ReportEntries:
 class TestJournal:
     """Plugin object: one ``done`` line per finished test, with its outcome,
     duration, location and (when it did not pass) its longrepr and output
-    sections. Registered in a process that runs tests (serial, or an xdist
+    sections. Used in a process that runs tests (serial, or an xdist
     worker; an xdist controller's reports are its workers', journaled
-    there)."""
+    there).
+
+    Where the process also keeps a marker, the
+    :class:`~pytest_abort._marker.MarkerWriter` calls this object's two
+    per-test hooks from its own (one hook call per phase does both jobs:
+    issue 12's per-test overhead); otherwise it is registered itself."""
 
     __test__ = False  # not a test class, whatever pytest's python_classes say
 
-    def __init__(self, journal: Journal, config: Optional[pytest.Config] = None) -> None:
+    def __init__(self, journal: Journal, config: Optional[pytest.Config] = None, wrap: Optional["WrapSession"] = None):
         self.journal = journal
         self.config = config
+        self.wrap = wrap
         self.reports: List[Any] = []
         self.quoted_paths: Dict[str, str] = {}
         self.entries: Optional[ReportEntries] = None
         self.entries_mark: Optional[tuple] = None
 
-    @pytest.hookimpl(hookwrapper=True)
-    def pytest_runtest_logreport(self, report):
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item) -> None:
+        """Before a test's setup (so before its first report reaches the
+        report plugins): marks where their per-test state stands, and
+        before the first test counts earlier runs' failures (see
+        :meth:`WrapSession.count_prior_failures`)."""
+        wrap = self.wrap
+        if wrap is not None and not wrap.prior_counted:
+            wrap.count_prior_failures(item.session)
+        entries = self.entries
+        if entries is None:
+            if self.config is None:
+                return
+            entries = self.entries = ReportEntries(self.config)
+        self.entries_mark = entries.mark() if entries.is_active else None
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logreport(self, report) -> None:
         """Gathers a test's phase reports; journals the test after its
         teardown (so one cut short by KeyboardInterrupt or an internal
-        error is not journaled). Wraps the other plugins' hooks: the report
-        plugins' state is marked before a test's first report reaches them
-        and read after its last one has."""
+        error is not journaled), after the other plugins saw the report:
+        the entries the report plugins wrote for it are read then."""
         when = report.when
-        if when == "setup" and self.config is not None:
-            if self.entries is None:
-                self.entries = ReportEntries(self.config)
-            self.entries_mark = self.entries.mark() if self.entries.active() else None
-        yield
         if when == "setup":
             self.reports = [report]
         elif when == "teardown":
-            self.reports.append(report)
             reports, self.reports = self.reports, []
-            taken = None
-            if self.entries is not None and self.entries_mark is not None:
+            reports.append(report)
+            if self.entries_mark is not None:
                 taken = self.entries.taken(report.nodeid, self.entries_mark)
-            self.entries_mark = None
-            self._journal_done(report.nodeid, reports, taken)
+                self.entries_mark = None
+                self._journal_done(report.nodeid, reports, taken)
+            elif not self._journal_passed(reports):
+                self._journal_done(report.nodeid, reports)
         else:
             self.reports.append(report)
+
+    def _journal_passed(self, reports: list) -> bool:
+        """The common case, fast: a test whose three phases passed (and
+        did not xpass) journaled as :meth:`_journal_done` would; False
+        for any other test."""
+        if len(reports) != 3:
+            return False
+        setup, call, teardown = reports
+        if not (setup.outcome == call.outcome == teardown.outcome == "passed") or hasattr(call, "wasxfail"):
+            return False
+        path, lineno, domain = teardown.location
+        if type(lineno) is not int:
+            return False
+        quoted_path = self.quoted_paths.get(path)
+        if quoted_path is None:
+            quoted_path = self.quoted_paths[path] = q(path)
+        duration = setup.duration + call.duration + teardown.duration
+        self.journal.write_line(
+            '{"ev":"done","nodeid":%s,"outcome":"passed","duration":%r,"when":"call","location":[%s,%d,%s],"start":%.6f}\n'
+            % (q(teardown.nodeid), duration, quoted_path, lineno, q(domain), time.time() - duration)
+        )
+        return True
 
     def _journal_done(self, nodeid: str, reports: list, entries: Optional[Dict[str, Any]] = None) -> None:
         outcome, decided_by, duration, longrepr, sections, location = "passed", "call", 0.0, None, None, None
@@ -592,11 +630,13 @@ class TestJournal:
         # Per-test hot path: the line is built from constant parts and
         # C-encoded string literals (json.dumps of a dict costs several
         # times more); the rare failure details go through json.dumps.
+        # The start time to the microsecond: a float's shortest repr costs
+        # twice as much.
         path, lineno, domain = location
         quoted_path = self.quoted_paths.get(path)
         if quoted_path is None:
             quoted_path = self.quoted_paths[path] = q(path)
-        line = '{"ev":"done","nodeid":%s,"outcome":"%s","duration":%r,"when":"%s","location":[%s,%s,%s],"start":%r' % (
+        line = '{"ev":"done","nodeid":%s,"outcome":"%s","duration":%r,"when":"%s","location":[%s,%s,%s],"start":%.6f' % (
             q(nodeid),
             outcome,
             duration,

@@ -38,7 +38,8 @@ where it has a job:
   of the session and collection, the run plan, report redirection,
   fatal-error dumps;
 - :class:`~pytest_abort._journal.TestJournal` (under the wrapper, in a
-  process that runs tests): one journal line per finished test;
+  process that runs tests): one journal line per finished test (its hooks
+  are called by the MarkerWriter where there is one);
 - :class:`~pytest_abort._shard.ShardSelector` (under ``--shard``): keeps
   the tests of this shard at collection time;
 - :class:`~pytest_abort._controller.XdistController` (not an xdist worker):
@@ -284,7 +285,11 @@ def pytest_configure(config: pytest.Config) -> None:
         wrap = WrapSession(config, wrap_state, run, journal, problems, controller, _EARLY_FAULT_FILE)
         register(wrap, _WRAP_PLUGIN)
         if not controller:
-            register(TestJournal(journal, config), _TESTS_PLUGIN)
+            tests = TestJournal(journal, config, wrap)
+            if marker_writer is not None:
+                marker_writer.tests = tests  # one hook call per phase for both
+            else:
+                register(tests, _TESTS_PLUGIN)
             if wrap.plan.get("poison"):
                 from ._poison import PoisonWatch
 
