@@ -513,7 +513,7 @@ class TestJournal:
     there).
 
     Where the process also keeps a marker, the
-    :class:`~pytest_abort._marker.MarkerWriter` calls this object's two
+    :class:`~pytest_abort._marker.MarkerWriter` calls this object's
     per-test hooks from its own (one hook call per phase does both jobs:
     issue 12's per-test overhead); otherwise it is registered itself."""
 
@@ -544,26 +544,28 @@ class TestJournal:
             entries = self.entries = ReportEntries(self.config)
         self.entries_mark = entries.mark() if entries.is_active else None
 
-    @pytest.hookimpl(trylast=True)
     def pytest_runtest_logreport(self, report) -> None:
-        """Gathers a test's phase reports; journals the test after its
-        teardown (so one cut short by KeyboardInterrupt or an internal
-        error is not journaled), after the other plugins saw the report:
-        the entries the report plugins wrote for it are read then."""
-        when = report.when
-        if when == "setup":
+        """Gathers a test's phase reports."""
+        if report.when == "setup":
             self.reports = [report]
-        elif when == "teardown":
-            reports, self.reports = self.reports, []
-            reports.append(report)
-            if self.entries_mark is not None:
-                taken = self.entries.taken(report.nodeid, self.entries_mark)
-                self.entries_mark = None
-                self._journal_done(report.nodeid, reports, taken)
-            elif not self._journal_passed(reports):
-                self._journal_done(report.nodeid, reports)
         else:
             self.reports.append(report)
+
+    def pytest_runtest_logfinish(self) -> None:
+        """Journals the test once its teardown report went through every
+        plugin's report hook (so the report plugins' entries for it are
+        all written), and only then: a test cut short by KeyboardInterrupt
+        or an internal error is not journaled."""
+        reports, self.reports = self.reports, []
+        if not reports or reports[-1].when != "teardown":
+            return
+        nodeid = reports[-1].nodeid
+        if self.entries_mark is not None:
+            taken = self.entries.taken(nodeid, self.entries_mark)
+            self.entries_mark = None
+            self._journal_done(nodeid, reports, taken)
+        elif not self._journal_passed(reports):
+            self._journal_done(nodeid, reports)
 
     def _journal_passed(self, reports: list) -> bool:
         """The common case, fast: a test whose three phases passed (and

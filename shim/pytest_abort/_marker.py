@@ -274,11 +274,10 @@ class MarkerWriter:
         if self.tests is not None:
             self.tests.pytest_runtest_setup(item)
 
-    @pytest.hookimpl(trylast=True)
     def pytest_runtest_logreport(self, report) -> None:
-        """After each phase (after the other plugins saw its report): the
-        marker names the phase that starts now, and says idle after the
-        teardown."""
+        """After each phase: the marker names the phase that starts now,
+        and says idle after the teardown (under the wrapper: once the test
+        is journaled, see pytest_runtest_logfinish)."""
         when = report.when
         if when == "setup":
             # Teardown comes straight after a setup that did not pass.
@@ -286,10 +285,18 @@ class MarkerWriter:
         elif when == "call":
             if type(report) is pytest.TestReport:  # not a subtest's report (pytest-subtests)
                 self.marker.phase("teardown")
-        elif when == "teardown":
+        elif when == "teardown" and self.tests is None:
             self.marker.finish()
         if self.tests is not None:
             self.tests.pytest_runtest_logreport(report)
+
+    def pytest_runtest_logfinish(self) -> None:
+        """Under the wrapper, after the test's last report went through
+        every plugin: journals the test, then says idle (a crash in
+        between still names the test)."""
+        if self.tests is not None:
+            self.tests.pytest_runtest_logfinish()
+            self.marker.finish()
 
     @pytest.hookimpl(trylast=True)
     def pytest_unconfigure(self, config) -> None:

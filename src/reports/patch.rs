@@ -89,13 +89,13 @@ struct Target<'a> {
     path: &'a Path,
     created: bool,
     bom: bool,
-    doc: Box<dyn Render>,
+    doc: Box<dyn Render + Send>,
     added: usize,
 }
 
 /// Reads and parses a report, or starts a new one when it is missing.
 fn open(kind: Kind, path: &Path) -> Result<Target<'_>> {
-    fn load<D: Doc + 'static>(path: &Path) -> Result<(bool, bool, Box<dyn Render>)> {
+    fn load<D: Doc + Send + 'static>(path: &Path) -> Result<(bool, bool, Box<dyn Render + Send>)> {
         Ok(match read_report_bom(path)? {
             Some((bom, text)) => {
                 let doc =
@@ -112,6 +112,19 @@ fn open(kind: Kind, path: &Path) -> Result<Target<'_>> {
         Kind::Junit => load::<junit::JunitDoc>(path)?,
     };
     Ok(Target { path, created, bom, doc, added: 0 })
+}
+
+/// Reads and parses every target, each in its own thread: parsing (the
+/// validation of every report before it is touched) is most of the work,
+/// and the reports are independent.
+fn open_all(targets: &[(Kind, PathBuf)]) -> Vec<Result<Target<'_>>> {
+    if targets.len() < 2 {
+        return targets.iter().map(|(k, p)| open(*k, p)).collect();
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = targets.iter().map(|(k, p)| s.spawn(move || open(*k, p))).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+    })
 }
 
 /// Which crashes go where: for each chosen record, its position and the
@@ -252,7 +265,7 @@ pub(crate) fn patch_all(
         }
         return Ok((unique, out));
     }
-    let mut opened: Vec<Result<Target<'_>>> = targets.iter().map(|(k, p)| open(*k, p)).collect();
+    let mut opened = open_all(targets);
     let plan = choose(source, &mut opened)?;
     let written = write_all(source, &opened, &plan, targets)?;
     let results = opened
