@@ -569,12 +569,14 @@ class TestJournal:
 
     def _journal_passed(self, reports: list) -> bool:
         """The common case, fast: a test whose three phases passed (and
-        did not xpass) journaled as :meth:`_journal_done` would; False
-        for any other test."""
+        did not xpass) and that recorded no property, journaled as
+        :meth:`_journal_done` would; False for any other test."""
         if len(reports) != 3:
             return False
         setup, call, teardown = reports
         if not (setup.outcome == call.outcome == teardown.outcome == "passed") or hasattr(call, "wasxfail"):
+            return False
+        if teardown.user_properties:
             return False
         path, lineno, domain = teardown.location
         if type(lineno) is not int:
