@@ -20,6 +20,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("_gpu.py", include_str!("../shim/pytest_abort/_gpu.py")),
     ("_resume.py", include_str!("../shim/pytest_abort/_resume.py")),
     ("_poison.py", include_str!("../shim/pytest_abort/_poison.py")),
+    ("_sched.py", include_str!("../shim/pytest_abort/_sched.py")),
     ("crash_file.py", include_str!("../shim/pytest_abort/crash_file.py")),
     ("abort_handling.py", include_str!("../shim/pytest_abort/abort_handling.py")),
     ("_exec.py", include_str!("../shim/pytest_abort/_exec.py")),

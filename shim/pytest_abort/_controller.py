@@ -114,9 +114,14 @@ class XdistController:
         if sched is None or node not in sched.nodes:
             return
         self._hold_dead_peers(node)
-        # remove_node hands every pending test but the first back to the
-        # scheduler (it takes the first for the one a dead worker crashed in).
-        first = sched.remove_node(node)
+        retire = getattr(sched, "retire_node", None)
+        if retire is not None:
+            retire(node)  # the scope schedulers (see _sched): every pending test back, none crashed
+            first = None
+        else:
+            # remove_node hands every pending test but the first back to the
+            # scheduler (it takes the first for the one a dead worker crashed in).
+            first = sched.remove_node(node)
         if first is not None:
             try:
                 sched.mark_test_pending(first)
@@ -201,6 +206,19 @@ class XdistController:
         except (OSError, ValueError) as e:
             self.problems.report("marker-read", f"cannot read the marker {path} of a dead worker: {e}")
             return None
+
+    @pytest.hookimpl(hookwrapper=True, optionalhook=True)
+    def pytest_xdist_make_scheduler(self, config, log):
+        """Under ``--dist loadscope``/``loadfile``/``loadgroup``, xdist's
+        scheduler with the repairs of :mod:`pytest_abort._sched`: a test that
+        crashed its worker is not started again, and a worker gets work only
+        once its collection arrived. Other schedulers stay as made."""
+        outcome = yield
+        sched = outcome.get_result()
+        if sched is not None:
+            from ._sched import run_once
+
+            outcome.force_result(run_once(sched, config, log))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_handlecrashitem(self, crashitem, report, sched) -> None:

@@ -34,3 +34,4 @@ mod supervise;
 mod util;
 mod wrap;
 mod wrap_process;
+mod xdist_scopes;

@@ -1,0 +1,52 @@
+"""The plugin's xdist scheduler repairs (pytest_abort._sched) without the
+wrapper: real pytest + xdist, a real segfault, the plugin asked for markers
+(PYTEST_ABORT_LAST_RUNNING_DIR), under every scheduler."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import clean_env, read_jsonl
+
+COUNT = """
+import json, os
+import pytest
+
+@pytest.fixture(autouse=True)
+def _count(request):
+    with open(os.path.join(os.path.dirname(__file__), "starts.jsonl"), "a") as f:
+        f.write(json.dumps(request.node.nodeid) + "\\n")
+"""
+
+CRASHES = """
+import ctypes, time
+
+def test_a():
+    time.sleep(0.1)
+
+def test_crash():
+    ctypes.string_at(0)
+
+def test_b():
+    time.sleep(0.1)
+
+def test_c():
+    pass
+"""
+
+
+@pytest.mark.parametrize("dist", ["load", "loadfile", "loadscope", "loadgroup", "worksteal"])
+def test_a_crashed_test_starts_once(suite, dist):
+    suite.write("conftest.py", COUNT)
+    suite.write("test_x.py", CRASHES)
+    suite.write("test_y.py", "".join(f"def test_y{i}():\n    pass\n\n" for i in range(4)))
+    log = suite.root / "crashes.jsonl"
+    env = clean_env(PYTEST_ABORT_LAST_RUNNING_DIR=str(suite.root / "m"), PYTEST_ABORT_CRASHED_TESTS_LOG=str(log))
+    r = suite.pytest("-n", "2", "--dist", dist, "-p", "no:randomly", env=env)
+    assert r.returncode == 1, r.stdout
+    assert "INTERNALERROR" not in r.stdout, r.stdout
+    starts = [json.loads(line) for line in (suite.root / "starts.jsonl").read_text().splitlines()]
+    assert sorted(starts) == sorted(set(starts)) and len(starts) == 8, starts
+    assert [rec["nodeid"] for rec in read_jsonl(log)] == ["test_x.py::test_crash"]
+    assert "7 passed" in r.stdout and "1 failed" in r.stdout, r.stdout
