@@ -227,7 +227,9 @@ fn complete_one(kind: Kind, dest: &Path, session: &RunOutput) -> Result<Patched>
 /// duration, longrepr, location, sections, start); tests the wrapper
 /// stopped before they ran are listed as not run (see
 /// [`RunOutput::not_run_reason`]). Creates JUnit from journals when asked
-/// only via the wrapper flag.
+/// only via the wrapper flag. The targets are written in parallel, one
+/// thread each (they share nothing but the read-only session), and the
+/// results come back in target order.
 pub fn complete(session: &RunOutput, extra: &[(Kind, PathBuf)]) -> Vec<Result<Patched>> {
     let mut targets: Vec<(Kind, PathBuf)> = Vec::new();
     for rr in session.runs {
@@ -242,7 +244,19 @@ pub fn complete(session: &RunOutput, extra: &[(Kind, PathBuf)]) -> Vec<Result<Pa
             targets.push((*kind, p.clone()));
         }
     }
-    targets.iter().map(|(k, p)| complete_one(*k, p, session)).collect()
+    if targets.len() < 2 {
+        return targets.iter().map(|(k, p)| complete_one(*k, p, session)).collect();
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = targets.iter().map(|(k, p)| scope.spawn(move || complete_one(*k, p, session))).collect();
+        handles
+            .into_iter()
+            .zip(&targets)
+            .map(|(h, (k, p))| {
+                h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("{}: writing the {k} report panicked", p.display())))
+            })
+            .collect()
+    })
 }
 
 #[cfg(test)]
