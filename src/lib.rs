@@ -37,6 +37,7 @@ pub mod shim;
 pub mod statelock;
 pub mod summary;
 pub mod supervise;
+pub mod tool;
 pub mod watchdog;
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! folder and fake command output.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::Vendor;
 
@@ -55,37 +55,11 @@ impl Probe for System {
     }
 }
 
-/// Runs a tool with its output captured, killed after `limit`.
+/// Runs a tool with its output captured, killed after `limit`: its
+/// stdout when it exits with status 0 (see [`crate::tool::output_within`]).
 pub fn run_bounded(program: &str, args: &[&str], limit: Duration) -> Option<String> {
-    use std::io::Read as _;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let mut stdout = child.stdout.take()?;
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        text
-    });
-    let start = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s,
-            Ok(None) if start.elapsed() < limit => std::thread::sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-        }
-    };
-    let text = reader.join().ok()?;
-    status.success().then_some(text)
+    let (status, out) = crate::tool::output_within(std::process::Command::new(program).args(args), limit)?;
+    status.success().then(|| String::from_utf8_lossy(&out).into_owned())
 }
 
 /// The GPUs found for `vendor` (`None`: NVIDIA first, then AMD) and how
@@ -269,7 +243,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_tool_that_hangs_is_cut_off() {
-        let t = Instant::now();
+        let t = std::time::Instant::now();
         assert_eq!(run_bounded("sleep", &["30"], Duration::from_millis(200)), None);
         assert!(t.elapsed() < Duration::from_secs(10));
         assert_eq!(run_bounded("echo", &["hi"], Duration::from_secs(10)).as_deref(), Some("hi\n"));

@@ -19,11 +19,10 @@
 //! `python3` on `PATH`.
 
 use std::collections::HashMap;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::text::{attr_escape_into, html_escape, py_str_into};
 
@@ -78,32 +77,10 @@ pub(crate) fn new_page(title: &str) -> String {
 /// The installed pytest-html's page rendered by `python`, or `None` when
 /// it has no pytest-html 4 (or no Python is there, or it fails).
 fn render_installed(python: &Path) -> Option<String> {
-    let mut child = Command::new(python)
-        .args(["-c", RENDER_PY, PLACEHOLDER_TITLE])
-        .env("PYTHONIOENCODING", "utf-8")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let mut stdout = child.stdout.take()?;
-    let reader = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        stdout.read_to_end(&mut out).map(|_| out)
-    });
-    let started = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break st,
-            Ok(None) if started.elapsed() < RENDER_TIMEOUT => std::thread::sleep(Duration::from_millis(5)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-        }
-    };
-    let out = String::from_utf8(reader.join().ok()?.ok()?).ok()?;
+    let mut cmd = Command::new(python);
+    cmd.args(["-c", RENDER_PY, PLACEHOLDER_TITLE]).env("PYTHONIOENCODING", "utf-8");
+    let (status, out) = crate::tool::output_within(&mut cmd, RENDER_TIMEOUT)?;
+    let out = String::from_utf8(out).ok()?;
     let usable = status.success()
         && out.contains("id=\"data-container\"")
         && out.contains("<script>")
