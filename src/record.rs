@@ -350,6 +350,17 @@ pub fn now_iso() -> String {
     chrono::Local::now().naive_local().format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
 }
 
+/// The GPU a crash record names: the one the process reported (its GPU
+/// slot's, from its marker or journal) when it reported one, else
+/// [`gpu_id_from_env`].
+pub fn gpu_id_or_env(reported: &str) -> String {
+    if reported.is_empty() {
+        gpu_id_from_env()
+    } else {
+        reported.to_string()
+    }
+}
+
 /// First non-empty of `HIP_VISIBLE_DEVICES`, `ROCR_VISIBLE_DEVICES`,
 /// `CUDA_VISIBLE_DEVICES`, else `unknown`.
 pub fn gpu_id_from_env() -> String {
