@@ -19,7 +19,8 @@ for the same class with :class:`_RunOnce` in front:
 - the crashed test counts as done: it is reported crashed once and never
   started again (as under ``--dist load``); a unit with nothing left to run
   does not go back into the queue;
-- a worker joins the scheduler when its collection arrives, not before.
+- a worker joins the scheduler when its collection arrives, not before
+  (and is shut down with the others if the tests end before it joined).
 
 :meth:`_RunOnce.retire_node` gives a retired (poisoned) worker's pending
 tests back without marking any of them crashed. Any other scheduler (``load``,
@@ -61,6 +62,19 @@ class _RunOnce:
         super().add_node_collection(node, collection)  # type: ignore[misc]
         if node not in getattr(self, "registered_collections", {}):
             self.assigned_work.pop(node, None)
+
+    @property
+    def tests_finished(self) -> bool:
+        """xdist's answer; when it is yes, a worker still joining is told
+        to shut down too. (xdist shuts down the scheduler's ``nodes`` once
+        the tests are finished, and a joining worker is not one of them
+        yet: it would wait for work forever, and the session with it.)"""
+        finished = super().tests_finished  # type: ignore[misc]
+        if finished:
+            for node in self._joining:
+                if not node.shutting_down:
+                    node.shutdown()
+        return finished
 
     def remove_node(self, node: Any) -> Optional[str]:
         """A worker left (it finished or died). Returns the test it was

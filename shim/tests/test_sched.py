@@ -50,3 +50,32 @@ def test_a_crashed_test_starts_once(suite, dist):
     assert sorted(starts) == sorted(set(starts)) and len(starts) == 8, starts
     assert [rec["nodeid"] for rec in read_jsonl(log)] == ["test_x.py::test_crash"]
     assert "7 passed" in r.stdout and "1 failed" in r.stdout, r.stdout
+
+
+# The replacement of the crashed worker collects slowly: the other worker
+# runs every test meanwhile, and the session ends while the replacement is
+# still joining.
+SLOW_REPLACEMENT = (
+    COUNT
+    + """
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_finish(session):
+    import time
+    if os.environ.get("PYTEST_XDIST_WORKER") == "gw2":
+        time.sleep(3)
+"""
+)
+
+
+@pytest.mark.parametrize("dist", ["loadfile", "loadscope", "loadgroup"])
+def test_a_replacement_worker_still_collecting_when_the_tests_end_does_not_hang_the_session(suite, dist):
+    suite.write("conftest.py", SLOW_REPLACEMENT)
+    suite.write("test_x.py", CRASHES)
+    suite.write("test_y.py", "".join(f"def test_y{i}():\n    pass\n\n" for i in range(4)))
+    log = suite.root / "crashes.jsonl"
+    env = clean_env(PYTEST_ABORT_LAST_RUNNING_DIR=str(suite.root / "m"), PYTEST_ABORT_CRASHED_TESTS_LOG=str(log))
+    r = suite.pytest("-n", "2", "--dist", dist, "-p", "no:randomly", env=env, timeout=60)
+    assert r.returncode == 1, r.stdout
+    assert "7 passed" in r.stdout and "1 failed" in r.stdout, r.stdout
+    assert [rec["nodeid"] for rec in read_jsonl(log)] == ["test_x.py::test_crash"]
