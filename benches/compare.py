@@ -231,7 +231,8 @@ def pytest_cmd(*args):
 
 def install_shim():
     """The shim alone (no wrapper): the package put first on PYTHONPATH with
-    its own dist-info, as the wrapper does."""
+    its own dist-info and named by PYTEST_ABORT_WRAP_SHIM, as the wrapper
+    does (so its bytecode is cached there from the first round on)."""
     root = fresh(WORK / "shimpy")
     shutil.copytree(ROOT / "shim" / "pytest_abort", root / "pytest_abort", ignore=shutil.ignore_patterns("__pycache__"))
     dist = root / "pytest_abort-0.1.0.dist-info"
@@ -253,6 +254,7 @@ def wl_overhead(quick):
     shim = install_shim()
     shim_env = {
         "PYTHONPATH": str(shim),
+        "PYTEST_ABORT_WRAP_SHIM": str(shim),
         "PYTEST_PLUGINS": "pytest_abort",
         "PYTEST_ABORT_WRAP_STATE": str(state),
         "PYTEST_ABORT_WRAP_RUN": "1",
@@ -907,6 +909,10 @@ def main():
     ap.add_argument("--markdown", default=str(OUT / "compare.md"), help="also write the tables here")
     a = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
+    # The wrapper's compiled plugin, fresh for this run: the first wrapper
+    # run of a workload compiles it, as a user's first run does; later runs
+    # load its bytecode. PYTHONDONTWRITEBYTECODE is left as the caller has it.
+    os.environ["PYTEST_ABORT_CACHE_DIR"] = str(fresh(WORK / "shim-cache"))
     for b in (WRAP, POST, CLI, VBIN / "pytest-abort-postprocess"):
         if not Path(b).exists():
             raise SystemExit(f"missing {b}: run benches/compare.sh")

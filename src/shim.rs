@@ -28,27 +28,78 @@ pub const FILES: &[(&str, &str)] = &[
     ("postprocess.py", include_str!("../shim/pytest_abort/postprocess.py")),
 ];
 
-/// Writes the package into `<state_dir>/py/pytest_abort/` and returns the
+/// Environment variable naming the folder the wrapper keeps its compiled
+/// copy of the plugin in (default: `$XDG_CACHE_HOME/pytest-abort`, else
+/// `~/.cache/pytest-abort`); an empty value keeps it in each run's state
+/// folder instead.
+pub const ENV_CACHE_DIR: &str = "PYTEST_ABORT_CACHE_DIR";
+
+/// Environment variable the wrapper sets to the folder it put first on
+/// `PYTHONPATH`: the plugin caches its own bytecode there even under
+/// `PYTHONDONTWRITEBYTECODE` (see `shim/pytest_abort/__init__.py`).
+pub const ENV_SHIM_ROOT: &str = "PYTEST_ABORT_WRAP_SHIM";
+
+/// Writes the package where pytest will import it from and returns the
 /// folder to put first on `PYTHONPATH`.
+///
+/// The copy lives in a per-user cache folder named after this version and
+/// a hash of the package's files (`<cache>/shim-<version>-<hash>/`), so
+/// that the bytecode its first pytest process caches there serves every
+/// later process and every later wrapper run, as an installed package's
+/// does: no wrapper run after the first compiles the plugin. Where that
+/// folder cannot be written (or [`ENV_CACHE_DIR`] is empty) the copy goes
+/// into `<state_dir>/py/`, compiled once per wrapper run.
 ///
 /// A folder first on `PYTHONPATH` shadows an installed `pytest_abort` (ours
 /// or the original), so whichever way the plugin gets loaded (entry point,
 /// `-p pytest_abort`, `-p pytest_abort.plugin`, `PYTEST_PLUGINS`) it is this
 /// copy, registered once.
 pub fn install(state_dir: &Path) -> Result<PathBuf> {
-    let root = state_dir.join("py");
+    if let Some(cache) = cache_dir() {
+        let root = cache.join(format!("shim-{}-{:016x}", env!("CARGO_PKG_VERSION"), package_hash()));
+        if let Ok(root) = install_into(&root) {
+            return Ok(root);
+        }
+    }
+    install_into(&state_dir.join("py"))
+}
+
+/// The per-user cache folder, when there is one to use.
+fn cache_dir() -> Option<PathBuf> {
+    let nonempty = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(v) = std::env::var_os(ENV_CACHE_DIR) {
+        return (!v.is_empty()).then(|| PathBuf::from(v));
+    }
+    nonempty("XDG_CACHE_HOME").or_else(|| nonempty("HOME").map(|h| h.join(".cache"))).map(|c| c.join("pytest-abort"))
+}
+
+/// FNV-1a over the package's file names and contents: names the cache
+/// folder, so a wrapper with other plugin files never reuses this copy.
+fn package_hash() -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    for (name, text) in FILES {
+        eat(name.as_bytes());
+        eat(&[0]);
+        eat(text.as_bytes());
+        eat(&[0]);
+    }
+    h
+}
+
+/// Writes the package and its distribution metadata under `root`, each
+/// file only when its content differs (atomically, so a pytest of another
+/// wrapper run importing it meanwhile never reads half a file).
+fn install_into(root: &Path) -> Result<PathBuf> {
     let pkg = root.join("pytest_abort");
     std::fs::create_dir_all(&pkg).with_context(|| format!("{}: cannot create the shim folder", pkg.display()))?;
     let mut changed = false;
     for (name, text) in FILES {
-        let path = pkg.join(name);
-        // Unchanged files keep their times, so the bytecode the plugin cached
-        // in a kept state folder stays valid.
-        if std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
-            continue;
-        }
-        changed = true;
-        std::fs::write(&path, text).with_context(|| format!("{}: cannot write the shim", path.display()))?;
+        changed |= write_if_changed(&pkg.join(name), text.as_bytes())?;
     }
     if changed {
         // Python validates cached bytecode by the source's mtime (seconds)
@@ -68,10 +119,19 @@ pub fn install(state_dir: &Path) -> Result<PathBuf> {
         ("METADATA", format!("Metadata-Version: 2.1\nName: pytest-abort\nVersion: {}\n", env!("CARGO_PKG_VERSION"))),
         ("entry_points.txt", "[pytest11]\npytest_abort = pytest_abort\n".to_string()),
     ] {
-        let path = dist.join(name);
-        std::fs::write(&path, text).with_context(|| format!("{}: cannot write", path.display()))?;
+        write_if_changed(&dist.join(name), text.as_bytes())?;
     }
-    Ok(root)
+    Ok(root.to_path_buf())
+}
+
+/// Writes `path` (atomically) unless it already holds `bytes`; true when
+/// it wrote.
+fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<bool> {
+    if std::fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(false);
+    }
+    crate::fsutil::atomic_write(path, bytes)?;
+    Ok(true)
 }
 
 /// Environment for a pytest run under the wrapper: the variables to set.
@@ -96,6 +156,7 @@ pub fn child_env(py_root: &Path, state_dir: &Path, marker_dir: &Path, run: u32) 
     plugins.insert(0, "pytest_abort".to_string());
     vec![
         ("PYTHONPATH".into(), pythonpath),
+        (ENV_SHIM_ROOT.into(), py_root.display().to_string()),
         ("PYTEST_PLUGINS".into(), plugins.join(",")),
         ("PYTEST_ABORT_WRAP_STATE".into(), state_dir.display().to_string()),
         ("PYTEST_ABORT_WRAP_RUN".into(), run.to_string()),

@@ -16,39 +16,62 @@ from __future__ import annotations
 pytest_plugins = ["pytest_abort.plugin"]
 
 
-def _import_plugin() -> None:
-    """Imports the plugin before pytest marks ``pytest_abort.plugin`` for
-    assertion rewriting (it does so for every plugin it imports by name), so
-    that it loads through Python's own importer, from bytecode when there is
-    some, instead of being parsed, rewritten and compiled at every pytest
-    start (its docstring says PYTEST_DONT_REWRITE, so pytest does not warn).
+#: The modules a pytest process under the wrapper (or keeping markers)
+#: imports at start-up, in the order their own imports need.
+_ACTIVE = ("_common", "crash_file", "_journal", "_marker", "_poison", "_controller", "_shard", "plugin")
 
-    Under the wrapper, the package is a copy in the wrapper's state folder;
-    when ``PYTHONDONTWRITEBYTECODE`` keeps Python from caching bytecode, the
-    first pytest process of the wrapper run caches this package's bytecode
-    there anyway, so later ones (xdist workers, resume runs) do not compile
-    it again. Only the package's own modules are imported while caching is
-    on (their standard-library imports come first), so nothing is written
-    anywhere else. Python checks each cached file against its source."""
+
+def _import_plugin() -> None:
+    """Imports the plugin's modules through Python's own source loader before
+    pytest can: pytest marks the package for assertion rewriting when it
+    loads it as a plugin, and a module its rewriting importer loads is
+    parsed and compiled again at every start unless pytest may write its own
+    bytecode beside it, and is read back through many small reads. Python's
+    loader uses the bytecode Python (or pip, installing the package) cached.
+    The modules say PYTEST_DONT_REWRITE, so pytest does not warn that they
+    were imported before it could rewrite them.
+
+    Under the wrapper, the package is the wrapper's own copy (in a per-user
+    cache folder named after the package's content, or in the run's state
+    folder), named by ``PYTEST_ABORT_WRAP_SHIM``; when
+    ``PYTHONDONTWRITEBYTECODE`` keeps Python from caching bytecode, the
+    first pytest process that imports this copy caches its modules'
+    bytecode there anyway, as installing a package does, so no later
+    process (xdist workers, resume runs, later wrapper runs) compiles them
+    again. Only the compiling is done with caching on, not the modules'
+    execution, so nothing is written anywhere else."""
     import os
     import sys
+    from importlib.machinery import SourceFileLoader
+    from importlib.util import module_from_spec, spec_from_file_location
 
-    state = os.environ.get("PYTEST_ABORT_WRAP_STATE")
+    env = os.environ
     here = os.path.dirname(os.path.realpath(__file__))
-    ours = bool(state) and here.startswith(os.path.join(os.path.realpath(state), ""))
-    if not (ours and sys.dont_write_bytecode):
-        from . import plugin  # noqa: F401
-
-        return
-    import datetime, faulthandler, fcntl, gc, heapq, json, json.encoder, mmap, signal, time, typing, zlib  # noqa: E401,F401
-
-    import pytest  # noqa: F401
-
-    sys.dont_write_bytecode = False
-    try:
-        from . import _common, _controller, _gpu, _journal, _marker, _resume, _shard, crash_file, plugin  # noqa: F401
-    finally:
-        sys.dont_write_bytecode = True
+    shim = env.get("PYTEST_ABORT_WRAP_SHIM")
+    cache = sys.dont_write_bytecode and bool(shim) and here == os.path.join(os.path.realpath(shim), "pytest_abort")
+    active = any(env.get(v) for v in ("PYTEST_ABORT_WRAP_STATE", "PYTEST_ABORT_LAST_RUNNING_DIR", "PYTEST_ABORT_LAST_RUNNING_FILE"))
+    package = sys.modules[__name__]
+    for name in _ACTIVE if active else ("_common", "plugin"):
+        full = f"{__name__}.{name}"
+        if full in sys.modules:
+            continue
+        path = os.path.join(here, name + ".py")
+        loader = SourceFileLoader(full, path)
+        module = module_from_spec(spec_from_file_location(full, path, loader=loader))
+        if cache:
+            sys.dont_write_bytecode = False
+        try:
+            code = loader.get_code(full)
+        finally:
+            if cache:
+                sys.dont_write_bytecode = True
+        sys.modules[full] = module
+        try:
+            exec(code, module.__dict__)
+        except BaseException:
+            del sys.modules[full]
+            raise
+        setattr(package, name, module)
 
 
 _import_plugin()

@@ -28,6 +28,7 @@ mod reports;
 mod resume;
 mod retry_cli;
 mod shard;
+mod shim_cache;
 mod slurm;
 mod startup;
 mod supervise;
