@@ -253,9 +253,33 @@ impl Done {
     }
 }
 
-/// Parses journal text; unparsable lines (a torn last line) are skipped.
+/// Parses journal text; unparsable lines (a torn last line) are skipped,
+/// and so are NULs: the plugin stores lines into a memory map of the file,
+/// whose unused rest (up to one growth step) is NULs when the process was
+/// killed before it closed the journal.
 pub fn parse_journal(text: &str) -> Vec<Event> {
-    text.lines().filter(|l| !l.trim().is_empty()).filter_map(parse_line).collect()
+    text.split(['\n', '\0']).filter(|l| !l.trim().is_empty()).filter_map(parse_line).collect()
+}
+
+/// Where the text of a journal file of `len` bytes ends: before the NULs
+/// a process killed with its journal mapped leaves at the end (read
+/// backwards a block at a time, so a long journal is not read whole).
+fn content_end(file: &mut std::fs::File, len: u64) -> std::io::Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    const BLOCK: u64 = 64 * 1024;
+    let mut end = len;
+    let mut buf = vec![0u8; BLOCK as usize];
+    while end > 0 {
+        let start = end.saturating_sub(BLOCK);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(chunk)?;
+        match chunk.iter().rposition(|b| *b != 0) {
+            Some(i) => return Ok(start + i as u64 + 1),
+            None => end = start,
+        }
+    }
+    Ok(0)
 }
 
 /// One event; a lone surrogate in a string (Python writes one for a node
@@ -295,15 +319,17 @@ impl ProcessJournal {
         use std::io::{Read, Seek, SeekFrom};
         let mut file = std::fs::File::open(journal_path(state_dir, run, pid)).ok()?;
         let len = file.metadata().ok()?.len();
+        let len = content_end(&mut file, len).ok()?;
+        file.seek(SeekFrom::Start(0)).ok()?;
         if len <= 2 * TAIL_BYTES {
-            let mut bytes = Vec::new();
-            file.read_to_end(&mut bytes).ok()?;
+            let mut bytes = vec![0u8; len as usize];
+            file.read_exact(&mut bytes).ok()?;
             return Some(Self::from_events(pid, parse_journal(&String::from_utf8_lossy(&bytes))));
         }
         let mut events: Vec<Event> = read_start(state_dir, run, pid).into_iter().collect();
-        let mut tail = Vec::new();
+        let mut tail = vec![0u8; TAIL_BYTES as usize];
         file.seek(SeekFrom::Start(len - TAIL_BYTES)).ok()?;
-        file.read_to_end(&mut tail).ok()?;
+        file.read_exact(&mut tail).ok()?;
         // The window starts inside a line: drop that partial line.
         let from = tail.iter().position(|b| *b == b'\n').map_or(tail.len(), |i| i + 1);
         events.extend(parse_journal(&String::from_utf8_lossy(&tail[from..])));
@@ -544,6 +570,45 @@ mod tests {
         assert_eq!(pj.stage(), Phase::SessionFinish);
         assert!(!pj.ended_normally());
         assert!(pj.events.len() < 20000);
+    }
+
+    /// A process killed with its journal mapped leaves NULs after its last
+    /// line (up to one growth step, here more than the tail window): the
+    /// tail read skips them and finds the real last events.
+    #[test]
+    fn head_and_tail_skip_the_nuls_of_a_killed_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = journal_path(dir.path(), 1, 42);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut text = String::from("{\"ev\":\"start\",\"pid\":42,\"worker\":\"gw1\",\"rootdir\":\"/r\"}\n");
+        for i in 0..20000 {
+            text.push_str(&format!("{{\"ev\":\"done\",\"nodeid\":\"t.py::test_{i}\",\"outcome\":\"passed\"}}\n"));
+        }
+        let mut bytes = text.into_bytes();
+        bytes.resize(bytes.len() + 3 * TAIL_BYTES as usize, 0);
+        std::fs::write(&path, &bytes).unwrap();
+        let pj = ProcessJournal::read_head_and_tail(dir.path(), 1, 42).unwrap();
+        assert_eq!(pj.worker, "gw1");
+        assert_eq!(pj.stage(), Phase::BetweenTests);
+        assert!(
+            matches!(pj.events.last(), Some(Event::Done(d)) if d.nodeid == "t.py::test_19999"),
+            "{:?}",
+            pj.events.last()
+        );
+
+        // A short one, and the whole-file reader.
+        let short = b"{\"ev\":\"start\",\"pid\":7,\"worker\":\"main\"}\n{\"ev\":\"done\",\"nodeid\":\"a\",\"outcome\":\"failed\",\"duration\":300e-6,\"start\":1795988285343042e-6}\n\0\0\0";
+        std::fs::write(journal_path(dir.path(), 1, 7), short).unwrap();
+        for pj in [ProcessJournal::read_head_and_tail(dir.path(), 1, 7), ProcessJournal::read(dir.path(), 1, 7)] {
+            let pj = pj.unwrap();
+            assert_eq!(pj.events.len(), 2, "{:?}", pj.events);
+            let Some(Event::Done(d)) = pj.events.last() else { panic!("{:?}", pj.events) };
+            assert_eq!((d.duration, d.start), (0.0003, 1_795_988_285.343_042));
+        }
+        // NULs between lines (a process of an earlier run with the same pid
+        // was killed; this one appended after them).
+        let events = parse_journal("{\"ev\":\"end\"}\n\0\0\0{\"ev\":\"end\"}\n");
+        assert_eq!(events.len(), 2);
     }
 
     #[test]

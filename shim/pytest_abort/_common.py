@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import sys
-from json.encoder import encode_basestring_ascii as _encode_ascii
+# encode_ascii: the C encoder of a JSON string literal (ASCII-only), for the
+# per-test paths, whose values are known to be str (else: q).
+from json.encoder import encode_basestring_ascii as encode_ascii
 from typing import Optional, Set
 
 import pytest
@@ -42,7 +44,7 @@ def q(text: str) -> str:
     """A JSON string literal (ASCII-only, so surrogates and odd characters
     in node ids survive), from the C encoder: the per-test paths build
     their JSON from constant parts and these literals."""
-    return _encode_ascii(str(text))
+    return encode_ascii(str(text))
 
 
 def worker_id(config: pytest.Config) -> str:

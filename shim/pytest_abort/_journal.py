@@ -13,6 +13,7 @@ PYTEST_DONT_REWRITE: no assertions here to rewrite (see :mod:`pytest_abort.plugi
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import sys
 import time
@@ -20,7 +21,7 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from ._common import ENV_DUMP_SIGNAL, Problems, q, worker_id
+from ._common import ENV_DUMP_SIGNAL, Problems, encode_ascii, q, worker_id
 
 _TEXT_LIMIT = 65536
 
@@ -110,24 +111,70 @@ def serial_phase(config: pytest.Config, state: str) -> None:
         config.option.tx = []
 
 
+#: The journal's memory map grows in steps of this size; a process killed
+#: hard leaves at most this many NULs after its last line.
+_JOURNAL_STEP = 256 * 1024
+
+
 class Journal:
-    """Append-only JSONL journal of one pytest process, one ``write`` per
-    event, so that a process killed between events leaves whole lines."""
+    """Append-only JSONL journal of one pytest process.
+
+    Lines are stored into a shared memory map of the file: no system call
+    per line (issue 12's per-test cost), and the stores are the file's page
+    cache itself, so a process killed between events leaves every whole
+    line it wrote, exactly as one ``write`` per line did. The file's blocks
+    are allocated before they are mapped (a store never faults on a full
+    disk), in steps of :data:`_JOURNAL_STEP`; the unused rest is NULs,
+    which readers skip, and is cut off when the journal is closed. Where
+    the file cannot be mapped (no ``fallocate``, full disk), each line is
+    one ``write`` at the end of the file.
+
+    A forked child does not write into its parent's journal: it has none
+    until it opens its own (:meth:`reopen`)."""
 
     def __init__(self, path: str, problems: Problems) -> None:
         self.path = path
         self.problems = problems
         self.fd: Optional[int] = None
+        self.map: Optional[mmap.mmap] = None
+        self.pos = 0  # where the next line goes
+        self.in_owner: List[bool] = [True]
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            # After anything already there (a process of an earlier run
+            # with the same pid): nothing is lost.
+            self.pos = os.fstat(self.fd).st_size
         except OSError as e:
             self._failed(e)
+            return
+        self._map(self.pos + 1)
+        # Emptied in a forked child. (A list's own method: a Python function
+        # registered here would keep its module, and all it refers to,
+        # alive until the interpreter's very end, where collecting it all
+        # costs several milliseconds at every pytest exit.)
+        os.register_at_fork(after_in_child=self.in_owner.clear)
 
     def _failed(self, e: Exception) -> None:
         self.problems.report(
             "journal", f"cannot write the journal {self.path}: {e}; the wrapper will miss this process's results"
         )
+
+    def _map(self, need: int) -> None:
+        """Maps the file with room for ``need`` bytes; on failure, the file
+        ends at the last line and lines are written instead."""
+        size = -(-need // _JOURNAL_STEP) * _JOURNAL_STEP
+        old, self.map = self.map, None
+        if old is not None:
+            old.close()
+        try:
+            os.posix_fallocate(self.fd, 0, size)
+            self.map = mmap.mmap(self.fd, size)
+        except (OSError, ValueError, AttributeError):
+            try:
+                os.ftruncate(self.fd, self.pos)  # no NULs after the last line
+            except OSError:
+                pass
 
     def write(self, event: Dict[str, Any]) -> None:
         """Appends one event (not on the per-test path: ``json.dumps``)."""
@@ -138,27 +185,61 @@ class Journal:
 
     def write_line(self, line: str) -> None:
         """Appends one ready-made JSON line (ASCII, newline-terminated)."""
+        data = line.encode("ascii", "backslashreplace")
+        m = self.map
+        if m is not None and self.in_owner:
+            pos = self.pos
+            end = pos + len(data)
+            if end <= len(m):
+                m[pos:end] = data
+                self.pos = end
+                return
+            self._map(end)
+            return self.write_line(line)
         if self.fd is None:
             return
+        if not self.in_owner:
+            self._detach()  # a forked child: not its journal
+            return
         try:
-            os.write(self.fd, line.encode("ascii", "backslashreplace"))
+            self.pos += os.pwrite(self.fd, data, self.pos)
         except OSError as e:
             self._failed(e)
 
     def reopen(self, path: str) -> None:
-        """Continues in another file (a forked child's own journal): the
-        inherited descriptor is closed here only, not in the parent."""
-        self.close()
+        """Continues in another file (a forked child's own journal)."""
+        self._detach()
         self.__init__(path, self.problems)
 
-    def close(self) -> None:
-        """Closes the file."""
+    def _detach(self) -> None:
+        """In a forked child: lets go of the parent's journal (unmaps it and
+        closes this process's descriptor), leaving the file as it is."""
+        if self.map is not None:
+            self.map.close()
+            self.map = None
         if self.fd is not None:
             try:
                 os.close(self.fd)
-            except OSError as e:
-                self._failed(e)
+            except OSError:
+                pass
             self.fd = None
+
+    def close(self) -> None:
+        """Closes the file, cutting off the unused rest of the map."""
+        if self.fd is None:
+            return
+        if not self.in_owner:
+            self._detach()  # a forked child: the file is its parent's
+            return
+        try:
+            if self.map is not None:
+                self.map.close()
+                self.map = None
+                os.ftruncate(self.fd, self.pos)
+            os.close(self.fd)
+        except OSError as e:
+            self._failed(e)
+        self.fd = None
 
 
 def _clip(text: str) -> str:
@@ -527,6 +608,18 @@ class TestJournal:
         self.quoted_paths: Dict[str, str] = {}
         self.entries: Optional[ReportEntries] = None
         self.entries_mark: Optional[tuple] = None
+        #: Whether :meth:`pytest_runtest_setup` has work at the next test
+        #: (the first test, or report plugins whose state it marks); the
+        #: MarkerWriter, which calls it, skips the call otherwise.
+        self.pending_setup = True
+        #: Whether a test is journaled only once its teardown report went
+        #: through every plugin (report plugins' entries are taken with it):
+        #: from ``pytest_runtest_logfinish``, not the teardown report.
+        self.defer_to_finish = False
+        #: The node id of the test the MarkerWriter started, and its JSON
+        #: literal, which the done line reuses.
+        self.started_nodeid: Optional[str] = None
+        self.quoted_nodeid = ""
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item) -> None:
@@ -540,8 +633,10 @@ class TestJournal:
         entries = self.entries
         if entries is None:
             if self.config is None:
+                self.pending_setup = False
                 return
             entries = self.entries = ReportEntries(self.config)
+        self.pending_setup = self.defer_to_finish = entries.is_active
         self.entries_mark = entries.mark() if entries.is_active else None
 
     def pytest_runtest_logreport(self, report) -> None:
@@ -574,7 +669,9 @@ class TestJournal:
         if len(reports) != 3:
             return False
         setup, call, teardown = reports
-        if not (setup.outcome == call.outcome == teardown.outcome == "passed") or hasattr(call, "wasxfail"):
+        # (A report's fields are its instance attributes: a dict lookup
+        # instead of hasattr's raised and caught AttributeError.)
+        if not (setup.outcome == call.outcome == teardown.outcome == "passed") or "wasxfail" in call.__dict__:
             return False
         if teardown.user_properties:
             return False
@@ -584,10 +681,12 @@ class TestJournal:
         quoted_path = self.quoted_paths.get(path)
         if quoted_path is None:
             quoted_path = self.quoted_paths[path] = q(path)
+        nodeid = teardown.nodeid
+        quoted = self.quoted_nodeid if nodeid is self.started_nodeid else q(nodeid)
         duration = setup.duration + call.duration + teardown.duration
         self.journal.write_line(
-            '{"ev":"done","nodeid":%s,"outcome":"passed","duration":%r,"when":"call","location":[%s,%d,%s],"start":%.6f}\n'
-            % (q(teardown.nodeid), duration, quoted_path, lineno, q(domain), time.time() - duration)
+            f'{{"ev":"done","nodeid":{quoted},"outcome":"passed","duration":{int(duration * 1e6)}e-6,"when":"call",'
+            f'"location":[{quoted_path},{lineno},{encode_ascii(domain)}],"start":{int((time.time() - duration) * 1e6)}e-6}}\n'
         )
         return True
 
@@ -634,21 +733,22 @@ class TestJournal:
         # Per-test hot path: the line is built from constant parts and
         # C-encoded string literals (json.dumps of a dict costs several
         # times more); the rare failure details go through json.dumps.
-        # The start time to the microsecond: a float's shortest repr costs
-        # twice as much.
+        # Times are whole microseconds written as JSON numbers with an
+        # exponent (``300e-6``): formatting a float costs several times
+        # more.
         path, lineno, domain = location
         quoted_path = self.quoted_paths.get(path)
         if quoted_path is None:
             quoted_path = self.quoted_paths[path] = q(path)
-        line = '{"ev":"done","nodeid":%s,"outcome":"%s","duration":%r,"when":"%s","location":[%s,%s,%s],"start":%.6f' % (
+        line = '{"ev":"done","nodeid":%s,"outcome":"%s","duration":%de-6,"when":"%s","location":[%s,%s,%s],"start":%de-6' % (
             q(nodeid),
             outcome,
-            duration,
+            int(duration * 1e6),
             decided_by,
             quoted_path,
             "null" if lineno is None else int(lineno),
             q(domain),
-            time.time() - duration,
+            int((time.time() - duration) * 1e6),
         )
         if longrepr:
             line += ',"longrepr":' + q(longrepr)

@@ -13,16 +13,25 @@ from typing import Any, Optional
 
 import pytest
 
-from ._common import ENV_WATCH_MARKS, Problems, q, worker_id
+from ._common import ENV_WATCH_MARKS, Problems, encode_ascii as _encode, q, worker_id
 from .crash_file import gpu_id_from_env
 
-_PHASE_OFFSET = len('{"phase": ')
+#: A marker starts with its status and phase, each value padded to a fixed
+#: width, so that a phase change or the end of a test is one store at a
+#: fixed offset: ``{"status": "running", "phase": "setup"   , ...}``.
+_STATUS_OFFSET = len('{"status": ')
+_PHASE_OFFSET = len('{"status": "running", "phase": ')
+_IDLE = b'"idle"   '  # as wide as '"running"'
+#: The name :class:`TestFinisher` is registered under.
+_FINISHER = "pytest_abort_finisher"
 #: Size of a marker's memory map (grown in these steps for a longer one).
 _MAP_SIZE = 4096
-#: Each phase's JSON literal, padded to one width so that a phase change is
-#: one write at a fixed offset.
+#: Each phase's JSON literal, padded to one width.
 _PHASE_TEXT = {p: ('"%s"' % p).ljust(10) for p in ("setup", "call", "teardown")}
 _PHASES = {p: text.encode() for p, text in _PHASE_TEXT.items()}
+#: The start of a marker as a test's setup starts, up to its test name.
+_START = '{"status": "running", "phase": "setup"   , "test_name": '
+
 
 
 def _timeout_of(item: pytest.Item) -> Optional[float]:
@@ -52,7 +61,8 @@ class _LocalClock:
         if second != self.second:
             self.second = second
             self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(second))
-        return "%s.%06d" % (self.prefix, min(int((t - second) * 1e6), 999999))
+        # (t - second) < 1, so the microseconds are below 10**6.
+        return "%s.%06d" % (self.prefix, int((t - second) * 1e6))
 
 
 class AtomicMarker:
@@ -173,8 +183,18 @@ class InPlaceMarker:
                 self._failed(e)
 
     def finish(self) -> None:
-        """Marks the process idle."""
-        self._put(b'{"status": "idle"}')
+        """Marks the process idle: the status of the marker of the test
+        that ended becomes "idle" (the rest is left as it was)."""
+        m = self.map
+        if m is not None and self.size:
+            m[_STATUS_OFFSET : _STATUS_OFFSET + 9] = _IDLE
+        elif self.size and self.fd is not None:
+            try:
+                os.pwrite(self.fd, _IDLE, _STATUS_OFFSET)
+            except OSError as e:
+                self._failed(e)
+        else:
+            self._put(b'{"status": "idle"}')
 
     def reset(self) -> None:
         """Empties the file (in a forked child: an earlier child's longer
@@ -244,59 +264,89 @@ class MarkerWriter:
 
     def _format_tail(self) -> None:
         """Formats the part of every marker that never changes."""
-        self.tail = ', "status": "running", "pid": %d, "gpu_id": %s, "worker": %s' % (
+        self.tail = ', "pid": %d, "gpu_id": %s, "worker": %s' % (
             os.getpid(),
             q(gpu_id_from_env()),
             q(self.worker),
         )
 
-    # The per-test path is kept lean: it builds the marker's JSON from
-    # constant parts and C-encoded string literals instead of json.dumps,
-    # starts it from the first hook of the test's setup (no protocol
-    # wrapper) and follows the phases from the report hook pytest calls
-    # anyway.
+    # The per-test path is kept lean (issue 12): two hook implementations
+    # (the setup hook and the report hook pytest calls anyway; no protocol
+    # wrapper), the marker's JSON built by one f-string from constant parts
+    # and C-encoded string literals, phase changes and the end of a test
+    # as stores at fixed offsets, and the journal's done line written from
+    # the teardown report.
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item) -> None:
         """Writes the marker as the test's setup starts (a hard crash from
         here to its teardown report leaves it)."""
-        timeout = _timeout_of(item) if self.watch_marks else None
+        nodeid = item.nodeid
+        quoted = _encode(nodeid)
+        timeout = "null"
+        if self.watch_marks:
+            seconds = _timeout_of(item)
+            timeout = "null" if seconds is None else repr(seconds)
         self.marker.start(
-            '{"phase": "setup"   , "test_name": %s, "nodeid": %s, "start_time": "%s"%s, "timeout": %s}'
-            % (
-                q(item.name),
-                q(item.nodeid),
-                self.clock.now(),
-                self.tail,
-                "null" if timeout is None else repr(timeout),
-            )
+            f'{_START}{_encode(item.name)}, "nodeid": {quoted}, "start_time": "{self.clock.now()}"'
+            f'{self.tail}, "timeout": {timeout}}}'
         )
-        if self.tests is not None:
-            self.tests.pytest_runtest_setup(item)
+        tests = self.tests
+        if tests is not None:
+            tests.started_nodeid = nodeid
+            tests.quoted_nodeid = quoted
+            if tests.pending_setup:
+                tests.pytest_runtest_setup(item)
+                if tests.defer_to_finish and not item.config.pluginmanager.has_plugin(_FINISHER):
+                    item.config.pluginmanager.register(TestFinisher(self), _FINISHER)
 
     def pytest_runtest_logreport(self, report) -> None:
         """After each phase: the marker names the phase that starts now,
-        and says idle after the teardown (under the wrapper: once the test
-        is journaled, see pytest_runtest_logfinish)."""
+        and says idle after the teardown. Under the wrapper it also gathers
+        the test's reports, as :meth:`TestJournal.pytest_runtest_logreport`
+        does (inlined: the per-test path), and journals the test from its
+        teardown report, unless report plugins' entries are to be taken
+        with it once every plugin saw that report (then
+        :class:`TestFinisher` does, from ``pytest_runtest_logfinish``)."""
         when = report.when
-        if when == "setup":
-            # Teardown comes straight after a setup that did not pass.
-            self.marker.phase("call" if report.outcome == "passed" else "teardown")
-        elif when == "call":
+        tests = self.tests
+        if when == "call":
             if type(report) is pytest.TestReport:  # not a subtest's report (pytest-subtests)
                 self.marker.phase("teardown")
-        elif when == "teardown" and self.tests is None:
+            if tests is not None:
+                tests.reports.append(report)
+        elif when == "setup":
+            # Teardown comes straight after a setup that did not pass.
+            self.marker.phase("call" if report.outcome == "passed" else "teardown")
+            if tests is not None:
+                tests.reports = [report]
+        elif tests is None:
             self.marker.finish()
-        if self.tests is not None:
-            self.tests.pytest_runtest_logreport(report)
+        else:
+            tests.reports.append(report)
+            if not tests.defer_to_finish:
+                # Journaled, then idle: a crash in between still names the test.
+                tests.pytest_runtest_logfinish()
+                self.marker.finish()
+
+
+class TestFinisher:
+    """Plugin object registered beside a :class:`MarkerWriter` where report
+    plugins' per-test entries go into the journal: journals each test after
+    its teardown report went through every plugin (pytest-html's report hook
+    is trylast), then marks the process idle."""
+
+    __test__ = False  # not a test class, whatever pytest's python_classes say
+
+    def __init__(self, writer: MarkerWriter) -> None:
+        self.writer = writer
 
     def pytest_runtest_logfinish(self) -> None:
-        """Under the wrapper, after the test's last report went through
-        every plugin: journals the test, then says idle (a crash in
-        between still names the test)."""
-        if self.tests is not None:
-            self.tests.pytest_runtest_logfinish()
-            self.marker.finish()
+        """Journals the test, then says idle."""
+        writer = self.writer
+        if writer.tests is not None:
+            writer.tests.pytest_runtest_logfinish()
+            writer.marker.finish()
 
     @pytest.hookimpl(trylast=True)
     def pytest_unconfigure(self, config) -> None:

@@ -77,7 +77,8 @@ def _child_outcome(journal_path: str) -> Tuple[Set[str], int, bool]:
     finished = False
     try:
         with open(journal_path, "rb") as f:
-            lines = f.read().split(b"\n")
+            # (NULs: the unused rest of a killed child's mapped journal.)
+            lines = f.read().replace(b"\0", b"\n").split(b"\n")
     except OSError:
         return done, failures, finished
     for line in lines:

@@ -80,7 +80,9 @@ def suite(tmp_path: Path) -> Suite:
 def read_jsonl(path: Path) -> List[dict]:
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    # (NULs: the unused rest of a journal its process had mapped when killed.)
+    text = path.read_text(encoding="utf-8").replace("\0", "\n")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def html_blob(path: Path) -> dict:
