@@ -39,7 +39,9 @@ where it has a job:
   fatal-error dumps;
 - :class:`~pytest_abort._journal.TestJournal` (under the wrapper, in a
   process that runs tests): one journal line per finished test (its hooks
-  are called by the MarkerWriter where there is one);
+  are called by the MarkerWriter where there is one, and by
+  :class:`~pytest_abort._marker.TestFinisher` where report plugins' entries
+  go into the journal);
 - :class:`~pytest_abort._shard.ShardSelector` (under ``--shard``): keeps
   the tests of this shard at collection time;
 - :class:`~pytest_abort._controller.XdistController` (not an xdist worker):
