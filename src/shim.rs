@@ -5,6 +5,7 @@
 //! plugin source.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 
@@ -56,12 +57,33 @@ pub const ENV_SHIM_ROOT: &str = "PYTEST_ABORT_WRAP_SHIM";
 /// copy, registered once.
 pub fn install(state_dir: &Path) -> Result<PathBuf> {
     if let Some(cache) = cache_dir() {
-        let root = cache.join(format!("shim-{}-{:016x}", env!("CARGO_PKG_VERSION"), package_hash()));
-        if let Ok(root) = install_into(&root) {
+        if let Ok(root) = install_cached(&cache, SystemTime::now()) {
             return Ok(root);
         }
     }
     install_into(&state_dir.join("py"))
+}
+
+/// Copies of other plugin versions in the cache folder that no wrapper run
+/// used for this long are removed (each run marks its own as used).
+const STALE_AFTER: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// [`install`] into the cache folder `cache`: this version's copy, marked
+/// as used `now`; other versions' copies unused since [`STALE_AFTER`]
+/// before `now` are removed (best effort), so upgrades do not pile up.
+fn install_cached(cache: &Path, now: SystemTime) -> Result<PathBuf> {
+    let root = install_into(&cache.join(format!("shim-{}-{:016x}", env!("CARGO_PKG_VERSION"), package_hash())))?;
+    if let Ok(dir) = std::fs::File::open(&root) {
+        let _ = dir.set_modified(now);
+    }
+    for entry in std::fs::read_dir(cache).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let stale = entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| t + STALE_AFTER < now);
+        if stale && path != root && entry.file_name().to_string_lossy().starts_with("shim-") {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+    Ok(root)
 }
 
 /// The per-user cache folder, when there is one to use.
@@ -168,6 +190,32 @@ pub fn child_env(py_root: &Path, state_dir: &Path, marker_dir: &Path, run: u32) 
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn other_versions_unused_for_a_month_leave_the_cache() {
+        let cache = tempfile::tempdir().unwrap();
+        let day = Duration::from_secs(24 * 3600);
+        let now = SystemTime::now();
+        let aged = |name: &str, age: Duration| {
+            let p = cache.path().join(name);
+            std::fs::create_dir_all(p.join("pytest_abort")).unwrap();
+            std::fs::File::open(&p).unwrap().set_modified(now - age).unwrap();
+            p
+        };
+        let old = aged("shim-0.1.0-00000000000000aa", 40 * day);
+        let recent = aged("shim-0.1.0-00000000000000bb", 10 * day);
+        let other = aged("not-ours", 400 * day);
+        let root = super::install_cached(cache.path(), now).unwrap();
+        assert!(root.join("pytest_abort/plugin.py").exists());
+        assert!(!old.exists(), "unused for 40 days: removed");
+        assert!(recent.exists() && other.exists());
+        // This version's copy is marked used by each run, however old.
+        std::fs::File::open(&root).unwrap().set_modified(now - 90 * day).unwrap();
+        assert_eq!(super::install_cached(cache.path(), now).unwrap(), root);
+        let used = std::fs::metadata(&root).unwrap().modified().unwrap();
+        assert!(used + day > now, "marked used");
+    }
 
     #[test]
     fn embedded_shim_is_the_whole_package() {
