@@ -128,10 +128,11 @@ def wheel_binary(name: str = "pytest-abort") -> Optional[str]:
 
 
 def _embedded(here: str) -> bool:
-    """True for the copy of this package that pytest-abort-wrap writes into
-    its state folder (``$PYTEST_ABORT_WRAP_STATE``)."""
-    state = os.environ.get("PYTEST_ABORT_WRAP_STATE", "")
-    return bool(state) and here.startswith(os.path.join(os.path.realpath(state), ""))
+    """True for the copy of this package that pytest-abort-wrap puts first on
+    ``PYTHONPATH`` (in its cache folder, or its state folder), which it names
+    in ``$PYTEST_ABORT_WRAP_SHIM``."""
+    shim = os.environ.get("PYTEST_ABORT_WRAP_SHIM", "")
+    return bool(shim) and here.startswith(os.path.join(os.path.realpath(shim), ""))
 
 
 def find_binary(name: str = "pytest-abort") -> str:
