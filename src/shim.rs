@@ -72,7 +72,10 @@ const STALE_AFTER: Duration = Duration::from_secs(30 * 24 * 3600);
 /// as used `now`; other versions' copies unused since [`STALE_AFTER`]
 /// before `now` are removed (best effort), so upgrades do not pile up.
 fn install_cached(cache: &Path, now: SystemTime) -> Result<PathBuf> {
-    let root = install_into(&cache.join(format!("shim-{}-{:016x}", env!("CARGO_PKG_VERSION"), package_hash())))?;
+    let root = cache.join(format!("shim-{}-{:016x}", env!("CARGO_PKG_VERSION"), package_hash()));
+    private_dir(cache)?;
+    private_dir(&root)?;
+    let root = install_into(&root)?;
     if let Ok(dir) = std::fs::File::open(&root) {
         let _ = dir.set_modified(now);
     }
@@ -93,6 +96,26 @@ fn cache_dir() -> Option<PathBuf> {
         return (!v.is_empty()).then(|| PathBuf::from(v));
     }
     nonempty("XDG_CACHE_HOME").or_else(|| nonempty("HOME").map(|h| h.join(".cache"))).map(|c| c.join("pytest-abort"))
+}
+
+/// Creates `path` (mode 0700) unless it exists, and checks that it belongs
+/// to this user and nobody else can write to it: pytest imports the code
+/// in it, so a cache folder others can write (a shared `XDG_CACHE_HOME`)
+/// is not used.
+fn private_dir(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .with_context(|| format!("{}: cannot create the cache folder", path.display()))?;
+    let meta = std::fs::metadata(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    anyhow::ensure!(
+        meta.uid() == nix::unistd::geteuid().as_raw() && meta.mode() & 0o022 == 0,
+        "{}: not used as a cache folder: it belongs to another user or others can write to it",
+        path.display()
+    );
+    Ok(())
 }
 
 /// FNV-1a over the package's file names and contents: names the cache
@@ -210,6 +233,12 @@ mod tests {
         assert!(root.join("pytest_abort/plugin.py").exists());
         assert!(!old.exists(), "unused for 40 days: removed");
         assert!(recent.exists() && other.exists());
+        // A cache folder others can write to is not used.
+        use std::os::unix::fs::PermissionsExt;
+        let shared = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = super::install_cached(shared.path(), now).unwrap_err();
+        assert!(err.to_string().contains("others can write"), "{err:#}");
         // This version's copy is marked used by each run, however old.
         std::fs::File::open(&root).unwrap().set_modified(now - 90 * day).unwrap();
         assert_eq!(super::install_cached(cache.path(), now).unwrap(), root);
