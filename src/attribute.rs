@@ -79,23 +79,14 @@ fn build(ctx: &Context, end: &ProcessEnd, journal: &ProcessJournal, marker: Opti
             stage => (String::new(), String::new(), stage),
         },
     };
+    let death = Death::from_end(end.outcome, end.fault.as_ref());
     Crash {
         nodeid,
         test_name,
-        phase,
-        death: Death::from_end(end.outcome, end.fault.as_ref()),
-        pid: end.pid,
-        worker: Worker::from_id(&journal.worker),
-        run: ctx.run,
         duration: marker.and_then(Marker::elapsed_secs).unwrap_or(0.0),
         gpu_id: record::gpu_id_or_env(marker.map_or("", |m| m.gpu_id.as_str())),
-        crash_time: record::now_iso(),
-        traceback: None,
         peak_rss_kb: end.peak_rss_kb,
-        oom_suspected: false,
-        recheck: None,
-        rechecks: Vec::new(),
-        flaky_result: None,
+        ..Crash::new(phase, death, end.pid, Worker::from_id(&journal.worker), ctx.run)
     }
 }
 
@@ -113,23 +104,14 @@ pub fn device_error(ctx: &Context, journal: &ProcessJournal) -> Option<Crash> {
         Event::Done(d) if d.nodeid == *nodeid => Some(d.duration),
         _ => None,
     });
+    let phase = when.parse().ok().filter(|p: &Phase| p.is_test()).unwrap_or(Phase::Call);
+    let death = Death::DeviceError { matched: matched.clone() };
     Some(Crash {
         nodeid: nodeid.clone(),
         test_name: record::split_nodeid(nodeid).last().map(|n| n.to_string()).unwrap_or_default(),
-        phase: when.parse().ok().filter(|p: &Phase| p.is_test()).unwrap_or(Phase::Call),
-        death: Death::DeviceError { matched: matched.clone() },
-        pid: journal.pid,
-        worker: Worker::from_id(&journal.worker),
-        run: ctx.run,
         duration: duration.unwrap_or(0.0),
         gpu_id: record::gpu_id_or_env(gpu_id),
-        crash_time: record::now_iso(),
-        traceback: None,
-        peak_rss_kb: None,
-        oom_suspected: false,
-        recheck: None,
-        rechecks: Vec::new(),
-        flaky_result: None,
+        ..Crash::new(phase, death, journal.pid, Worker::from_id(&journal.worker), ctx.run)
     })
 }
 

@@ -546,6 +546,32 @@ impl FlakyResult {
 }
 
 impl Crash {
+    /// A crash as attribution first knows it: how and where process `pid`
+    /// (`worker`, pytest run `run`) died, at the local time now, outside any
+    /// test (empty node id and name), no duration, GPU `unknown`, and the
+    /// forensic fields (stacks, peak memory, OOM, rechecks) empty for the
+    /// later stages to fill. Builders set the rest with struct update syntax.
+    pub fn new(phase: Phase, death: Death, pid: i32, worker: Worker, run: u32) -> Crash {
+        Crash {
+            nodeid: String::new(),
+            test_name: String::new(),
+            phase,
+            death,
+            pid,
+            worker,
+            run,
+            duration: 0.0,
+            gpu_id: crate::record::UNKNOWN_GPU.to_string(),
+            crash_time: crate::record::now_iso(),
+            traceback: None,
+            peak_rss_kb: None,
+            oom_suspected: false,
+            recheck: None,
+            rechecks: Vec::new(),
+            flaky_result: None,
+        }
+    }
+
     /// True for a crash `--flaky-result pass` keeps from failing the run.
     pub fn flaky_passes(&self) -> bool {
         matches!(self.recheck, Some(Verdict::Flaky { .. })) && self.flaky_result == Some(FlakyResult::Pass)

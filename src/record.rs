@@ -243,6 +243,9 @@ impl From<&Crash> for CrashRecord {
 /// The environment variable naming the crash log, as the original reads it.
 pub const CRASH_LOG_ENV: &str = "PYTEST_ABORT_CRASHED_TESTS_LOG";
 
+/// The `gpu_id` of a record whose GPU is not known (the original's word).
+pub const UNKNOWN_GPU: &str = "unknown";
+
 /// The crash log: `given` when it is a non-empty path, else
 /// `$PYTEST_ABORT_CRASHED_TESTS_LOG` when set and non-empty (every command
 /// reads the crash log this one way).
@@ -368,7 +371,7 @@ pub fn gpu_id_from_env() -> String {
         .iter()
         .filter_map(|k| std::env::var(k).ok())
         .find(|v| !v.trim().is_empty())
-        .unwrap_or_else(|| "unknown".to_string())
+        .unwrap_or_else(|| UNKNOWN_GPU.to_string())
 }
 
 /// Accepts a string, a number or null as a string (the original writes pid
@@ -459,32 +462,28 @@ mod tests {
         let crash = Crash {
             nodeid: "t.py::K::test_x[1]".into(),
             test_name: "test_x[1]".into(),
-            phase: Phase::Call,
-            death: Death::Timeout {
-                limit: Some(5.0),
-                scope: Some(TimeoutScope::Test),
-                end: Box::new(Death::Signal {
-                    signal: 9,
-                    core_dumped: false,
-                    detail: Some(SignalDetail {
-                        si_code: Some("SI_USER".into()),
-                        sender_pid: Some(7),
-                        ..Default::default()
-                    }),
-                }),
-            },
-            pid: 4242,
-            worker: Worker::from_id("gw1"),
-            run: 2,
             duration: 5.5,
             gpu_id: "0".into(),
             crash_time: "T".into(),
-            traceback: None,
-            peak_rss_kb: None,
-            oom_suspected: false,
-            recheck: None,
-            rechecks: Vec::new(),
-            flaky_result: None,
+            ..Crash::new(
+                Phase::Call,
+                Death::Timeout {
+                    limit: Some(5.0),
+                    scope: Some(TimeoutScope::Test),
+                    end: Box::new(Death::Signal {
+                        signal: 9,
+                        core_dumped: false,
+                        detail: Some(SignalDetail {
+                            si_code: Some("SI_USER".into()),
+                            sender_pid: Some(7),
+                            ..Default::default()
+                        }),
+                    }),
+                },
+                4242,
+                Worker::from_id("gw1"),
+                2,
+            )
         };
         let rec = CrashRecord::from(&crash);
         let v: serde_json::Value = serde_json::from_str(&rec.to_json_line()).unwrap();
@@ -520,20 +519,16 @@ mod tests {
         let crash = Crash {
             nodeid: "t.py::test_x[a::b]".into(),
             test_name: "test_x[a::b]".into(),
-            phase: Phase::Setup,
-            death: Death::DeviceError { matched: "device-side assert triggered".into() },
-            pid: 7,
-            worker: Worker::from_id("gw0"),
-            run: 1,
             duration: 0.5,
             gpu_id: "3".into(),
             crash_time: "T".into(),
-            traceback: None,
-            peak_rss_kb: None,
-            oom_suspected: false,
-            recheck: None,
-            rechecks: Vec::new(),
-            flaky_result: None,
+            ..Crash::new(
+                Phase::Setup,
+                Death::DeviceError { matched: "device-side assert triggered".into() },
+                7,
+                Worker::from_id("gw0"),
+                1,
+            )
         };
         let rec = CrashRecord::from(&crash);
         let v: serde_json::Value = serde_json::from_str(&rec.to_json_line()).unwrap();

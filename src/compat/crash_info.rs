@@ -65,7 +65,10 @@ pub fn crash_info_from_marker(path: &Path) -> Option<Map<String, Value>> {
     info.insert("reason".into(), Value::from(GENERIC_REASON));
     info.insert("crash_time".into(), Value::from(record::now_iso()));
     info.insert("duration".into(), Value::from(duration));
-    info.insert("gpu_id".into(), Value::from(if m.gpu_id.is_empty() { "unknown".to_string() } else { m.gpu_id }));
+    info.insert(
+        "gpu_id".into(),
+        Value::from(if m.gpu_id.is_empty() { crate::record::UNKNOWN_GPU.to_string() } else { m.gpu_id }),
+    );
     info.insert("pid".into(), Value::from(m.pid.map(|p| p.to_string()).unwrap_or_else(|| "unknown".into())));
     if let Some(phase) = m.phase.filter(|p| !p.is_empty()) {
         info.insert("phase".into(), Value::from(phase));
@@ -139,7 +142,7 @@ pub fn record_from_info(info: &Map<String, Value>, testfile: Option<&str>) -> Re
         rec.reason = GENERIC_REASON.to_string();
     }
     if rec.gpu_id.is_empty() {
-        rec.gpu_id = "unknown".to_string();
+        rec.gpu_id = crate::record::UNKNOWN_GPU.to_string();
     }
     Ok(rec)
 }
