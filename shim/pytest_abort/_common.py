@@ -8,6 +8,7 @@ PYTEST_DONT_REWRITE: no assertions here to rewrite (see :mod:`pytest_abort.plugi
 
 from __future__ import annotations
 
+import mmap
 import os
 import sys
 # encode_ascii: the C encoder of a JSON string literal (ASCII-only), for the
@@ -45,6 +46,19 @@ def q(text: str) -> str:
     in node ids survive), from the C encoder: the per-test paths build
     their JSON from constant parts and these literals."""
     return encode_ascii(str(text))
+
+
+def map_allocated(fd: int, size: int) -> Optional[mmap.mmap]:
+    """A shared memory map of the first ``size`` bytes of the file open as
+    ``fd``, its blocks allocated first so that a store into the map never
+    faults on a full disk; None where the file system cannot allocate or
+    map it (the caller writes instead). The marker and the journal both
+    keep their files this way."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+        return mmap.mmap(fd, size)
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def worker_id(config: pytest.Config) -> str:

@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from ._common import ENV_DUMP_SIGNAL, Problems, encode_ascii, q, worker_id
+from ._common import ENV_DUMP_SIGNAL, Problems, encode_ascii, map_allocated, q, worker_id
 
 _TEXT_LIMIT = 65536
 
@@ -163,14 +163,11 @@ class Journal:
     def _map(self, need: int) -> None:
         """Maps the file with room for ``need`` bytes; on failure, the file
         ends at the last line and lines are written instead."""
-        size = -(-need // _JOURNAL_STEP) * _JOURNAL_STEP
         old, self.map = self.map, None
         if old is not None:
             old.close()
-        try:
-            os.posix_fallocate(self.fd, 0, size)
-            self.map = mmap.mmap(self.fd, size)
-        except (OSError, ValueError, AttributeError):
+        self.map = map_allocated(self.fd, -(-need // _JOURNAL_STEP) * _JOURNAL_STEP)
+        if self.map is None:
             try:
                 os.ftruncate(self.fd, self.pos)  # no NULs after the last line
             except OSError:

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import pytest
 
-from ._common import ENV_WATCH_MARKS, Problems, encode_ascii as _encode, q, worker_id
+from ._common import ENV_WATCH_MARKS, Problems, encode_ascii as _encode, map_allocated, q, worker_id
 from .crash_file import gpu_id_from_env
 
 #: A marker starts with its status and phase, each value padded to a fixed
@@ -143,11 +143,7 @@ class InPlaceMarker:
         old, self.map = self.map, None
         if old is not None:
             old.close()
-        try:
-            os.posix_fallocate(self.fd, 0, size)
-            self.map = mmap.mmap(self.fd, size)
-        except (OSError, ValueError, AttributeError):
-            self.map = None  # a file system without fallocate/mmap: pwrite
+        self.map = map_allocated(self.fd, size)  # None: pwrite instead
 
     def _put(self, data: bytes) -> None:
         n = len(data)
