@@ -21,6 +21,16 @@ pytest_plugins = ["pytest_abort.plugin"]
 _ACTIVE = ("_common", "crash_file", "_journal", "_marker", "_poison", "_controller", "_shard", "plugin")
 
 
+def _in_wrapper_copy(path: str) -> bool:
+    """True when ``path`` (a real path) lies in the copy of this package that
+    pytest-abort-wrap puts first on ``PYTHONPATH`` (in its cache folder, or
+    its state folder), which it names in ``$PYTEST_ABORT_WRAP_SHIM``."""
+    import os
+
+    shim = os.environ.get("PYTEST_ABORT_WRAP_SHIM", "")
+    return bool(shim) and path.startswith(os.path.join(os.path.realpath(shim), ""))
+
+
 def _import_plugin() -> None:
     """Imports the plugin's modules through Python's own source loader before
     pytest can: pytest marks the package for assertion rewriting when it
@@ -33,7 +43,7 @@ def _import_plugin() -> None:
 
     Under the wrapper, the package is the wrapper's own copy (in a per-user
     cache folder named after the package's content, or in the run's state
-    folder), named by ``PYTEST_ABORT_WRAP_SHIM``; when
+    folder, see :func:`_in_wrapper_copy`); when
     ``PYTHONDONTWRITEBYTECODE`` keeps Python from caching bytecode, the
     first pytest process that imports this copy caches its modules'
     bytecode there anyway, as installing a package does, so no later
@@ -47,8 +57,7 @@ def _import_plugin() -> None:
 
     env = os.environ
     here = os.path.dirname(os.path.realpath(__file__))
-    shim = env.get("PYTEST_ABORT_WRAP_SHIM")
-    cache = sys.dont_write_bytecode and bool(shim) and here == os.path.join(os.path.realpath(shim), "pytest_abort")
+    cache = sys.dont_write_bytecode and _in_wrapper_copy(here)
     active = any(env.get(v) for v in ("PYTEST_ABORT_WRAP_STATE", "PYTEST_ABORT_LAST_RUNNING_DIR", "PYTEST_ABORT_LAST_RUNNING_FILE"))
     package = sys.modules[__name__]
     for name in _ACTIVE if active else ("_common", "plugin"):

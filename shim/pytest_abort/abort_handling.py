@@ -32,6 +32,7 @@ import subprocess
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from . import _in_wrapper_copy
 from .crash_file import append_crash_to_jsonl, check_for_crash_file
 
 __all__ = [
@@ -122,17 +123,9 @@ def wheel_binary(name: str = "pytest-abort") -> Optional[str]:
     # The copy of this package that pytest-abort-wrap puts first on
     # PYTHONPATH has no RECORD: the wheel installed in this environment
     # (its dist-info further down sys.path) is its own.
-    if others and _embedded(here):
+    if others and _in_wrapper_copy(here):
         return others[0]
     return None
-
-
-def _embedded(here: str) -> bool:
-    """True for the copy of this package that pytest-abort-wrap puts first on
-    ``PYTHONPATH`` (in its cache folder, or its state folder), which it names
-    in ``$PYTEST_ABORT_WRAP_SHIM``."""
-    shim = os.environ.get("PYTEST_ABORT_WRAP_SHIM", "")
-    return bool(shim) and here.startswith(os.path.join(os.path.realpath(shim), ""))
 
 
 def find_binary(name: str = "pytest-abort") -> str:
