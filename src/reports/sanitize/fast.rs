@@ -19,15 +19,22 @@ pub(super) struct Fast {
     pub(super) out: String,
 }
 
+/// The printable ASCII characters HTML escaping or JSON escaping touch.
+const TOUCHED: [u8; 6] = [b'"', b'\\', b'&', b'<', b'>', b'\''];
+
 /// Bytes that a JSON string can copy straight from the escaped attribute
-/// to the escaped output: printable ASCII other than the characters HTML
-/// escaping or JSON escaping touch.
+/// to the escaped output: printable ASCII other than [`TOUCHED`].
 const PLAIN: [bool; 256] = {
     let mut t = [false; 256];
-    let mut b = 0x20;
-    while b < 0x7f {
-        t[b] = !matches!(b as u8, b'"' | b'\\' | b'&' | b'<' | b'>' | b'\'');
+    let mut b = 0;
+    while b < 256 {
+        t[b] = b >= 0x20 && b < 0x7f;
         b += 1;
+    }
+    let mut i = 0;
+    while i < TOUCHED.len() {
+        t[TOUCHED[i] as usize] = false;
+        i += 1;
     }
     t
 };
@@ -49,15 +56,8 @@ fn first_special(w: u64) -> usize {
     let zero = |v: u64| v.wrapping_sub(LO) & !v & HI;
     let eq = |c: u8| zero(w ^ (LO * c as u64));
     // Non-ASCII, below 0x20, 0x7f and the bytes escaping touches.
-    let m = (w & HI)
-        | (w.wrapping_sub(LO * 0x20) & !w & HI)
-        | eq(0x7f)
-        | eq(b'"')
-        | eq(b'\\')
-        | eq(b'&')
-        | eq(b'<')
-        | eq(b'>')
-        | eq(b'\'');
+    let m = (w & HI) | (w.wrapping_sub(LO * 0x20) & !w & HI) | eq(0x7f);
+    let m = TOUCHED.iter().fold(m, |m, &c| m | eq(c));
     m.trailing_zeros() as usize / 8
 }
 
@@ -78,7 +78,7 @@ fn special_mask16(chunk: &[u8; 16]) -> u32 {
         let eq = |c: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8));
         // Signed: below 0x20 includes every byte of 0x80 and up (non-ASCII).
         let mut m = _mm_or_si128(_mm_cmplt_epi8(v, _mm_set1_epi8(0x20)), eq(0x7f));
-        for c in [b'"', b'\\', b'&', b'<', b'>', b'\''] {
+        for c in TOUCHED {
             m = _mm_or_si128(m, eq(c));
         }
         _mm_movemask_epi8(m) as u32
