@@ -552,15 +552,23 @@ impl RunJournal {
 mod tests {
     use super::*;
 
-    #[test]
-    fn head_and_tail_of_a_long_journal() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = journal_path(dir.path(), 1, 42);
+    /// The journal of pid 42 in run 1 under `dir` (its folder created): a
+    /// start event of `worker`, then 20,000 passed tests, `t.py::test_0`
+    /// to `t.py::test_19999`; returns its path and text.
+    fn long_journal(dir: &Path, worker: &str) -> (PathBuf, String) {
+        let path = journal_path(dir, 1, 42);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let mut text = String::from("{\"ev\":\"start\",\"pid\":42,\"worker\":\"gw3\",\"rootdir\":\"/r\"}\n");
+        let mut text = format!("{{\"ev\":\"start\",\"pid\":42,\"worker\":\"{worker}\",\"rootdir\":\"/r\"}}\n");
         for i in 0..20000 {
             text.push_str(&format!("{{\"ev\":\"done\",\"nodeid\":\"t.py::test_{i}\",\"outcome\":\"passed\"}}\n"));
         }
+        (path, text)
+    }
+
+    #[test]
+    fn head_and_tail_of_a_long_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, mut text) = long_journal(dir.path(), "gw3");
         text.push_str("{\"ev\":\"finish\",\"exitstatus\":0}\n");
         std::fs::write(&path, &text).unwrap();
         assert!(text.len() as u64 > 2 * TAIL_BYTES);
@@ -578,12 +586,7 @@ mod tests {
     #[test]
     fn head_and_tail_skip_the_nuls_of_a_killed_process() {
         let dir = tempfile::tempdir().unwrap();
-        let path = journal_path(dir.path(), 1, 42);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let mut text = String::from("{\"ev\":\"start\",\"pid\":42,\"worker\":\"gw1\",\"rootdir\":\"/r\"}\n");
-        for i in 0..20000 {
-            text.push_str(&format!("{{\"ev\":\"done\",\"nodeid\":\"t.py::test_{i}\",\"outcome\":\"passed\"}}\n"));
-        }
+        let (path, text) = long_journal(dir.path(), "gw1");
         let mut bytes = text.into_bytes();
         bytes.resize(bytes.len() + 3 * TAIL_BYTES as usize, 0);
         std::fs::write(&path, &bytes).unwrap();

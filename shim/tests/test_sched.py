@@ -36,14 +36,21 @@ def test_c():
 """
 
 
-@pytest.mark.parametrize("dist", ["load", "loadfile", "loadscope", "loadgroup", "worksteal"])
-def test_a_crashed_test_starts_once(suite, dist):
-    suite.write("conftest.py", COUNT)
+def _run_crashing_suite(suite, conftest: str, dist: str, timeout: float = 120):
+    """The suite (test_x.py with one segfault, test_y.py passing) under
+    ``-n 2 --dist DIST`` with the plugin asked for markers; returns pytest's
+    result and the crash log's path."""
+    suite.write("conftest.py", conftest)
     suite.write("test_x.py", CRASHES)
     suite.write("test_y.py", "".join(f"def test_y{i}():\n    pass\n\n" for i in range(4)))
     log = suite.root / "crashes.jsonl"
     env = clean_env(PYTEST_ABORT_LAST_RUNNING_DIR=str(suite.root / "m"), PYTEST_ABORT_CRASHED_TESTS_LOG=str(log))
-    r = suite.pytest("-n", "2", "--dist", dist, "-p", "no:randomly", env=env)
+    return suite.pytest("-n", "2", "--dist", dist, "-p", "no:randomly", env=env, timeout=timeout), log
+
+
+@pytest.mark.parametrize("dist", ["load", "loadfile", "loadscope", "loadgroup", "worksteal"])
+def test_a_crashed_test_starts_once(suite, dist):
+    r, log = _run_crashing_suite(suite, COUNT, dist)
     assert r.returncode == 1, r.stdout
     assert "INTERNALERROR" not in r.stdout, r.stdout
     starts = [json.loads(line) for line in (suite.root / "starts.jsonl").read_text().splitlines()]
@@ -70,12 +77,7 @@ def pytest_collection_finish(session):
 
 @pytest.mark.parametrize("dist", ["loadfile", "loadscope", "loadgroup"])
 def test_a_replacement_worker_still_collecting_when_the_tests_end_does_not_hang_the_session(suite, dist):
-    suite.write("conftest.py", SLOW_REPLACEMENT)
-    suite.write("test_x.py", CRASHES)
-    suite.write("test_y.py", "".join(f"def test_y{i}():\n    pass\n\n" for i in range(4)))
-    log = suite.root / "crashes.jsonl"
-    env = clean_env(PYTEST_ABORT_LAST_RUNNING_DIR=str(suite.root / "m"), PYTEST_ABORT_CRASHED_TESTS_LOG=str(log))
-    r = suite.pytest("-n", "2", "--dist", dist, "-p", "no:randomly", env=env, timeout=60)
+    r, log = _run_crashing_suite(suite, SLOW_REPLACEMENT, dist, timeout=60)
     assert r.returncode == 1, r.stdout
     assert "7 passed" in r.stdout and "1 failed" in r.stdout, r.stdout
     assert [rec["nodeid"] for rec in read_jsonl(log)] == ["test_x.py::test_crash"]
