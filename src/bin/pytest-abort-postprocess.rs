@@ -11,6 +11,7 @@ use pytest_abort::reporter::terminal::{write_stderr, write_stdout};
 use pytest_abort::reports::{self, Kind};
 
 fn main() {
+    reports::tune_allocator();
     let args = Args::parse();
     let Some(log) = record::crash_log_or_env(args.crash_log.as_deref()) else {
         write_stderr(

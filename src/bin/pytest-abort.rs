@@ -69,6 +69,7 @@ fn merge(args: &shard::merge::MergeArgs) -> i32 {
 }
 
 fn main() {
+    reports::tune_allocator();
     let cli = Cli::parse();
     let code = match &cli.cmd {
         Cmd::SanitizeHtml { paths, glob } => sanitize_html(paths, glob),
