@@ -404,14 +404,19 @@ fn canonical_ref(c: u8) -> Option<&'static [u8]> {
 }
 
 /// Decodes `buf` in place when it is escaped exactly as
-/// [`attr_escape_into`] escapes; returns the decoded length, or `None`
-/// (with `buf` as it was) for any other escaping.
-fn decode_in_place(buf: &mut [u8]) -> Option<usize> {
+/// [`attr_escape_into`] escapes; returns the decoded length and where in
+/// the decoded bytes each reference was (ascending), or `None` (with `buf`
+/// as it was) for any other escaping.
+fn decode_in_place(buf: &mut [u8]) -> Option<(usize, Vec<u32>)> {
     // Canonical escaping leaves none of these bytes raw.
-    if memchr::memchr3(b'"', b'\'', b'<', buf).is_some() || memchr::memchr(b'>', buf).is_some() {
+    if u32::try_from(buf.len()).is_err()
+        || memchr::memchr3(b'"', b'\'', b'<', buf).is_some()
+        || memchr::memchr(b'>', buf).is_some()
+    {
         return None;
     }
     let (mut r, mut w) = (0, 0);
+    let mut refs = Vec::new();
     while r < buf.len() {
         // Runs between references move as they are.
         let run = memchr::memchr(b'&', &buf[r..]).unwrap_or(buf.len() - r);
@@ -425,45 +430,48 @@ fn decode_in_place(buf: &mut [u8]) -> Option<usize> {
             .find(|&d| buf[r..].starts_with(canonical_ref(d).expect("escaped")))
         else {
             // The first `r` bytes were decoded into `w`: undo.
-            encode_in_place(&mut buf[..r], w);
+            encode_in_place(&mut buf[..r], w, &refs);
             return None;
         };
         buf[w] = d;
+        refs.push(w as u32);
         w += 1;
         r += canonical_ref(d).expect("escaped").len();
     }
-    Some(w)
+    Some((w, refs))
 }
 
-/// Whether [`attr_escape_into`] escapes a byte.
-const ESCAPED: [bool; 256] = {
-    let mut t = [false; 256];
-    t[b'"' as usize] = true;
-    t[b'\'' as usize] = true;
-    t[b'&' as usize] = true;
-    t[b'<' as usize] = true;
-    t[b'>' as usize] = true;
-    t
-};
-
 /// Undoes [`decode_in_place`]: escapes the `n` decoded bytes at the start
-/// of `buf` back over the whole of `buf`, from the end.
-fn encode_in_place(buf: &mut [u8], n: usize) {
+/// of `buf`, whose references were at `refs`, back over the whole of
+/// `buf`, from the end.
+fn encode_in_place(buf: &mut [u8], n: usize, refs: &[u32]) {
     let (mut r, mut w) = (n, buf.len());
-    while r > 0 {
-        // Runs without escaped bytes move as they are.
-        let start = buf[..r].iter().rposition(|&c| ESCAPED[c as usize]).map_or(0, |i| i + 1);
-        let run = r - start;
-        buf.copy_within(start..r, w - run);
-        (r, w) = (start, w - run);
-        if r == 0 {
-            break;
-        }
-        let e = canonical_ref(buf[r - 1]).expect("an escaped byte");
+    for &at in refs.iter().rev() {
+        let at = at as usize;
+        // The run after the reference moves as it is.
+        let run = r - (at + 1);
+        buf.copy_within(at + 1..r, w - run);
+        w -= run;
+        let e = canonical_ref(buf[at]).expect("an escaped byte");
         buf[w - e.len()..w].copy_from_slice(e);
-        (r, w) = (r - 1, w - e.len());
+        (r, w) = (at, w - e.len());
     }
-    debug_assert_eq!(w, 0, "the escaped text is as long as it was");
+    debug_assert_eq!(w, r, "the escaped text is as long as it was");
+}
+
+/// Where the decoded offsets `targets` (ascending) are in the escaped
+/// text, given the decoded bytes and where their references were.
+fn escaped_offsets_of(decoded: &[u8], refs: &[u32], targets: &[usize]) -> Vec<usize> {
+    let mut out = Vec::with_capacity(targets.len());
+    let (mut next, mut extra) = (0, 0);
+    for &t in targets {
+        while let Some(&at) = refs.get(next).filter(|&&at| (at as usize) < t) {
+            extra += canonical_ref(decoded[at as usize]).expect("an escaped byte").len() - 1;
+            next += 1;
+        }
+        out.push(t + extra);
+    }
+    out
 }
 
 impl HtmlDoc {
@@ -474,21 +482,29 @@ impl HtmlDoc {
         // parse and escaped back afterwards, so the file is in memory once.
         // Any other escaping is decoded into a copy.
         let mut bytes = text.into_bytes();
-        let (scan, text) = match decode_in_place(&mut bytes[attr.0..attr.1]) {
-            Some(n) => {
-                let scan = std::str::from_utf8(&bytes[attr.0..attr.0 + n])
+        let (scan, esc, text) = match decode_in_place(&mut bytes[attr.0..attr.1]) {
+            Some((n, refs)) => {
+                let decoded = &bytes[attr.0..attr.0 + n];
+                let scan = std::str::from_utf8(decoded)
                     .context("the data-jsonblob attribute is not UTF-8")
                     .and_then(scan_blob);
-                encode_in_place(&mut bytes[attr.0..attr.1], n);
-                (scan?, String::from_utf8(bytes).context("not UTF-8")?)
+                let esc = scan.as_ref().map(|s| escaped_offsets_of(decoded, &refs, &s.3)).unwrap_or_default();
+                encode_in_place(&mut bytes[attr.0..attr.1], n, &refs);
+                debug_assert!(std::str::from_utf8(&bytes).is_ok());
+                // SAFETY: the bytes were a `String`'s; decoding replaced
+                // ASCII references by ASCII bytes and encoding restored them
+                // byte for byte.
+                let text = unsafe { String::from_utf8_unchecked(bytes) };
+                (scan?, esc, text)
             }
             None => {
                 let text = String::from_utf8(bytes).context("not UTF-8")?;
-                (scan_blob(&html_unescape(&text[attr.0..attr.1]))?, text)
+                let scan = scan_blob(&html_unescape(&text[attr.0..attr.1]))?;
+                let esc = escaped_offsets(&text[attr.0..attr.1], &scan.3);
+                (scan, esc, text)
             }
         };
-        let (members_raw, results, columns, targets) = scan;
-        let esc = escaped_offsets(&text[attr.0..attr.1], &targets);
+        let (members_raw, results, columns, _) = scan;
         let mut members = Vec::with_capacity(members_raw.len());
         let mut member_keys = Vec::with_capacity(members_raw.len());
         for ((mem, results), span) in members_raw.into_iter().zip(results).zip(esc.chunks_exact(2)) {
@@ -546,43 +562,68 @@ fn td_class(td: &str) -> Option<String> {
     Some(re.captures(td)?.get(1)?.as_str().split_whitespace().next()?.to_string())
 }
 
+/// Replaces, at the first place `needle` is followed by text `f` accepts,
+/// the `n` bytes `f` consumed with what it returns; `None` when no place
+/// is accepted.
+fn replace_after(hay: &str, needle: &str, mut f: impl FnMut(&str) -> Option<(usize, String)>) -> Option<String> {
+    memchr::memmem::find_iter(hay.as_bytes(), needle.as_bytes()).find_map(|at| {
+        let from = at + needle.len();
+        let (n, with) = f(&hay[from..])?;
+        Some([&hay[..from], &with, &hay[from + n..]].concat())
+    })
+}
+
+/// The number at the start of `s` (one ASCII digit at least), and its length.
+fn leading_number(s: &str) -> Option<(i64, usize)> {
+    let n = s.bytes().take_while(u8::is_ascii_digit).count();
+    (n > 0).then(|| (s[..n].parse().unwrap_or(0), n))
+}
+
 /// Adds `delta` to the number at the start of `<span class="cls">N ...`
 /// and enables the filter when the count becomes non-zero.
 fn bump_count(prefix: &str, cls: &str, delta: i64) -> String {
-    let span = Regex::new(&format!(r#"(<span class="{}">)(\d+)"#, regex::escape(cls))).expect("valid regex");
     let mut now = 0;
-    let out = span
-        .replace(prefix, |c: &regex::Captures| {
-            now = c[2].parse::<i64>().unwrap_or(0) + delta;
-            format!("{}{}", &c[1], now)
-        })
-        .into_owned();
-    if now > 0 {
-        let input =
-            Regex::new(&format!(r#"(data-test-result="{}")\s+disabled"#, regex::escape(cls))).expect("valid regex");
-        input.replace(&out, "$1 ").into_owned()
-    } else {
-        out
+    let out = replace_after(prefix, &format!(r#"<span class="{cls}">"#), |rest| {
+        let (n, len) = leading_number(rest)?;
+        now = n + delta;
+        Some((len, now.to_string()))
+    })
+    .unwrap_or_else(|| prefix.to_string());
+    if now <= 0 {
+        return out;
     }
+    // `data-test-result="cls"  disabled` -> `data-test-result="cls" `.
+    replace_after(&out, &format!(r#"data-test-result="{cls}""#), |rest| {
+        let gap = rest.len() - rest.trim_start().len();
+        (gap > 0 && rest[gap..].starts_with("disabled")).then(|| (gap + "disabled".len(), " ".to_string()))
+    })
+    .unwrap_or(out)
 }
 
+/// Adds `delta` to the page's `N tests took` and `N/M tests done` counts.
 fn bump_run_count(prefix: &str, delta: i64) -> String {
-    static TOOK: OnceLock<Regex> = OnceLock::new();
-    static DONE: OnceLock<Regex> = OnceLock::new();
-    let took = TOOK.get_or_init(|| Regex::new(r#"(<p class="run-count">)(\d+) tests? took "#).expect("valid regex"));
-    let done =
-        DONE.get_or_init(|| Regex::new(r#"(<p class="run-count">)(\d+)/(\d+) tests? done"#).expect("valid regex"));
+    const RUN_COUNT: &str = r#"<p class="run-count">"#;
     let plural = |n: i64| if n > 1 { "tests" } else { "test" };
-    let out = took.replace(prefix, |c: &regex::Captures| {
-        let n = c[2].parse::<i64>().unwrap_or(0) + delta;
-        format!("{}{n} {} took ", &c[1], plural(n))
+    let words = |rest: &str, tail: &str| {
+        let t = rest.strip_prefix(" test")?;
+        let t = t.strip_prefix('s').unwrap_or(t);
+        t.starts_with(tail).then(|| rest.len() - t.len() + tail.len())
+    };
+    let took = replace_after(prefix, RUN_COUNT, |rest| {
+        let (n, len) = leading_number(rest)?;
+        let end = len + words(&rest[len..], " took ")?;
+        let n = n + delta;
+        Some((end, format!("{n} {} took ", plural(n))))
     });
-    done.replace(&out, |c: &regex::Captures| {
-        let n = c[2].parse::<i64>().unwrap_or(0) + delta;
-        let m = c[3].parse::<i64>().unwrap_or(0) + delta;
-        format!("{}{n}/{m} {} done", &c[1], plural(m))
+    let out = took.as_deref().unwrap_or(prefix);
+    replace_after(out, RUN_COUNT, |rest| {
+        let (n, len) = leading_number(rest)?;
+        let (m, mlen) = leading_number(rest[len..].strip_prefix('/')?)?;
+        let end = len + 1 + mlen + words(&rest[len + 1 + mlen..], " done")?;
+        let (n, m) = (n + delta, m + delta);
+        Some((end, format!("{n}/{m} {} done", plural(m))))
     })
-    .into_owned()
+    .unwrap_or_else(|| out.to_string())
 }
 
 /// pytest-html's own result entries for an entry filled in from a
@@ -803,6 +844,60 @@ mod tests {
     use crate::reports::sample_record;
 
     #[test]
+    fn counts_bumped_as_the_page_patterns_find_them() {
+        // The patterns the counts were bumped with before (regex), as oracle.
+        fn by_pattern(prefix: &str, cls: &str, delta: i64) -> String {
+            let span = Regex::new(&format!(r#"(<span class="{}">)(\d+)"#, regex::escape(cls))).unwrap();
+            let mut now = 0;
+            let out = span
+                .replace(prefix, |c: &regex::Captures| {
+                    now = c[2].parse::<i64>().unwrap_or(0) + delta;
+                    format!("{}{}", &c[1], now)
+                })
+                .into_owned();
+            if now <= 0 {
+                return out;
+            }
+            let input = Regex::new(&format!(r#"(data-test-result="{}")\s+disabled"#, regex::escape(cls))).unwrap();
+            input.replace(&out, "$1 ").into_owned()
+        }
+        fn run_by_pattern(prefix: &str, delta: i64) -> String {
+            let took = Regex::new(r#"(<p class="run-count">)(\d+) tests? took "#).unwrap();
+            let done = Regex::new(r#"(<p class="run-count">)(\d+)/(\d+) tests? done"#).unwrap();
+            let plural = |n: i64| if n > 1 { "tests" } else { "test" };
+            let out = took.replace(prefix, |c: &regex::Captures| {
+                let n = c[2].parse::<i64>().unwrap_or(0) + delta;
+                format!("{}{n} {} took ", &c[1], plural(n))
+            });
+            done.replace(&out, |c: &regex::Captures| {
+                let n = c[2].parse::<i64>().unwrap_or(0) + delta;
+                let m = c[3].parse::<i64>().unwrap_or(0) + delta;
+                format!("{}{n}/{m} {} done", &c[1], plural(m))
+            })
+            .into_owned()
+        }
+        let pages = [
+            html_page::bundled("t.html"),
+            r#"<span class="failed">x</span><span class="failed">7 Failed</span><input data-test-result="failed"
+                disabled/><input data-test-result="failed" disabled/>"#
+                .to_string(),
+            r#"<span class="failed">0 Failed</span><input data-test-result="failed"disabled/>"#.to_string(),
+            r#"<p class="run-count">x</p><p class="run-count">1 test took 1 ms.</p><p class="run-count">3 tests took"#
+                .to_string(),
+            r#"<p class="run-count">2/5 tests done</p><p class="run-count">0/0 test done"#.to_string(),
+            String::new(),
+        ];
+        for page in &pages {
+            for (cls, delta) in [("failed", 1), ("failed", -7), ("passed", 3), ("error", 0)] {
+                assert_eq!(bump_count(page, cls, delta), by_pattern(page, cls, delta), "{cls} {delta} {page}");
+            }
+            for delta in [1, 2, -1] {
+                assert_eq!(bump_run_count(page, delta), run_by_pattern(page, delta), "{delta} {page}");
+            }
+        }
+    }
+
+    #[test]
     fn synthetic_entry_snapshot() {
         let e = Entry::from_crash(&sample_record());
         let cols: Vec<String> = DEFAULT_COLUMNS.iter().map(|s| s.to_string()).collect();
@@ -833,9 +928,11 @@ mod tests {
         {
             let mut b = s.as_bytes().to_vec();
             match decode_in_place(&mut b) {
-                Some(n) => {
+                Some((n, refs)) => {
                     assert_eq!(std::str::from_utf8(&b[..n]).unwrap(), html_unescape(s), "{s}");
-                    encode_in_place(&mut b, n);
+                    let all: Vec<usize> = (0..=n).collect();
+                    assert_eq!(escaped_offsets_of(&b[..n], &refs, &all), escaped_offsets(s, &all), "{s}");
+                    encode_in_place(&mut b, n, &refs);
                 }
                 None => assert!(s.contains("quot") || s.contains("bogus") || s.contains('<') || s.contains("x27")),
             }

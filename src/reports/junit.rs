@@ -241,10 +241,8 @@ impl JunitDoc {
     /// The first suite's start tag with updated counters.
     fn suite_start(&self, tag: &str) -> String {
         let inner = tag.trim_start_matches('<').trim_end_matches('>').trim_end_matches('/');
-        let re = regex::Regex::new(r#"([A-Za-z_:][-A-Za-z0-9_:.]*)\s*=\s*("[^"]*"|'[^']*')"#).expect("valid regex");
         let name = inner.split_whitespace().next().unwrap_or("testsuite");
-        let mut attrs: Vec<(String, String)> =
-            re.captures_iter(inner).map(|c| (c[1].to_string(), c[2][1..c[2].len() - 1].to_string())).collect();
+        let mut attrs = tag_attributes(inner);
         let bump =
             |attrs: &mut Vec<(String, String)>, key: &str, delta: i64| match attrs.iter_mut().find(|(k, _)| k == key) {
                 Some((_, v)) => *v = (v.parse::<i64>().unwrap_or(0) + delta).to_string(),
@@ -265,6 +263,32 @@ impl JunitDoc {
         out.push('>');
         out
     }
+}
+
+/// The `name="value"` (or `'value'`) pairs of a start tag's text, values
+/// as written; what is not such a pair is passed over.
+fn tag_attributes(tag: &str) -> Vec<(String, String)> {
+    let name_start = |c: u8| c.is_ascii_alphabetic() || c == b'_' || c == b':';
+    let name_char = |c: u8| name_start(c) || c.is_ascii_digit() || c == b'-' || c == b'.';
+    let pair = |at: usize| -> Option<(usize, (String, String))> {
+        let name_len = tag[at..].bytes().take_while(|&c| name_char(c)).count();
+        let rest = tag[at + name_len..].trim_start().strip_prefix('=')?.trim_start();
+        let quote = rest.chars().next().filter(|&q| q == '"' || q == '\'')?;
+        let len = rest[1..].find(quote)?;
+        let end = tag.len() - rest.len() + len + 2;
+        Some((end, (tag[at..at + name_len].to_string(), rest[1..1 + len].to_string())))
+    };
+    let (mut out, mut at) = (Vec::new(), 0);
+    while at < tag.len() {
+        match Some(at).filter(|&i| name_start(tag.as_bytes()[i])).and_then(pair) {
+            Some((end, kv)) => {
+                out.push(kv);
+                at = end;
+            }
+            None => at += tag[at..].chars().next().map_or(1, char::len_utf8),
+        }
+    }
+    out
 }
 
 /// The `<testcase>` element for an entry: its `<properties>` (the test's
@@ -537,6 +561,22 @@ impl JunitDoc {
 mod tests {
     use super::*;
     use crate::reports::sample_record;
+
+    #[test]
+    fn tag_attributes_as_the_attribute_pattern_finds_them() {
+        let re = regex::Regex::new(r#"([A-Za-z_:][-A-Za-z0-9_:.]*)\s*=\s*("[^"]*"|'[^']*')"#).unwrap();
+        for tag in [
+            r#"testsuite name="pytest" errors="0" failures="1" skipped="0" tests="3" time="0.5""#,
+            r#"testsuite  a = 'x"y'  b="1"c='2' 9d="3" -e="4" f.g:h="5" i= "6" j="7/"#,
+            r#"testsuite name="é" x:y="a>b" broken=" no="end" ="v" k=v l="#,
+            "testsuite\tname\n=\r\"t\"\u{a0}u\u{a0}=\u{a0}'v'",
+            "",
+        ] {
+            let want: Vec<(String, String)> =
+                re.captures_iter(tag).map(|c| (c[1].to_string(), c[2][1..c[2].len() - 1].to_string())).collect();
+            assert_eq!(tag_attributes(tag), want, "{tag}");
+        }
+    }
 
     #[test]
     fn names_like_pytest() {
