@@ -89,13 +89,13 @@ struct Target<'a> {
     path: &'a Path,
     created: bool,
     bom: bool,
-    doc: Box<dyn Render + Send>,
+    doc: Box<dyn Render + Send + Sync>,
     added: usize,
 }
 
 /// Reads and parses a report, or starts a new one when it is missing.
 fn open(kind: Kind, path: &Path) -> Result<Target<'_>> {
-    fn load<D: Doc + Send + 'static>(path: &Path) -> Result<(bool, bool, Box<dyn Render + Send>)> {
+    fn load<D: Doc + Send + Sync + 'static>(path: &Path) -> Result<(bool, bool, Box<dyn Render + Send + Sync>)> {
         Ok(match read_report_bom(path)? {
             Some((bom, text)) => {
                 let doc =
@@ -118,11 +118,19 @@ fn open(kind: Kind, path: &Path) -> Result<Target<'_>> {
 /// validation of every report before it is touched) is most of the work,
 /// and the reports are independent.
 fn open_all(targets: &[(Kind, PathBuf)]) -> Vec<Result<Target<'_>>> {
-    if targets.len() < 2 {
-        return targets.iter().map(|(k, p)| open(*k, p)).collect();
+    each_in_parallel(targets.iter().collect(), |(k, p)| open(*k, p))
+}
+
+/// `f` of every item, each in its own thread when there are several (the
+/// reports of one command are independent: each is read, parsed and
+/// written on its own), results in the items' order.
+fn each_in_parallel<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    if items.len() < 2 {
+        return items.into_iter().map(f).collect();
     }
+    let f = &f;
     std::thread::scope(|s| {
-        let handles: Vec<_> = targets.iter().map(|(k, p)| s.spawn(move || open(*k, p))).collect();
+        let handles: Vec<_> = items.into_iter().map(|item| s.spawn(move || f(item))).collect();
         handles.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
     })
 }
@@ -164,7 +172,7 @@ fn choose(source: &(impl Source + ?Sized), targets: &mut [Result<Target<'_>>]) -
 /// A target's output while the entries stream in.
 struct Out<'d> {
     file: AtomicFile,
-    doc: &'d dyn Render,
+    doc: &'d (dyn Render + Sync),
     parts: Vec<Part<'d>>,
     /// Index in `parts` of the first slot, written straight to `file`.
     first: usize,
@@ -178,7 +186,7 @@ impl<'d> Out<'d> {
     /// Starts the file: everything up to the first slot, and the held
     /// entries of every slot.
     fn start(t: &'d Target<'_>) -> Result<Option<Out<'d>>> {
-        let doc: &dyn Render = &*t.doc;
+        let doc: &(dyn Render + Sync) = &*t.doc;
         let Some(parts) = doc.parts() else { return Ok(None) };
         let mut file = AtomicFile::create(t.path)?;
         let dir = t.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -294,8 +302,11 @@ fn write_all(
     plan: &Plan,
     targets: &[(Kind, PathBuf)],
 ) -> Result<Vec<Result<Option<Written>>>> {
+    // The text up to each report's first slot (most of a report) is
+    // written in parallel, the crash log is read once for all, and the
+    // rest of each is written in parallel again.
     let mut outs: Vec<Result<Option<Out<'_>>>> =
-        opened.iter().map(|t| t.as_ref().map_or(Ok(None), Out::start)).collect();
+        each_in_parallel(opened.iter().collect(), |t| t.as_ref().map_or(Ok(None), Out::start));
     let positions: Vec<u64> = plan.picks.iter().map(|p| p.0).collect();
     let mut buf = String::new();
     source.replay(&positions, &mut |i, r| {
@@ -310,12 +321,8 @@ fn write_all(
         }
         Ok(())
     })?;
-    Ok(outs
-        .into_iter()
-        .zip(targets)
-        .map(|(o, (_, path))| match o? {
-            Some(out) => out.finish(path).map(Some),
-            None => Ok(None),
-        })
-        .collect())
+    Ok(each_in_parallel(outs.into_iter().zip(targets).collect(), |(o, (_, path))| match o? {
+        Some(out) => out.finish(path).map(Some),
+        None => Ok(None),
+    }))
 }
