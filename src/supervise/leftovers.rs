@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::pid::Target;
 use super::proc::{self, Stat};
-use super::wait::wait;
+use super::wait::{wait, Backoff};
 use super::Leftover;
 
 /// How long processes still running when the command ended get to exit
@@ -55,8 +55,9 @@ pub fn tree(root: i32, seeds: &[i32]) -> Vec<i32> {
 pub fn collect(root: i32, seeds: &[i32], grace: Duration, keep: bool) -> Vec<Leftover> {
     let grace_end = Instant::now() + grace;
     let mut live = tree(root, seeds);
+    let mut backoff = Backoff::new();
     while !live.is_empty() && Instant::now() < grace_end {
-        std::thread::sleep(Duration::from_millis(10));
+        backoff.pause();
         reap_orphans();
         live = tree(root, seeds);
     }
@@ -70,7 +71,7 @@ pub fn collect(root: i32, seeds: &[i32], grace: Duration, keep: bool) -> Vec<Lef
             break;
         }
         kill_all(&live);
-        std::thread::sleep(Duration::from_millis(10));
+        backoff.pause();
         reap_orphans();
         live = tree(root, seeds);
     }

@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 
 use super::pid::Target;
 use super::spawn::Child;
-use super::wait::{wait, Wait};
+use super::wait::{wait, Backoff, Wait};
 use super::{forward, leftovers, proc, signals, Fault, Follow, Leftover, Mode, Observer, Options, Outcome};
 use super::{ProcessEnd, Supervised};
 
@@ -141,6 +141,7 @@ impl Tracer<'_> {
     fn finish(&mut self) -> Vec<Leftover> {
         let root = self.root.as_raw();
         let deadline = Instant::now() + leftovers::GRACE;
+        let mut backoff = Backoff::new();
         while Instant::now() < deadline {
             let live = self.live_processes();
             if live.is_empty() && leftovers::tree(root, &[]).is_empty() {
@@ -149,7 +150,7 @@ impl Tracer<'_> {
             super::act_on_signals(root, self.observer);
             // Reaps orphans too (we are their subreaper).
             match wait(-1, WALL | libc::WNOHANG) {
-                Ok(Wait::Nothing) => std::thread::sleep(Duration::from_millis(10)),
+                Ok(Wait::Nothing) => backoff.pause(),
                 Ok(status) => self.handle(status),
                 Err(Errno::EINTR) => {}
                 Err(_) => break,
@@ -202,9 +203,10 @@ impl Tracer<'_> {
             Target::process(pid).kill();
         }
         let until = Instant::now() + Duration::from_secs(2);
+        let mut backoff = Backoff::new();
         while Instant::now() < until && !self.tracees.is_empty() {
             match wait(-1, WALL | libc::WNOHANG) {
-                Ok(Wait::Nothing) => std::thread::sleep(Duration::from_millis(5)),
+                Ok(Wait::Nothing) => backoff.pause(),
                 Ok(Wait::Event(pid, _, _)) | Ok(Wait::Stopped(pid, _)) => cont(pid, 0),
                 Ok(Wait::Exited(pid, _)) | Ok(Wait::Signaled(pid, _, _)) => {
                     self.tracees.remove(&pid);
