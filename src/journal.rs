@@ -207,6 +207,30 @@ pub struct Done {
     /// as junitxml writes them under `<properties>`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub props: Vec<(String, String)>,
+    /// Where the failure that decided the outcome was raised, and its whole
+    /// message (pytest's `reprcrash`), when pytest located it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reprcrash: Option<Box<ReprCrash>>,
+    /// The `message` attribute junitxml writes for that failure (for an
+    /// error, `failed on setup with "..."`; shortened as the pytest that ran
+    /// it shortens it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub junit_message: Option<String>,
+}
+
+/// Where a failure was raised and its message, as pytest locates it
+/// (`longrepr.reprcrash`): pytest-json-report's `crash`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct ReprCrash {
+    /// The file, as pytest gives it (absolute).
+    #[serde(default)]
+    pub path: String,
+    /// Line number, 1-based.
+    #[serde(default)]
+    pub lineno: u64,
+    /// The exception's whole message (`Type: text`, every line).
+    #[serde(default)]
+    pub message: String,
 }
 
 /// What the report plugins of the process that ran a test wrote for it

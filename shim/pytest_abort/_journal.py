@@ -239,6 +239,32 @@ class Journal:
         self.fd = None
 
 
+def _failure_fields(reprcrash: Any, outcome: str, when: str) -> str:
+    """The journal fields of a failure pytest located (its ``reprcrash``):
+    where it was raised and its whole message, as pytest-json-report's
+    ``crash`` and pytest-csv's ``message`` hold them, and the ``message``
+    attribute junitxml writes for it (``failed on setup with "..."`` for an
+    error; shortened where the running pytest shortens it), so that a
+    report the wrapper creates from the journal says what the plugins would
+    have."""
+    message = str(reprcrash.message)
+    junit = message
+    if outcome == "error":
+        junit = 'failed on %s with "%s"' % ("teardown" if when == "teardown" else "setup", message)
+    try:
+        from _pytest.junitxml import shorten_message  # pytest 9.1 and later
+    except ImportError:
+        pass
+    else:
+        junit = shorten_message(junit)
+    try:
+        lineno = int(reprcrash.lineno)
+    except (TypeError, ValueError):
+        lineno = 0
+    crash = {"path": str(reprcrash.path), "lineno": lineno, "message": message}
+    return ',"reprcrash":' + json.dumps(crash) + ',"junit_message":' + q(junit)
+
+
 def _clip(text: str) -> str:
     return text if len(text) <= _TEXT_LIMIT else text[:_TEXT_LIMIT] + "\n[... truncated by pytest-abort]"
 
@@ -689,6 +715,7 @@ class TestJournal:
 
     def _journal_done(self, nodeid: str, reports: list, entries: Optional[Dict[str, Any]] = None) -> None:
         outcome, decided_by, duration, longrepr, sections, location = "passed", "call", 0.0, None, None, None
+        reprcrash = None
         for report in reports:
             duration += report.duration
             location = report.location
@@ -712,9 +739,12 @@ class TestJournal:
                     longrepr = _clip(report.longreprtext)
                     if result == "failed":
                         sections = [(title, _clip(text)) for title, text in report.sections]
+                        reprcrash = getattr(report.longrepr, "reprcrash", None)
         if location is None:
             return
         line = self._done_line(nodeid, outcome, duration, decided_by, location, longrepr, sections)
+        if reprcrash is not None:
+            line = line[:-2] + _failure_fields(reprcrash, outcome, decided_by) + "}\n"
         props = reports[-1].user_properties
         if props:
             # record_property values, as junitxml writes them (str of each).

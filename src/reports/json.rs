@@ -328,7 +328,7 @@ pub(crate) fn entry_value(e: &Entry) -> Value {
         if stage_outcome == "failed" {
             failed_stage.insert(
                 "crash".into(),
-                json!({"path": e.path, "lineno": e.lineno.map(|l| l + 1).unwrap_or(0), "message": e.message}),
+                json!({"path": e.crash_path(), "lineno": e.crash_lineno(), "message": e.message}),
             );
         }
         for (title, text) in &e.sections {
@@ -413,8 +413,8 @@ fn stage_into(e: &Entry, out: &mut String) {
     if !e.longrepr.is_empty() {
         if outcome == "failed" {
             out.push_str(", \"crash\": {\"path\": ");
-            py_str_into(&e.path, true, out);
-            let _ = write!(out, ", \"lineno\": {}, \"message\": ", e.lineno.map(|l| l + 1).unwrap_or(0));
+            py_str_into(e.crash_path(), true, out);
+            let _ = write!(out, ", \"lineno\": {}, \"message\": ", e.crash_lineno());
             py_str_into(&e.message, true, out);
             out.push('}');
         }

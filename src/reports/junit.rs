@@ -314,7 +314,8 @@ pub(crate) fn entry_xml(e: &Entry) -> String {
     if e.crash && !e.rechecks.is_empty() {
         body.push_str(&rechecks_xml(e));
     } else if let Some((tag, ty)) = child {
-        body.push_str(&format!("<{tag}{ty} message=\"{}\">{}</{tag}>", xml_attr(&e.message), xml_text(&e.longrepr)));
+        let message = e.junit_message.as_deref().unwrap_or(&e.message);
+        body.push_str(&format!("<{tag}{ty} message=\"{}\">{}</{tag}>", xml_attr(message), xml_text(&e.longrepr)));
     }
     if body.is_empty() {
         s.push_str(" />");

@@ -205,6 +205,12 @@ pub(crate) struct Entry {
     pub plugin: Option<Box<crate::journal::PluginEntries>>,
     /// The test's `record_property` values `(name, value)`, in order.
     pub props: Vec<(String, String)>,
+    /// Where its failure was raised (pytest's `reprcrash`), when the
+    /// journal says.
+    pub reprcrash: Option<crate::journal::ReprCrash>,
+    /// junitxml's `message` attribute for its failure, when the journal
+    /// says (else [`Entry::message`]).
+    pub junit_message: Option<String>,
 }
 
 impl Entry {
@@ -244,6 +250,8 @@ impl Entry {
             flaky_pass: r.flaky_passes(),
             plugin: None,
             props: Vec::new(),
+            reprcrash: None,
+            junit_message: None,
         }
     }
 
@@ -251,13 +259,18 @@ impl Entry {
     pub fn from_done(d: &Done) -> Entry {
         let nodeid = d.nodeid.trim().to_string();
         let longrepr = d.longrepr.clone().unwrap_or_default();
-        let message = longrepr
-            .lines()
-            .rev()
-            .find(|l| l.starts_with("E "))
-            .map(|l| l.trim_start_matches('E').trim().to_string())
-            .or_else(|| longrepr.lines().rev().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_string()))
-            .unwrap_or_default();
+        // pytest's own message of the failure; from a journal without it,
+        // the report's last `E` line.
+        let message = match &d.reprcrash {
+            Some(rc) => rc.message.clone(),
+            None => longrepr
+                .lines()
+                .rev()
+                .find(|l| l.starts_with("E "))
+                .map(|l| l.trim_start_matches('E').trim().to_string())
+                .or_else(|| longrepr.lines().rev().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_string()))
+                .unwrap_or_default(),
+        };
         let (path, lineno) = match &d.location {
             Some((p, l, _)) => (p.clone(), *l),
             None => (record::split_nodeid(&nodeid).first().map(|s| s.to_string()).unwrap_or_default(), None),
@@ -277,6 +290,8 @@ impl Entry {
             flaky_pass: false,
             plugin: d.reports.clone(),
             props: d.props.clone(),
+            reprcrash: d.reprcrash.as_deref().cloned(),
+            junit_message: d.junit_message.clone(),
         }
     }
 
@@ -294,6 +309,18 @@ impl Entry {
             message: reason.to_string(),
             ..Entry::default()
         }
+    }
+
+    /// Where its failure was raised, as pytest-json-report's `crash` gives
+    /// it: the file pytest located it in, else the test's own.
+    pub fn crash_path(&self) -> &str {
+        self.reprcrash.as_ref().map_or(&self.path, |rc| &rc.path)
+    }
+
+    /// The 1-based line of [`Entry::crash_path`] (the test's own line when
+    /// pytest did not locate the failure; 0 when unknown).
+    pub fn crash_lineno(&self) -> u64 {
+        self.reprcrash.as_ref().map_or(self.lineno.map_or(0, |l| l + 1), |rc| rc.lineno)
     }
 
     /// The test's name: the last part of the node id (`test_x[param]`).

@@ -547,3 +547,123 @@ print(json.dumps(out))
     assert!(out.status.success());
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// Failures whose messages span lines, or are not the last `E` line of the
+/// report: what the reports the wrapper creates from its journal say about
+/// them must be what pytest's own plugins write.
+const MESSAGES_SUITE: &str = r#"
+import ctypes
+import pytest
+
+def test_multi():
+    assert 1 + 1 == 3, "arithmetic\nsecond line"
+
+def test_raise():
+    raise ValueError("first\nsecond\nthird")
+
+def helper():
+    raise KeyError("deep")
+
+def test_deep():
+    helper()
+
+@pytest.fixture
+def bad():
+    raise RuntimeError("setup\nbroke")
+
+def test_setup_err(bad):
+    pass
+
+@pytest.fixture
+def bad_teardown():
+    yield
+    raise RuntimeError("teardown broke")
+
+def test_teardown_err(bad_teardown):
+    pass
+
+def test_long():
+    assert False, "\n".join("line %d %s" % (i, "x" * 60) for i in range(20))
+
+def test_segv():
+    ctypes.string_at(0)
+
+def test_ok():
+    pass
+"#;
+
+/// Per test of a report set in `dir` (`<stem>.xml`, `.csv`, `.json`): the
+/// JUnit failure or error element's message, pytest-csv's message, and
+/// pytest-json-report's `crash` of the phase that failed.
+fn messages_of(dir: &Path, stem: &str) -> BTreeMap<String, (String, String, Value)> {
+    use quick_xml::events::Event;
+    let mut out: BTreeMap<String, (String, String, Value)> = BTreeMap::new();
+    let xml = std::fs::read_to_string(dir.join(format!("{stem}.xml"))).unwrap();
+    let mut rd = quick_xml::Reader::from_str(&xml);
+    let mut case = String::new();
+    loop {
+        match rd.read_event().expect("valid JUnit XML") {
+            Event::Start(e) | Event::Empty(e) => {
+                let attr = |k: &str| {
+                    e.try_get_attribute(k)
+                        .unwrap()
+                        .map(|a| a.unescape_value().unwrap().into_owned())
+                        .unwrap_or_default()
+                };
+                match e.name().as_ref() {
+                    b"testcase" => case = attr("name"),
+                    b"failure" | b"error" => out.entry(case.clone()).or_default().0 = attr("message"),
+                    _ => {}
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    let mut rd = ::csv::Reader::from_path(dir.join(format!("{stem}.csv"))).unwrap();
+    let header = rd.headers().unwrap().clone();
+    let col = |n: &str| header.iter().position(|h| h == n).unwrap();
+    for row in rd.records() {
+        let row = row.unwrap();
+        if row[col("status")] != *"passed" {
+            out.entry(row[col("name")].to_string()).or_default().1 = row[col("message")].to_string();
+        }
+    }
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{stem}.json"))).unwrap()).unwrap();
+    for t in json["tests"].as_array().unwrap() {
+        let name = t["nodeid"].as_str().unwrap().rsplit("::").next().unwrap().to_string();
+        for phase in ["setup", "call", "teardown"] {
+            if let Some(c) = t.get(phase).and_then(|p| p.get("crash")) {
+                out.entry(name.clone()).or_default().2 = c.clone();
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn created_reports_carry_the_failure_messages_pytests_plugins_write() {
+    let s = Suite::new();
+    s.write("test_msgs.py", MESSAGES_SUITE);
+    // Plain pytest with its plugins writing the reports (the crashing test
+    // left out), then the wrapper creating the same three from its journal.
+    let mut plain = Command::new(python());
+    plain.args(["-m", "pytest", "-p", "no:cacheprovider", "-q", "-k", "not segv", "--junitxml=p.xml", "--csv=p.csv"]);
+    plain.args(["--json-report", "--json-report-file=p.json"]);
+    let p = s.run_cmd(plain);
+    assert_eq!(p.code(), 1, "{}", p.dump());
+    let w = s.wrap(&["--junit-xml", "w.xml", "--csv-report", "w.csv", "--json-report", "w.json"], &["-q"]);
+    assert_eq!(w.code(), 1, "{}", w.dump());
+    let (want, mut got) = (messages_of(s.path(), "p"), messages_of(s.path(), "w"));
+    assert!(got.remove("test_segv").is_some_and(|m| m.0.contains("SIGSEGV")), "{got:?}");
+    for name in ["test_multi", "test_raise", "test_deep", "test_setup_err", "test_teardown_err", "test_long"] {
+        assert!(want.contains_key(name), "plain run lacks {name}: {want:?}");
+    }
+    for (name, plain) in &want {
+        let created = got.get(name).cloned().unwrap_or_default();
+        assert_eq!(created.0, plain.0, "JUnit message of {name}");
+        assert_eq!(created.1, plain.1, "CSV message of {name}");
+        assert_eq!(created.2, plain.2, "JSON crash of {name}");
+    }
+}
