@@ -399,8 +399,9 @@ fn read_report(path: &Path) -> Result<Option<String>> {
 /// used as they are touched). glibc's heaps of other threads otherwise
 /// grow by one `mprotect` per allocation past their end, each taking the
 /// process's memory-map lock against the other threads' page faults:
-/// patching the four reports of a 5,000-test run took 41 ms with them,
-/// 34 ms without (hyperfine, 30 runs). Elsewhere (musl) nothing changes.
+/// patching the four reports of a 5,000-test run took 38.8 ms with them,
+/// 32.4 ms without (hyperfine, 40 runs; BENCHMARKS.md section 14).
+/// Elsewhere (musl) nothing changes.
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets an allocator parameter; it is called
